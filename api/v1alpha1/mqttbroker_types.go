@@ -1,0 +1,454 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// MQTTBrokerSpec is the desired state of one MQTT broker.
+// +kubebuilder:validation:XValidation:rule="!has(self.tls)",message="spec.tls is not supported by this operator version yet: operator-managed, existing-Secret and cert-manager certificates arrive with TLS support; remove spec.tls and use the tcp or websocket listener"
+// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling)",message="spec.autoscaling is not supported yet: it needs brokers that form a cluster (more than one replica), which this operator version does not run; remove spec.autoscaling"
+type MQTTBrokerSpec struct {
+	// replicas is the number of broker pods. 0 stops the broker and keeps its
+	// storage; 1 runs it. More than 1 is refused until brokers form one cluster:
+	// independent brokers behind one Service would each see only the clients that
+	// happen to land on them, splitting every topic.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:XValidation:rule="self <= 1",message="replicas above 1 are not supported yet: brokers do not form a cluster, and independent brokers behind one Service would split topics between them; use 0 or 1"
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// image overrides the broker container image. Empty uses the broker image
+	// this operator version was built and tested with.
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="!self.contains(' ')",message="image must be an image reference without spaces, such as registry.example.com/mqtt-broker:1.2.3"
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// imagePullPolicy of the broker container. Empty lets Kubernetes choose
+	// (IfNotPresent, or Always for a ':latest' tag).
+	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
+	// +optional
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+
+	// resources of the broker container. Empty gets requests of 100m CPU and
+	// 128Mi memory and a 512Mi memory limit.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// pod holds scheduling and metadata knobs for the broker pods.
+	// +optional
+	Pod PodTemplate `json:"pod,omitempty"`
+
+	// listeners are the network endpoints the broker accepts MQTT clients on.
+	// +kubebuilder:default={tcp:{enabled:true,port:1883},tls:{enabled:false,port:8883},websocket:{enabled:false,port:8083},secureWebsocket:{enabled:false,port:8084}}
+	// +optional
+	Listeners Listeners `json:"listeners,omitempty"`
+
+	// service configures the client Service in front of the broker pods.
+	// +kubebuilder:default={}
+	// +optional
+	Service ServiceSpec `json:"service,omitempty"`
+
+	// storage is where the broker keeps sessions and retained messages.
+	// +kubebuilder:default={}
+	// +optional
+	Storage Storage `json:"storage,omitempty"`
+
+	// limits protect the broker and its tenants from clients that ask too much.
+	// The broker applies changes to them in place, without a restart.
+	// +kubebuilder:default={}
+	// +optional
+	Limits Limits `json:"limits,omitempty"`
+
+	// allowAnonymous lets clients connect without a username. Off by default:
+	// every client then needs an MQTTUser. Anonymous clients still only get what
+	// a TopicACL grants to the anonymous subject.
+	// +kubebuilder:default=false
+	// +optional
+	AllowAnonymous bool `json:"allowAnonymous,omitempty"`
+
+	// tls configures certificates for the tls and secureWebsocket listeners.
+	// Reserved: this operator version refuses it (see the validation message).
+	// +optional
+	TLS *TLSSpec `json:"tls,omitempty"`
+
+	// autoscaling scales replicas between bounds from load. Reserved: this
+	// operator version refuses it (see the validation message).
+	// +optional
+	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
+}
+
+// PodTemplate holds the pod-level settings a platform team usually needs.
+type PodTemplate struct {
+	// annotations added to every broker pod.
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+
+	// labels added to every broker pod. The app.kubernetes.io/ labels the
+	// operator selects pods by cannot be overridden.
+	// +kubebuilder:validation:XValidation:rule="!self.exists(k, k in ['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/component', 'app.kubernetes.io/managed-by'])",message="pod.labels must not set app.kubernetes.io/name, instance, component or managed-by: the operator selects broker pods by them"
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// nodeSelector constrains broker pods to nodes with these labels.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// tolerations let broker pods run on tainted nodes.
+	// +optional
+	// +listType=atomic
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// affinity rules for broker pods.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+
+	// topologySpreadConstraints for broker pods.
+	// +optional
+	// +listType=atomic
+	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
+
+	// priorityClassName of broker pods.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+}
+
+// Ports the broker uses for itself; listeners cannot take them.
+const (
+	// HealthPort serves /healthz, /readyz and /metrics.
+	HealthPort = 9090
+	// AdminPort serves the authenticated admin API the operator pushes to.
+	AdminPort = 9091
+)
+
+// Listeners are the broker's MQTT endpoints.
+// +kubebuilder:validation:XValidation:rule="self.tcp.enabled || self.tls.enabled || self.websocket.enabled || self.secureWebsocket.enabled",message="at least one listener must be enabled, or no client could connect"
+// +kubebuilder:validation:XValidation:rule="!self.tls.enabled && !self.secureWebsocket.enabled",message="the tls and secureWebsocket listeners need certificates, which this operator version cannot provide yet; use the tcp or websocket listener"
+// +kubebuilder:validation:XValidation:rule="[self.tcp.enabled ? self.tcp.port : -1, self.tls.enabled ? self.tls.port : -2, self.websocket.enabled ? self.websocket.port : -3, self.secureWebsocket.enabled ? self.secureWebsocket.port : -4].all(p, [self.tcp.enabled ? self.tcp.port : -1, self.tls.enabled ? self.tls.port : -2, self.websocket.enabled ? self.websocket.port : -3, self.secureWebsocket.enabled ? self.secureWebsocket.port : -4].filter(q, q == p).size() == 1)",message="enabled listeners must use different ports"
+type Listeners struct {
+	// tcp is MQTT over plain TCP (default: on, port 1883).
+	// +kubebuilder:default={}
+	// +optional
+	TCP TCPListener `json:"tcp,omitempty"`
+
+	// tls is MQTT over TLS (default: off, port 8883).
+	// +kubebuilder:default={}
+	// +optional
+	TLS TLSListener `json:"tls,omitempty"`
+
+	// websocket is MQTT over WebSocket at path /mqtt (default: off, port 8083).
+	// +kubebuilder:default={}
+	// +optional
+	WebSocket WebSocketListener `json:"websocket,omitempty"`
+
+	// secureWebsocket is MQTT over WebSocket with TLS at path /mqtt (default:
+	// off, port 8084).
+	// +kubebuilder:default={}
+	// +optional
+	SecureWebSocket SecureWebSocketListener `json:"secureWebsocket,omitempty"`
+}
+
+// ListenerPort is the port a listener uses in the pod and on the Services.
+// Ports below 1024 need a capability the non-root broker does not have.
+// +kubebuilder:validation:XValidation:rule="self >= 1024 && self <= 65535",message="port must be between 1024 and 65535: the broker runs as non-root without NET_BIND_SERVICE"
+// +kubebuilder:validation:XValidation:rule="self != 9090 && self != 9091",message="ports 9090 (health and metrics) and 9091 (admin API) are reserved for the broker itself"
+type ListenerPort int32
+
+// TCPListener is MQTT over plain TCP.
+type TCPListener struct {
+	// enabled turns the listener on.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled bool `json:"enabled"`
+	// port of the listener.
+	// +kubebuilder:default=1883
+	// +optional
+	Port ListenerPort `json:"port,omitempty"`
+}
+
+// TLSListener is MQTT over TLS.
+type TLSListener struct {
+	// enabled turns the listener on.
+	// +kubebuilder:default=false
+	// +optional
+	Enabled bool `json:"enabled"`
+	// port of the listener.
+	// +kubebuilder:default=8883
+	// +optional
+	Port ListenerPort `json:"port,omitempty"`
+}
+
+// WebSocketListener is MQTT over WebSocket.
+type WebSocketListener struct {
+	// enabled turns the listener on.
+	// +kubebuilder:default=false
+	// +optional
+	Enabled bool `json:"enabled"`
+	// port of the listener.
+	// +kubebuilder:default=8083
+	// +optional
+	Port ListenerPort `json:"port,omitempty"`
+}
+
+// SecureWebSocketListener is MQTT over WebSocket with TLS.
+type SecureWebSocketListener struct {
+	// enabled turns the listener on.
+	// +kubebuilder:default=false
+	// +optional
+	Enabled bool `json:"enabled"`
+	// port of the listener.
+	// +kubebuilder:default=8084
+	// +optional
+	Port ListenerPort `json:"port,omitempty"`
+}
+
+// ServiceSpec configures the client Service.
+type ServiceSpec struct {
+	// type of the client Service.
+	// +kubebuilder:validation:Enum=ClusterIP;NodePort;LoadBalancer
+	// +kubebuilder:default=ClusterIP
+	// +optional
+	Type corev1.ServiceType `json:"type,omitempty"`
+
+	// annotations on the client Service, e.g. for a cloud load balancer.
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// StorageType says where broker state lives.
+// +kubebuilder:validation:Enum=Ephemeral;Persistent
+type StorageType string
+
+const (
+	// StorageEphemeral keeps state in an emptyDir: lost when the pod goes.
+	StorageEphemeral StorageType = "Ephemeral"
+	// StoragePersistent keeps state on a PersistentVolumeClaim per pod.
+	StoragePersistent StorageType = "Persistent"
+)
+
+// Storage is where the broker keeps its state.
+// +kubebuilder:validation:XValidation:rule="self.type == 'Persistent' || (!has(self.size) && !has(self.storageClassName))",message="storage.size and storage.storageClassName only apply to type Persistent"
+// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="storage cannot be changed after the broker is created: a StatefulSet's volume claims are immutable; create a new broker instead"
+type Storage struct {
+	// type is Ephemeral (an emptyDir, the default) or Persistent (a
+	// PersistentVolumeClaim per pod).
+	// +kubebuilder:default=Ephemeral
+	// +optional
+	Type StorageType `json:"type,omitempty"`
+
+	// size of each pod's volume claim for type Persistent. Default 1Gi.
+	// +optional
+	Size *resource.Quantity `json:"size,omitempty"`
+
+	// storageClassName of the volume claims for type Persistent. Empty uses the
+	// cluster's default StorageClass.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	StorageClassName *string `json:"storageClassName,omitempty"`
+}
+
+// Limits bound what clients may ask of the broker.
+type Limits struct {
+	// maxConnections is the most clients connected to one broker pod at once.
+	// +kubebuilder:default=10000
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	MaxConnections int32 `json:"maxConnections,omitempty"`
+
+	// maxPacketSize is the largest MQTT packet in bytes the broker accepts;
+	// larger packets close the connection before anything is allocated for them.
+	// +kubebuilder:default=1048576
+	// +kubebuilder:validation:XValidation:rule="self >= 1024 && self <= 268435455",message="maxPacketSize must be between 1024 bytes and 268435455 bytes (MQTT's own maximum)"
+	// +optional
+	MaxPacketSize int32 `json:"maxPacketSize,omitempty"`
+
+	// maxInflight is the number of unacknowledged QoS 1 and 2 messages in
+	// flight per client (MQTT 5 receive maximum).
+	// +kubebuilder:default=64
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	MaxInflight int32 `json:"maxInflight,omitempty"`
+
+	// maxQoS is the highest quality of service the broker grants: 0, 1 or 2.
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:XValidation:rule="self >= 0 && self <= 2",message="maxQoS must be 0, 1 or 2"
+	// +optional
+	MaxQoS *int32 `json:"maxQoS,omitempty"`
+
+	// retainAvailable lets clients publish retained messages.
+	// +kubebuilder:default=true
+	// +optional
+	RetainAvailable *bool `json:"retainAvailable,omitempty"`
+
+	// sessionExpiry is the longest a disconnected persistent session is kept,
+	// as a duration such as 1h or 30m.
+	// +kubebuilder:default="2h"
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(h|m|s))+$') && duration(self) <= duration('720h')",message="sessionExpiry must be a duration of hours, minutes and seconds (such as 2h or 90m) no longer than 720h"
+	// +optional
+	SessionExpiry string `json:"sessionExpiry,omitempty"`
+
+	// maxKeepalive is the longest keepalive interval in seconds a client may
+	// use; the broker tells MQTT 5 clients to use this one when they ask for
+	// more.
+	// +kubebuilder:default=300
+	// +kubebuilder:validation:XValidation:rule="self >= 10 && self <= 65535",message="maxKeepalive must be between 10 and 65535 seconds"
+	// +optional
+	MaxKeepalive int32 `json:"maxKeepalive,omitempty"`
+
+	// publishRatePerClient is the most PUBLISH packets per second one client may
+	// send; 0 means no limit.
+	// +kubebuilder:default=0
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	PublishRatePerClient int32 `json:"publishRatePerClient,omitempty"`
+
+	// maxSubscriptionsPerClient is the most topic filters one client may be
+	// subscribed to at once.
+	// +kubebuilder:default=100
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	MaxSubscriptionsPerClient int32 `json:"maxSubscriptionsPerClient,omitempty"`
+}
+
+// TLSMode says where the broker's server certificate comes from.
+// +kubebuilder:validation:Enum=OperatorManaged;ExistingSecret;CertManager
+type TLSMode string
+
+// TLSSpec configures the broker's certificates. Reserved for a later version.
+type TLSSpec struct {
+	// mode is OperatorManaged, ExistingSecret or CertManager.
+	// +optional
+	Mode TLSMode `json:"mode,omitempty"`
+
+	// secretName of a kubernetes.io/tls Secret, for mode ExistingSecret.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+
+	// issuerName of a cert-manager Issuer or ClusterIssuer, for mode CertManager.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	IssuerName string `json:"issuerName,omitempty"`
+
+	// issuerKind is Issuer or ClusterIssuer, for mode CertManager.
+	// +kubebuilder:validation:Enum=Issuer;ClusterIssuer
+	// +optional
+	IssuerKind string `json:"issuerKind,omitempty"`
+}
+
+// AutoscalingSpec bounds and drives automatic scaling. Reserved for a later
+// version.
+type AutoscalingSpec struct {
+	// minReplicas is the fewest replicas autoscaling may choose.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MinReplicas int32 `json:"minReplicas,omitempty"`
+
+	// maxReplicas is the most replicas autoscaling may choose.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxReplicas int32 `json:"maxReplicas,omitempty"`
+
+	// targetCPUUtilizationPercentage is the average CPU use to scale towards.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	TargetCPUUtilizationPercentage int32 `json:"targetCPUUtilizationPercentage,omitempty"`
+
+	// targetConnectionsPerPod is the average number of clients per pod to scale
+	// towards.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	TargetConnectionsPerPod int32 `json:"targetConnectionsPerPod,omitempty"`
+}
+
+// Endpoint is one way to reach the broker from inside the cluster.
+type Endpoint struct {
+	// name of the listener: tcp, tls, websocket or secureWebsocket.
+	Name string `json:"name"`
+	// host is the client Service's in-cluster DNS name.
+	Host string `json:"host"`
+	// port of the listener on that Service.
+	Port int32 `json:"port"`
+	// url is a ready-to-use client URL, such as mqtt://host:1883.
+	URL string `json:"url"`
+}
+
+// MQTTBrokerStatus is what the operator observed of the broker.
+type MQTTBrokerStatus struct {
+	// observedGeneration is the spec generation the rest of this status
+	// describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready (summary), Available (accepting clients) and
+	// Progressing (a rollout or scale change under way).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// replicas is the number of broker pods that exist.
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+
+	// readyReplicas is the number of broker pods that are ready.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+
+	// selector is the label selector of the broker pods, for the scale
+	// subresource and HorizontalPodAutoscalers.
+	// +optional
+	Selector string `json:"selector,omitempty"`
+
+	// endpoints lists where clients inside the cluster connect.
+	// +optional
+	// +listType=atomic
+	Endpoints []Endpoint `json:"endpoints,omitempty"`
+}
+
+// MQTTBroker runs one MQTT broker: its pods, Services, configuration and
+// protections.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
+// +kubebuilder:resource:shortName=mqb,categories=mqtt
+// +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.spec.replicas`
+// +kubebuilder:printcolumn:name="Ready-Pods",type=integer,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 52",message="MQTTBroker names are limited to 52 characters so that the names of its pods and Services stay valid"
+type MQTTBroker struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired broker.
+	// +kubebuilder:default={}
+	// +optional
+	Spec MQTTBrokerSpec `json:"spec,omitempty"`
+	// status is what the operator observed.
+	// +optional
+	Status MQTTBrokerStatus `json:"status,omitempty"`
+}
+
+// MQTTBrokerList is a list of MQTTBrokers.
+// +kubebuilder:object:root=true
+type MQTTBrokerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []MQTTBroker `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&MQTTBroker{}, &MQTTBrokerList{})
+}

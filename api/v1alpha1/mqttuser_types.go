@@ -1,0 +1,123 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Username is an MQTT username. It may not contain '/', '+', '#', '%',
+// spaces or control characters, because usernames are substituted for %u into
+// topic filters, where those characters would change the filter's meaning.
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=128
+// +kubebuilder:validation:XValidation:rule="self.matches('^[^/+#%[:space:][:cntrl:]]+$')",message="a username must not contain '/', '+', '#', '%', spaces or control characters: it is substituted for %u into topic filters"
+type Username string
+
+// AuthenticationType says how an MQTT user proves who it is.
+// +kubebuilder:validation:Enum=Password;ClientCertificate
+type AuthenticationType string
+
+const (
+	// AuthenticationPassword is a username and password in CONNECT.
+	AuthenticationPassword AuthenticationType = "Password"
+	// AuthenticationClientCertificate is a TLS client certificate.
+	AuthenticationClientCertificate AuthenticationType = "ClientCertificate"
+)
+
+// SecretKeyReference names one key of a Secret in the same namespace.
+type SecretKeyReference struct {
+	// name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// key in the Secret's data that holds the password.
+	// +kubebuilder:default=password
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	Key string `json:"key,omitempty"`
+}
+
+// MQTTUserSpec is an identity MQTT clients log in with.
+// +kubebuilder:validation:XValidation:rule="self.authentication != 'ClientCertificate'",message="authentication ClientCertificate needs TLS on the broker, which this operator version does not support yet; use Password"
+// +kubebuilder:validation:XValidation:rule="self.authentication == 'Password' || !has(self.passwordSecretRef)",message="passwordSecretRef only applies to authentication Password"
+type MQTTUserSpec struct {
+	// brokerRef names the MQTTBroker, in this namespace, this user logs in to.
+	// It cannot be changed: delete the user and create it for the other broker.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="brokerRef is immutable: delete this MQTTUser and create a new one for the other broker"
+	BrokerRef BrokerReference `json:"brokerRef"`
+
+	// username clients send in CONNECT. Empty uses the MQTTUser's name.
+	// +optional
+	Username Username `json:"username,omitempty"`
+
+	// authentication is Password (default) or ClientCertificate.
+	// +kubebuilder:default=Password
+	// +optional
+	Authentication AuthenticationType `json:"authentication,omitempty"`
+
+	// passwordSecretRef points at the password in a Secret you manage; changing
+	// that Secret rotates the password. Empty means the operator generates a
+	// strong random password once and keeps it in the connection Secret.
+	// +optional
+	PasswordSecretRef *SecretKeyReference `json:"passwordSecretRef,omitempty"`
+
+	// connectionSecretName is the Secret the operator writes for applications:
+	// host, port, username, password and a ready-to-use uri. Empty uses
+	// "<MQTTUser name>-mqtt".
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="connectionSecretName must be a valid Secret name: lowercase letters, digits, '-' and '.'"
+	// +optional
+	ConnectionSecretName string `json:"connectionSecretName,omitempty"`
+}
+
+// MQTTUserStatus is what the operator observed of the user.
+type MQTTUserStatus struct {
+	// observedGeneration is the spec generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready when the user is enforced on every ready broker pod.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// username in effect.
+	// +optional
+	Username string `json:"username,omitempty"`
+
+	// connectionSecretName is the Secret that holds the connection details.
+	// +optional
+	ConnectionSecretName string `json:"connectionSecretName,omitempty"`
+}
+
+// MQTTUser is a username and credentials for one MQTTBroker.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=mqu,categories=mqtt
+// +kubebuilder:printcolumn:name="Broker",type=string,JSONPath=`.spec.brokerRef.name`
+// +kubebuilder:printcolumn:name="Username",type=string,JSONPath=`.status.username`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type MQTTUser struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired user.
+	Spec MQTTUserSpec `json:"spec"`
+	// status is what the operator observed.
+	// +optional
+	Status MQTTUserStatus `json:"status,omitempty"`
+}
+
+// MQTTUserList is a list of MQTTUsers.
+// +kubebuilder:object:root=true
+type MQTTUserList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []MQTTUser `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&MQTTUser{}, &MQTTUserList{})
+}

@@ -1,0 +1,223 @@
+package v1alpha1_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/internal/testenv"
+)
+
+// These tests run the generated CRDs in a real kube-apiserver: what they accept
+// and refuse, and with which message, is exactly what a user sees on apply.
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) {
+	var err error
+	env, err = testenv.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+var nsCount int
+
+func namespace(t *testing.T) string {
+	t.Helper()
+	nsCount++
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("validation-%d", nsCount)}}
+	if err := env.Client.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
+
+func object(t *testing.T, ns, manifest string) *unstructured.Unstructured {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(manifest), &u.Object); err != nil {
+		t.Fatalf("bad test manifest: %v\n%s", err, manifest)
+	}
+	u.SetNamespace(ns)
+	return u
+}
+
+const brokerHead = "apiVersion: broker.mqtt-operator.io/v1alpha1\nkind: MQTTBroker\nmetadata: {name: b}\n"
+const userHead = "apiVersion: broker.mqtt-operator.io/v1alpha1\nkind: MQTTUser\nmetadata: {name: u}\n"
+const aclHead = "apiVersion: broker.mqtt-operator.io/v1alpha1\nkind: TopicACL\nmetadata: {name: a}\n"
+
+func acl(topic string) string {
+	return aclHead + fmt.Sprintf("spec: {brokerRef: {name: b}, subjects: {users: [dev]}, rules: [{topic: %q, access: Publish}]}", topic)
+}
+
+func TestSamplesAreAccepted(t *testing.T) {
+	ns := namespace(t)
+	files, _ := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "broker_*.yaml"))
+	if len(files) < 3 {
+		t.Fatalf("expected a sample per kind, found %v", files)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := env.Client.Create(context.Background(), object(t, ns, string(data))); err != nil {
+			t.Errorf("sample %s refused: %v", filepath.Base(f), err)
+		}
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	ns := namespace(t)
+	ctx := context.Background()
+	if err := env.Client.Create(ctx, object(t, ns, brokerHead)); err != nil {
+		t.Fatal(err)
+	}
+	var b v1alpha1.MQTTBroker
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "b"}, &b); err != nil {
+		t.Fatal(err)
+	}
+	s := b.Spec
+	got := fmt.Sprintf("replicas=%d tcp=%v:%d ws=%v:%d storage=%s maxConn=%d packet=%d qos=%d retain=%v expiry=%s anon=%v svc=%s",
+		*s.Replicas, s.Listeners.TCP.Enabled, s.Listeners.TCP.Port, s.Listeners.WebSocket.Enabled, s.Listeners.WebSocket.Port,
+		s.Storage.Type, s.Limits.MaxConnections, s.Limits.MaxPacketSize, *s.Limits.MaxQoS, *s.Limits.RetainAvailable,
+		s.Limits.SessionExpiry, s.AllowAnonymous, s.Service.Type)
+	want := "replicas=1 tcp=true:1883 ws=false:8083 storage=Ephemeral maxConn=10000 packet=1048576 qos=2 retain=true expiry=2h anon=false svc=ClusterIP"
+	if got != want {
+		t.Errorf("defaults:\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestInvalidObjectsAreRefusedWithAClearMessage(t *testing.T) {
+	ns := namespace(t)
+	long := strings.Repeat("a", 53)
+	cases := []struct {
+		name, manifest, message string
+	}{
+		{"replicas above one", brokerHead + "spec: {replicas: 2}", "replicas above 1 are not supported yet: brokers do not form a cluster"},
+		{"negative replicas", brokerHead + "spec: {replicas: -1}", "should be greater than or equal to 0"},
+		{"no listener", brokerHead + "spec: {listeners: {tcp: {enabled: false}}}", "at least one listener must be enabled"},
+		{"tls listener", brokerHead + "spec: {listeners: {tls: {enabled: true}}}", "the tls and secureWebsocket listeners need certificates"},
+		{"secure websocket listener", brokerHead + "spec: {listeners: {secureWebsocket: {enabled: true}}}", "the tls and secureWebsocket listeners need certificates"},
+		{"duplicate ports", brokerHead + "spec: {listeners: {websocket: {enabled: true, port: 1883}}}", "enabled listeners must use different ports"},
+		{"privileged port", brokerHead + "spec: {listeners: {tcp: {port: 80}}}", "port must be between 1024 and 65535"},
+		{"reserved port", brokerHead + "spec: {listeners: {websocket: {enabled: true, port: 9091}}}", "are reserved for the broker itself"},
+		{"tls block", brokerHead + "spec: {tls: {mode: OperatorManaged}}", "spec.tls is not supported by this operator version yet"},
+		{"autoscaling", brokerHead + "spec: {autoscaling: {maxReplicas: 3}}", "spec.autoscaling is not supported yet"},
+		{"size on ephemeral storage", brokerHead + "spec: {storage: {size: 1Gi}}", "storage.size and storage.storageClassName only apply to type Persistent"},
+		{"tiny packet size", brokerHead + "spec: {limits: {maxPacketSize: 100}}", "maxPacketSize must be between 1024 bytes and 268435455 bytes"},
+		{"qos 3", brokerHead + "spec: {limits: {maxQoS: 3}}", "maxQoS must be 0, 1 or 2"},
+		{"session expiry in days", brokerHead + "spec: {limits: {sessionExpiry: 1d}}", "sessionExpiry must be a duration of hours, minutes and seconds"},
+		{"session expiry too long", brokerHead + "spec: {limits: {sessionExpiry: 1000h}}", "no longer than 720h"},
+		{"keepalive too short", brokerHead + "spec: {limits: {maxKeepalive: 5}}", "maxKeepalive must be between 10 and 65535 seconds"},
+		{"reserved pod label", brokerHead + "spec: {pod: {labels: {app.kubernetes.io/instance: x}}}", "pod.labels must not set app.kubernetes.io/name, instance, component or managed-by"},
+		{"broker name too long", strings.Replace(brokerHead, "name: b", "name: "+long, 1), "MQTTBroker names are limited to 52 characters"},
+		{"user without broker", userHead + "spec: {}", "spec.brokerRef: Required value"},
+		{"user broker name", userHead + "spec: {brokerRef: {name: Telemetry}}", "brokerRef.name must be a lowercase RFC 1123 label"},
+		{"username with slash", userHead + "spec: {brokerRef: {name: b}, username: a/b}", "a username must not contain '/', '+', '#', '%', spaces or control characters"},
+		{"username with wildcard", userHead + "spec: {brokerRef: {name: b}, username: 'dev+1'}", "a username must not contain"},
+		{"client certificate auth", userHead + "spec: {brokerRef: {name: b}, authentication: ClientCertificate}", "authentication ClientCertificate needs TLS on the broker"},
+		{"connection secret name", userHead + "spec: {brokerRef: {name: b}, connectionSecretName: My_Secret}", "connectionSecretName must be a valid Secret name"},
+		{"hash not last", acl("sensors/#/temperature"), "'#' must be the last level of a topic filter"},
+		{"hash inside a level", acl("sensors/room#"), "'#' must be the last level of a topic filter"},
+		{"plus inside a level", acl("sensors/room+/temperature"), "'+' must be a whole topic level"},
+		{"empty topic", acl(""), "topic must not be empty"},
+		{"stray percent", acl("devices/%x/state"), "'%' may only appear as a whole level %u (username) or %c (client ID)"},
+		{"substitution inside a level", acl("devices/id-%u/state"), "'%' may only appear as a whole level"},
+		{"topic too long", acl(strings.Repeat("t", 1025)), "Too long: may not be more than 1024 bytes"},
+		{"no subjects", aclHead + "spec: {brokerRef: {name: b}, subjects: {}, rules: [{topic: a, access: Publish}]}", "subjects must name at least one user, or set allAuthenticated or anonymous"},
+		{"no rules", aclHead + "spec: {brokerRef: {name: b}, subjects: {anonymous: true}, rules: []}", "should have at least 1 items"},
+		{"unknown access", aclHead + "spec: {brokerRef: {name: b}, subjects: {anonymous: true}, rules: [{topic: a, access: Read}]}", `supported values: "Publish", "Subscribe", "PublishSubscribe"`},
+		{"bad subject username", aclHead + "spec: {brokerRef: {name: b}, subjects: {users: ['a#']}, rules: [{topic: a, access: Publish}]}", "a username must not contain"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := env.Client.Create(context.Background(), object(t, ns, tc.manifest))
+			if err == nil {
+				t.Fatalf("accepted, want refusal with %q", tc.message)
+			}
+			if !strings.Contains(err.Error(), tc.message) {
+				t.Errorf("refused with\n  %v\nwant a message containing\n  %q", err, tc.message)
+			}
+		})
+	}
+}
+
+func TestValidTopicFiltersAreAccepted(t *testing.T) {
+	ns := namespace(t)
+	for i, topic := range []string{"#", "+", "sensors/+/temperature/#", "devices/%u/#", "clients/%c/+", "$SYS/broker/#", "a//b", "/leading"} {
+		m := object(t, ns, acl(topic))
+		m.SetName(fmt.Sprintf("a%d", i))
+		if err := env.Client.Create(context.Background(), m); err != nil {
+			t.Errorf("topic %q refused: %v", topic, err)
+		}
+	}
+}
+
+func TestImmutableFieldsStayPut(t *testing.T) {
+	ns := namespace(t)
+	ctx := context.Background()
+	cases := []struct {
+		name, manifest, path, value, message string
+	}{
+		{"user brokerRef", userHead + "spec: {brokerRef: {name: b}}", "spec.brokerRef.name", "other", "brokerRef is immutable: delete this MQTTUser"},
+		{"acl brokerRef", aclHead + "spec: {brokerRef: {name: b}, subjects: {anonymous: true}, rules: [{topic: a, access: Publish}]}", "spec.brokerRef.name", "other", "brokerRef is immutable: delete this TopicACL"},
+		{"broker storage", brokerHead + "spec: {storage: {type: Ephemeral}}", "spec.storage.type", "Persistent", "storage cannot be changed after the broker is created"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := object(t, ns, tc.manifest)
+			if err := env.Client.Create(ctx, obj); err != nil {
+				t.Fatal(err)
+			}
+			if err := unstructured.SetNestedField(obj.Object, tc.value, strings.Split(tc.path, ".")...); err != nil {
+				t.Fatal(err)
+			}
+			err := env.Client.Update(ctx, obj)
+			if err == nil || !strings.Contains(err.Error(), tc.message) {
+				t.Errorf("update of %s: got %v, want %q", tc.path, err, tc.message)
+			}
+			_ = env.Client.Delete(ctx, obj)
+		})
+	}
+}
+
+// kubectl scale and HorizontalPodAutoscalers go through the scale subresource;
+// the replicas rule must hold there too.
+func TestScaleSubresourceKeepsTheReplicaLimit(t *testing.T) {
+	ns := namespace(t)
+	ctx := context.Background()
+	if err := env.Client.Create(ctx, object(t, ns, brokerHead)); err != nil {
+		t.Fatal(err)
+	}
+	broker := &v1alpha1.MQTTBroker{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "b"}}
+	scale := &autoscalingv1.Scale{}
+	if err := env.Client.SubResource("scale").Get(ctx, broker, scale); err != nil {
+		t.Fatal(err)
+	}
+	scale.Spec.Replicas = 0
+	if err := env.Client.SubResource("scale").Update(ctx, broker, client.WithSubResourceBody(scale)); err != nil {
+		t.Fatalf("scale to 0 refused: %v", err)
+	}
+	scale.Spec.Replicas = 3
+	err := env.Client.SubResource("scale").Update(ctx, broker, client.WithSubResourceBody(scale))
+	if err == nil || !strings.Contains(err.Error(), "replicas above 1 are not supported yet") {
+		t.Errorf("scale to 3: got %v, want the replicas message", err)
+	}
+}

@@ -1,0 +1,184 @@
+// Package controllers holds the reconcilers of the broker.mqtt-operator.io API.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/internal/resources"
+)
+
+// MQTTBrokerReconciler turns an MQTTBroker into the objects that run it. It is
+// the single writer of everything derived from a broker.
+type MQTTBrokerReconciler struct {
+	Client   client.Client
+	Recorder events.EventRecorder
+	Options  resources.Options
+	// Now is the clock for condition transition times; tests may fix it.
+	Now func() metav1.Time
+}
+
+// +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttbrokers,verbs=get;list;watch
+// +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttbrokers/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=configmaps;services;serviceaccounts,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile applies the broker's children and reports what it observes.
+func (r *MQTTBrokerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, err error) {
+	broker := &v1alpha1.MQTTBroker{}
+	if err := r.Client.Get(ctx, req.NamespacedName, broker); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !broker.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // owner references let the garbage collector remove the children
+	}
+	s := &brokerScope{broker: broker, before: broker.DeepCopy()}
+
+	defer func() {
+		if err == nil { // a transient error keeps the last status; the retry will write it
+			err = r.writeStatus(ctx, s)
+		}
+	}()
+
+	children, failure := gatherChildren(broker, r.Options)
+	if failure != nil {
+		s.failure = failure
+		return ctrl.Result{}, nil
+	}
+	if err := r.applyChildren(ctx, s, children); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{}, r.observeStatefulSet(ctx, s)
+}
+
+// brokerScope carries what one reconcile learns to the status write.
+type brokerScope struct {
+	broker  *v1alpha1.MQTTBroker
+	before  *v1alpha1.MQTTBroker
+	sts     *appsv1.StatefulSet
+	failure *specFailure
+}
+
+// gatherChildren builds every child of the broker, in the order they are
+// applied: the StatefulSet last, so its pods find their ConfigMap, Services
+// and ServiceAccount in place.
+func gatherChildren(b *v1alpha1.MQTTBroker, opts resources.Options) ([]client.Object, *specFailure) {
+	cfg, err := resources.BrokerConfig(b)
+	if err != nil {
+		return nil, &specFailure{ReasonInvalidSpec, err.Error()}
+	}
+	cm, err := resources.ConfigMap(b, cfg)
+	if err != nil {
+		return nil, &specFailure{ReasonInvalidSpec, err.Error()}
+	}
+	return []client.Object{
+		cm,
+		resources.ServiceAccount(b),
+		resources.HeadlessService(b),
+		resources.ClientService(b),
+		resources.PodDisruptionBudget(b),
+		resources.NetworkPolicy(b, opts),
+		resources.StatefulSet(b, cfg, opts),
+	}, nil
+}
+
+func (r *MQTTBrokerReconciler) applyChildren(ctx context.Context, s *brokerScope, children []client.Object) error {
+	for _, child := range children {
+		err := apply(ctx, r.Client, child)
+		if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
+			// The API server refused what the spec produced (for example an
+			// affinity term it considers invalid): only a spec change can fix it.
+			s.failure = &specFailure{ReasonInvalidSpec, err.Error()}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *MQTTBrokerReconciler) observeStatefulSet(ctx context.Context, s *brokerScope) error {
+	if s.failure != nil {
+		return nil
+	}
+	sts := &appsv1.StatefulSet{}
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: s.broker.Namespace, Name: resources.StatefulSetName(s.broker)}, sts)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading StatefulSet: %w", err)
+	}
+	s.sts = sts
+	return nil
+}
+
+// writeStatus patches the status when it changed, and records an event when
+// the Ready condition changes: once per transition, never per reconcile.
+func (r *MQTTBrokerReconciler) writeStatus(ctx context.Context, s *brokerScope) error {
+	now := metav1.Now()
+	if r.Now != nil {
+		now = r.Now()
+	}
+	s.broker.Status = computeStatus(s.before, s.sts, s.failure, now)
+	if equality.Semantic.DeepEqual(s.before.Status, s.broker.Status) {
+		return nil
+	}
+	if err := r.Client.Status().Patch(ctx, s.broker, client.MergeFrom(s.before)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("writing MQTTBroker status: %w", err)
+	}
+	oldReady := meta.FindStatusCondition(s.before.Status.Conditions, v1alpha1.ConditionReady)
+	newReady := meta.FindStatusCondition(s.broker.Status.Conditions, v1alpha1.ConditionReady)
+	if newReady != nil && (oldReady == nil || oldReady.Status != newReady.Status || oldReady.Reason != newReady.Reason) {
+		eventType := corev1.EventTypeNormal
+		if newReady.Reason == ReasonInvalidSpec {
+			eventType = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(s.broker, nil, eventType, newReady.Reason, "Reconcile", "%s", newReady.Message)
+		log.FromContext(ctx).Info("broker status changed", "ready", newReady.Status, "reason", newReady.Reason)
+	}
+	return nil
+}
+
+// SetupWithManager registers the reconciler. Broker events pass only on spec
+// changes, so the operator's own status writes do not wake it again; child
+// events bring it back to repair drift and to track the StatefulSet's rollout.
+func (r *MQTTBrokerReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Recorder == nil {
+		return errors.New("MQTTBrokerReconciler needs an event recorder")
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.MQTTBroker{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&corev1.Service{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&networkingv1.NetworkPolicy{}).
+		Owns(&appsv1.StatefulSet{}).
+		Named("mqttbroker").
+		Complete(r)
+}

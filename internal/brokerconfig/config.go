@@ -1,0 +1,198 @@
+// Package brokerconfig is the contract between the operator and the broker: the
+// broker configuration as a plain versioned struct. The operator renders it into
+// the broker's ConfigMap; the broker parses and validates it before applying it.
+// Both sides import this package, so what the operator renders is what the
+// broker accepts.
+package brokerconfig
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Version of the configuration format. The broker refuses any other.
+const Version = "broker.mqtt-operator.io/config-v1"
+
+// FileName is the key of the configuration in the broker's ConfigMap and the
+// name of the file the broker reads.
+const FileName = "broker.yaml"
+
+// Listener protocols.
+const (
+	ProtocolTCP             = "tcp"
+	ProtocolTLS             = "tls"
+	ProtocolWebSocket       = "websocket"
+	ProtocolSecureWebSocket = "secureWebsocket"
+)
+
+// Config is everything the broker needs to run, except secrets.
+type Config struct {
+	// Version must equal the package's Version.
+	Version string `json:"version"`
+	// Listeners are the MQTT endpoints, in a stable order.
+	Listeners []Listener `json:"listeners"`
+	// HealthAddress serves /healthz, /readyz and /metrics.
+	HealthAddress string `json:"healthAddress"`
+	// AdminAddress serves the authenticated admin API.
+	AdminAddress string `json:"adminAddress"`
+	// AllowAnonymous lets clients connect without a username.
+	AllowAnonymous bool `json:"allowAnonymous"`
+	// Limits bound what clients may ask; they reload in place.
+	Limits Limits `json:"limits"`
+	// Storage says where and whether state persists.
+	Storage Storage `json:"storage"`
+}
+
+// Listener is one MQTT endpoint.
+type Listener struct {
+	// Name is unique among listeners and names the container port.
+	Name string `json:"name"`
+	// Protocol is one of the Protocol constants.
+	Protocol string `json:"protocol"`
+	// Address is host:port; an empty host listens on every address.
+	Address string `json:"address"`
+	// Path is the HTTP path of WebSocket listeners.
+	Path string `json:"path,omitempty"`
+}
+
+// Limits bound what clients may ask of the broker. Zero means "no limit" only
+// where the field says so.
+type Limits struct {
+	MaxConnections int32 `json:"maxConnections"`
+	MaxPacketSize  int32 `json:"maxPacketSize"`
+	MaxInflight    int32 `json:"maxInflight"`
+	MaxQoS         int32 `json:"maxQoS"`
+	// RetainAvailable lets clients publish retained messages.
+	RetainAvailable      bool  `json:"retainAvailable"`
+	SessionExpirySeconds int64 `json:"sessionExpirySeconds"`
+	MaxKeepaliveSeconds  int32 `json:"maxKeepaliveSeconds"`
+	// PublishRatePerClient is PUBLISH packets per second per client; 0 = no limit.
+	PublishRatePerClient      int32 `json:"publishRatePerClient"`
+	MaxSubscriptionsPerClient int32 `json:"maxSubscriptionsPerClient"`
+}
+
+// Storage says where broker state lives.
+type Storage struct {
+	// Persistent means Path is on a volume that outlives the pod.
+	Persistent bool `json:"persistent"`
+	// Path is the directory the broker keeps its state in.
+	Path string `json:"path"`
+}
+
+// Validate reports every problem in c, joined, or nil.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Version != Version {
+		errs = append(errs, fmt.Errorf("version %q is not supported, want %q", c.Version, Version))
+	}
+	if len(c.Listeners) == 0 {
+		errs = append(errs, errors.New("listeners: at least one is required"))
+	}
+	names, ports := map[string]bool{}, map[string]string{}
+	for _, addr := range []struct{ name, value string }{{"healthAddress", c.HealthAddress}, {"adminAddress", c.AdminAddress}} {
+		port, err := validAddress(addr.value)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", addr.name, err))
+			continue
+		}
+		ports[port] = addr.name
+	}
+	for i, l := range c.Listeners {
+		where := fmt.Sprintf("listeners[%d]", i)
+		if l.Name == "" || names[l.Name] {
+			errs = append(errs, fmt.Errorf("%s: name %q is empty or used twice", where, l.Name))
+		}
+		names[l.Name] = true
+		switch l.Protocol {
+		case ProtocolTCP, ProtocolTLS, ProtocolWebSocket, ProtocolSecureWebSocket:
+		default:
+			errs = append(errs, fmt.Errorf("%s: unknown protocol %q", where, l.Protocol))
+		}
+		port, err := validAddress(l.Address)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+		} else if other, taken := ports[port]; taken {
+			errs = append(errs, fmt.Errorf("%s: port %s is already used by %s", where, port, other))
+		} else {
+			ports[port] = where
+		}
+	}
+	errs = append(errs, c.Limits.validate()...)
+	if c.Storage.Path == "" {
+		errs = append(errs, errors.New("storage.path is required"))
+	}
+	return errors.Join(errs...)
+}
+
+func (l *Limits) validate() []error {
+	var errs []error
+	check := func(name string, v, lo, hi int64) {
+		if v < lo || v > hi {
+			errs = append(errs, fmt.Errorf("limits.%s: %d is outside [%d, %d]", name, v, lo, hi))
+		}
+	}
+	check("maxConnections", int64(l.MaxConnections), 1, 1_000_000)
+	check("maxPacketSize", int64(l.MaxPacketSize), 1024, 268_435_455)
+	check("maxInflight", int64(l.MaxInflight), 1, 65535)
+	check("maxQoS", int64(l.MaxQoS), 0, 2)
+	check("sessionExpirySeconds", l.SessionExpirySeconds, 0, 720*3600)
+	check("maxKeepaliveSeconds", int64(l.MaxKeepaliveSeconds), 10, 65535)
+	check("publishRatePerClient", int64(l.PublishRatePerClient), 0, 1_000_000)
+	check("maxSubscriptionsPerClient", int64(l.MaxSubscriptionsPerClient), 1, 100_000)
+	return errs
+}
+
+func validAddress(addr string) (string, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("address %q: %w", addr, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("address %q: port must be 1-65535", addr)
+	}
+	return port, nil
+}
+
+// Marshal renders c as the YAML the broker reads. It refuses an invalid c, so
+// the operator can never write a configuration the broker would reject.
+func Marshal(c *Config) ([]byte, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid broker config: %w", err)
+	}
+	return yaml.Marshal(c)
+}
+
+// Parse reads and validates a configuration. Unknown fields are errors: a typo
+// must not silently fall back to a default.
+func Parse(data []byte) (*Config, error) {
+	var c Config
+	if err := yaml.UnmarshalStrict(data, &c); err != nil {
+		return nil, fmt.Errorf("parsing broker config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid broker config: %w", err)
+	}
+	return &c, nil
+}
+
+// RestartHash identifies the parts of c the broker cannot change while it
+// runs (listeners, service addresses and storage). Pods are rolled when, and
+// only when, it changes; limits and anonymous access reload in place.
+func (c *Config) RestartHash() string {
+	restartOnly := struct {
+		Listeners     []Listener
+		HealthAddress string
+		AdminAddress  string
+		Storage       Storage
+	}{c.Listeners, c.HealthAddress, c.AdminAddress, c.Storage}
+	data, _ := json.Marshal(restartOnly) // plain structs of strings and bools always marshal
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:8])
+}
