@@ -19,6 +19,7 @@ const FieldOwner = "mqtt-operator"
 // fields Go would otherwise send (creationTimestamp, empty status), so the
 // operator owns exactly the fields it sets and an unchanged object is a no-op
 // on the server: no new resourceVersion, no watch event, no extra reconcile.
+// On success obj holds the object as the server stored it.
 func apply(ctx context.Context, c client.Client, obj client.Object) error {
 	gvk, err := apiutil.GVKForObject(obj, c.Scheme())
 	if err != nil {
@@ -48,6 +49,11 @@ func apply(ctx context.Context, c client.Client, obj client.Object) error {
 	}
 	if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 		return fmt.Errorf("applying %s %s: %w", gvk.Kind, obj.GetName(), err)
+	}
+	// The server's answer is the live object, status included: callers read it
+	// instead of a cache that may not have seen the write yet.
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, obj); err != nil {
+		return fmt.Errorf("reading applied %s %s: %w", gvk.Kind, obj.GetName(), err)
 	}
 	return nil
 }

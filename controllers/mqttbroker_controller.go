@@ -65,10 +65,7 @@ func (r *MQTTBrokerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		s.failure = failure
 		return ctrl.Result{}, nil
 	}
-	if err := r.applyChildren(ctx, s, children); err != nil {
-		return ctrl.Result{}, err
-	}
-	return ctrl.Result{}, r.observeStatefulSet(ctx, s)
+	return ctrl.Result{}, r.applyChildren(ctx, s, children)
 }
 
 // brokerScope carries what one reconcile learns to the status write.
@@ -114,23 +111,10 @@ func (r *MQTTBrokerReconciler) applyChildren(ctx context.Context, s *brokerScope
 		if err != nil {
 			return err
 		}
+		if sts, ok := child.(*appsv1.StatefulSet); ok {
+			s.sts = sts // as the server returned it, with its current status
+		}
 	}
-	return nil
-}
-
-func (r *MQTTBrokerReconciler) observeStatefulSet(ctx context.Context, s *brokerScope) error {
-	if s.failure != nil {
-		return nil
-	}
-	sts := &appsv1.StatefulSet{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: s.broker.Namespace, Name: resources.StatefulSetName(s.broker)}, sts)
-	switch {
-	case apierrors.IsNotFound(err):
-		return nil
-	case err != nil:
-		return fmt.Errorf("reading StatefulSet: %w", err)
-	}
-	s.sts = sts
 	return nil
 }
 

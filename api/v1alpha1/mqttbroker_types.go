@@ -160,10 +160,11 @@ type ListenerPort int32
 
 // TCPListener is MQTT over plain TCP.
 type TCPListener struct {
-	// enabled turns the listener on.
+	// enabled turns the listener on. A pointer, so that Go clients that leave
+	// it unset get the default (on) instead of an explicit false.
 	// +kubebuilder:default=true
 	// +optional
-	Enabled bool `json:"enabled"`
+	Enabled *bool `json:"enabled,omitempty"`
 	// port of the listener.
 	// +kubebuilder:default=1883
 	// +optional
@@ -175,7 +176,7 @@ type TLSListener struct {
 	// enabled turns the listener on.
 	// +kubebuilder:default=false
 	// +optional
-	Enabled bool `json:"enabled"`
+	Enabled bool `json:"enabled,omitempty"`
 	// port of the listener.
 	// +kubebuilder:default=8883
 	// +optional
@@ -187,7 +188,7 @@ type WebSocketListener struct {
 	// enabled turns the listener on.
 	// +kubebuilder:default=false
 	// +optional
-	Enabled bool `json:"enabled"`
+	Enabled bool `json:"enabled,omitempty"`
 	// port of the listener.
 	// +kubebuilder:default=8083
 	// +optional
@@ -199,7 +200,7 @@ type SecureWebSocketListener struct {
 	// enabled turns the listener on.
 	// +kubebuilder:default=false
 	// +optional
-	Enabled bool `json:"enabled"`
+	Enabled bool `json:"enabled,omitempty"`
 	// port of the listener.
 	// +kubebuilder:default=8084
 	// +optional

@@ -95,7 +95,7 @@ func TestDefaults(t *testing.T) {
 	}
 	s := b.Spec
 	got := fmt.Sprintf("replicas=%d tcp=%v:%d ws=%v:%d storage=%s maxConn=%d packet=%d qos=%d retain=%v expiry=%s anon=%v svc=%s",
-		*s.Replicas, s.Listeners.TCP.Enabled, s.Listeners.TCP.Port, s.Listeners.WebSocket.Enabled, s.Listeners.WebSocket.Port,
+		*s.Replicas, *s.Listeners.TCP.Enabled, s.Listeners.TCP.Port, s.Listeners.WebSocket.Enabled, s.Listeners.WebSocket.Port,
 		s.Storage.Type, s.Limits.MaxConnections, s.Limits.MaxPacketSize, *s.Limits.MaxQoS, *s.Limits.RetainAvailable,
 		s.Limits.SessionExpiry, s.AllowAnonymous, s.Service.Type)
 	want := "replicas=1 tcp=true:1883 ws=false:8083 storage=Ephemeral maxConn=10000 packet=1048576 qos=2 retain=true expiry=2h anon=false svc=ClusterIP"

@@ -33,7 +33,7 @@ func enabledListeners(b *v1alpha1.MQTTBroker) []enabledListener {
 		on bool
 		enabledListener
 	}{
-		{l.TCP.Enabled, enabledListener{"mqtt", brokerconfig.ProtocolTCP, int32(l.TCP.Port)}},
+		{valueOr(l.TCP.Enabled, true), enabledListener{"mqtt", brokerconfig.ProtocolTCP, int32(l.TCP.Port)}},
 		{l.TLS.Enabled, enabledListener{"mqtts", brokerconfig.ProtocolTLS, int32(l.TLS.Port)}},
 		{l.WebSocket.Enabled, enabledListener{"ws", brokerconfig.ProtocolWebSocket, int32(l.WebSocket.Port)}},
 		{l.SecureWebSocket.Enabled, enabledListener{"wss", brokerconfig.ProtocolSecureWebSocket, int32(l.SecureWebSocket.Port)}},

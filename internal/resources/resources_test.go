@@ -1,0 +1,208 @@
+package resources
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/yaml"
+
+	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files from the current builders")
+
+var testOptions = Options{BrokerImage: "mqtt-operator/broker:test", OperatorNamespace: "mqtt-operator-system"}
+
+func loadBroker(t *testing.T, name string) *v1alpha1.MQTTBroker {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", name+".broker.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &v1alpha1.MQTTBroker{}
+	if err := yaml.UnmarshalStrict(data, b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// render returns every child the controller would apply, as one YAML stream.
+func render(t *testing.T, b *v1alpha1.MQTTBroker) []byte {
+	t.Helper()
+	cfg, err := BrokerConfig(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm, err := ConfigMap(b, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	for _, obj := range []runtime.Object{cm, ServiceAccount(b), HeadlessService(b), ClientService(b), PodDisruptionBudget(b), NetworkPolicy(b, testOptions), StatefulSet(b, cfg, testOptions)} {
+		data, err := yaml.Marshal(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.WriteString("---\n")
+		out.Write(data)
+	}
+	return out.Bytes()
+}
+
+func TestGoldenChildren(t *testing.T) {
+	for _, name := range []string{"minimal", "full"} {
+		t.Run(name, func(t *testing.T) {
+			got := render(t, loadBroker(t, name))
+			golden := filepath.Join("testdata", name+".golden.yaml")
+			if *update {
+				if err := os.WriteFile(golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./internal/resources -update to create it)", err)
+			}
+			if diff := cmp.Diff(string(want), string(got)); diff != "" {
+				t.Errorf("children differ from %s (-want +got); if intended, rerun with -update:\n%s", golden, diff)
+			}
+		})
+	}
+}
+
+// Limits and anonymous access reload in place, so changing them must leave
+// the pod template, and with it the running pods, alone. A listener change
+// cannot be applied in place and must roll the pods.
+func TestOnlyRestartRequiringChangesTouchThePodTemplate(t *testing.T) {
+	template := func(mutate func(*v1alpha1.MQTTBroker)) corev1.PodTemplateSpec {
+		b := loadBroker(t, "minimal")
+		mutate(b)
+		cfg, err := BrokerConfig(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return StatefulSet(b, cfg, testOptions).Spec.Template
+	}
+	base := template(func(*v1alpha1.MQTTBroker) {})
+	inPlace := map[string]func(*v1alpha1.MQTTBroker){
+		"maxConnections": func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.MaxConnections = 7 },
+		"publishRate":    func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.PublishRatePerClient = 10 },
+		"sessionExpiry":  func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.SessionExpiry = "5m" },
+		"allowAnonymous": func(b *v1alpha1.MQTTBroker) { b.Spec.AllowAnonymous = true },
+		"serviceType":    func(b *v1alpha1.MQTTBroker) { b.Spec.Service.Type = corev1.ServiceTypeNodePort },
+	}
+	for name, mutate := range inPlace {
+		if diff := cmp.Diff(base, template(mutate)); diff != "" {
+			t.Errorf("%s changed the pod template, which would restart every pod:\n%s", name, diff)
+		}
+	}
+	restart := map[string]func(*v1alpha1.MQTTBroker){
+		"tcp port":          func(b *v1alpha1.MQTTBroker) { b.Spec.Listeners.TCP.Port = 11883 },
+		"websocket enabled": func(b *v1alpha1.MQTTBroker) { b.Spec.Listeners.WebSocket.Enabled = true },
+		"image":             func(b *v1alpha1.MQTTBroker) { b.Spec.Image = "other:1" },
+	}
+	for name, mutate := range restart {
+		if cmp.Equal(base, template(mutate)) {
+			t.Errorf("%s left the pod template unchanged, so running pods would never pick it up", name)
+		}
+	}
+}
+
+// The broker pods must pass the restricted Pod Security Standard.
+func TestPodsAreRestricted(t *testing.T) {
+	for _, name := range []string{"minimal", "full"} {
+		b := loadBroker(t, name)
+		cfg, _ := BrokerConfig(b)
+		pod := StatefulSet(b, cfg, testOptions).Spec.Template.Spec
+		if pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot || *pod.SecurityContext.RunAsUser == 0 {
+			t.Errorf("%s: pod may run as root", name)
+		}
+		if pod.SecurityContext.SeccompProfile == nil || pod.SecurityContext.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			t.Errorf("%s: no RuntimeDefault seccomp profile", name)
+		}
+		if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
+			t.Errorf("%s: service account token mounted, but the broker never calls the API", name)
+		}
+		for _, c := range pod.Containers {
+			sc := c.SecurityContext
+			if sc == nil || !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" || len(sc.Capabilities.Add) != 0 {
+				t.Errorf("%s: container %s security context is not restricted: %+v", name, c.Name, sc)
+			}
+		}
+		for _, v := range pod.Volumes {
+			if v.HostPath != nil {
+				t.Errorf("%s: hostPath volume %s", name, v.Name)
+			}
+		}
+	}
+}
+
+func TestUserPodLabelsCannotStealTheSelector(t *testing.T) {
+	b := loadBroker(t, "minimal")
+	b.Spec.Pod.Labels = map[string]string{LabelInstance: "someone-else", "team": "iot"}
+	cfg, _ := BrokerConfig(b)
+	labels := StatefulSet(b, cfg, testOptions).Spec.Template.Labels
+	if labels[LabelInstance] != "minimal" || labels["team"] != "iot" {
+		t.Errorf("pod labels %v: selector label overridden or user label lost", labels)
+	}
+}
+
+func TestAdminPortClosedWithoutOperatorNamespace(t *testing.T) {
+	b := loadBroker(t, "minimal")
+	np := NetworkPolicy(b, Options{})
+	for _, rule := range np.Spec.Ingress {
+		for _, p := range rule.Ports {
+			if p.Port.IntValue() == v1alpha1.AdminPort {
+				t.Errorf("admin port open to %v without a known operator namespace", rule.From)
+			}
+		}
+	}
+	np = NetworkPolicy(b, testOptions)
+	last := np.Spec.Ingress[len(np.Spec.Ingress)-1]
+	if last.Ports[0].Port.IntValue() != v1alpha1.AdminPort || len(last.From) != 1 || last.From[0].NamespaceSelector == nil {
+		t.Errorf("admin port rule should admit only the operator's namespace, got %+v", last)
+	}
+}
+
+func TestEndpoints(t *testing.T) {
+	got := Endpoints(loadBroker(t, "full"))
+	var urls []string
+	for _, e := range got {
+		urls = append(urls, e.URL)
+	}
+	want := "mqtt://telemetry.tenant-b.svc:1883 ws://telemetry.tenant-b.svc:8083/mqtt"
+	if strings.Join(urls, " ") != want {
+		t.Errorf("endpoints %q, want %q", strings.Join(urls, " "), want)
+	}
+}
+
+// What the operator renders, the broker accepts: the ConfigMap payload goes
+// through the same Parse the broker runs at start and on every reload.
+func TestRenderedConfigParsesAsTheBrokerReadsIt(t *testing.T) {
+	for _, name := range []string{"minimal", "full"} {
+		b := loadBroker(t, name)
+		cfg, err := BrokerConfig(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm, err := ConfigMap(b, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parsed, err := brokerconfig.Parse([]byte(cm.Data[brokerconfig.FileName]))
+		if err != nil {
+			t.Fatalf("%s: broker would refuse the rendered config: %v", name, err)
+		}
+		if diff := cmp.Diff(cfg, parsed); diff != "" {
+			t.Errorf("%s: config changed on the way through the file (-rendered +parsed):\n%s", name, diff)
+		}
+	}
+}
