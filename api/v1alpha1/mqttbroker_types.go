@@ -449,7 +449,3 @@ type MQTTBrokerList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []MQTTBroker `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&MQTTBroker{}, &MQTTBrokerList{})
-}

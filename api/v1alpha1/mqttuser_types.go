@@ -117,7 +117,3 @@ type MQTTUserList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []MQTTUser `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&MQTTUser{}, &MQTTUserList{})
-}

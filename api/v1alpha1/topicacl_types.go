@@ -130,7 +130,3 @@ type TopicACLList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []TopicACL `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&TopicACL{}, &TopicACLList{})
-}

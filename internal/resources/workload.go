@@ -13,8 +13,6 @@ import (
 	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
 )
 
-type metav1LabelSelector = metav1.LabelSelector
-
 // brokerUID is the numeric non-root user and group the broker runs as.
 const brokerUID = 65532
 

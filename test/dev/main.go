@@ -1,0 +1,223 @@
+// Command dev is `make dev`: a throwaway local control plane (the envtest
+// kube-apiserver and etcd), the operator running against it, and the samples
+// applied, so you can see what the operator creates without a cluster. It
+// leaves a kubeconfig for kubectl and runs until interrupted.
+//
+// There is no kubelet: objects are created, pods never run. The kind demo
+// (see the README) runs real brokers.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
+
+	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/controllers"
+	"github.com/mqtt-operator/mqtt-operator/internal/resources"
+	"github.com/mqtt-operator/mqtt-operator/internal/testenv"
+	"github.com/mqtt-operator/mqtt-operator/internal/version"
+)
+
+func main() {
+	exit := flag.Bool("exit", false, "exit after printing what was created instead of running until interrupted")
+	kubeconfig := flag.String("kubeconfig-out", filepath.Join(testenv.RepoRoot(), "bin", "dev", "kubeconfig"), "where to write the kubeconfig")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Stdout, *kubeconfig, *exit); err != nil {
+		fmt.Fprintln(os.Stderr, "dev:", err)
+		os.Exit(1)
+	}
+}
+
+const namespace = "demo"
+
+func run(ctx context.Context, out io.Writer, kubeconfigPath string, exitWhenShown bool) error {
+	fmt.Fprintln(out, "Starting a local control plane (kube-apiserver + etcd, ~5 s)...")
+	env, err := testenv.Start()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = env.Stop() }()
+	kubeconfig, err := env.KubeConfig()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(kubeconfigPath), 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(kubeconfigPath, kubeconfig, 0o600); err != nil {
+		return fmt.Errorf("writing kubeconfig: %w", err)
+	}
+
+	ctrl.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, Cache: controllers.CacheOptions(nil),
+	})
+	if err != nil {
+		return err
+	}
+	if err := (&controllers.MQTTBrokerReconciler{
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("mqtt-operator"),
+		Options: resources.Options{BrokerImage: version.DefaultBrokerImage(), OperatorNamespace: "mqtt-operator-system"},
+	}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	mgrCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	mgrErr := make(chan error, 1)
+	go func() { mgrErr <- mgr.Start(mgrCtx) }()
+	fmt.Fprintln(out, "Operator started.")
+
+	if err := applySamples(ctx, env.Client, out); err != nil {
+		return err
+	}
+	if err := waitForChildren(ctx, env.Client); err != nil {
+		return err
+	}
+	if err := printCreated(ctx, env.Client, out); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, `
+Try it:
+  export KUBECONFIG=%s
+  kubectl get mqtt -n %s
+  kubectl get statefulset,service,configmap,networkpolicy -n %s
+  kubectl get configmap telemetry-config -n %s -o jsonpath='{.data.broker\.yaml}'
+  kubectl scale mqttbroker telemetry -n %s --replicas=0
+
+This control plane has no kubelet or StatefulSet controller: pods never start,
+so the broker never becomes Ready. For running brokers and a real MQTT
+publish/subscribe, use the kind demo.
+`, kubeconfigPath, namespace, namespace, namespace, namespace)
+	if exitWhenShown {
+		return nil
+	}
+	fmt.Fprintln(out, "Running until Ctrl-C...")
+	select {
+	case <-ctx.Done():
+	case err := <-mgrErr:
+		return err
+	}
+	fmt.Fprintln(out, "Stopping.")
+	return nil
+}
+
+func applySamples(ctx context.Context, c client.Client, out io.Writer) error {
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
+		return fmt.Errorf("creating namespace %s: %w", namespace, err)
+	}
+	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "broker_*.yaml"))
+	if err != nil || len(files) == 0 {
+		return fmt.Errorf("no samples found in config/samples: %v", err)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal(data, &u.Object); err != nil {
+			return fmt.Errorf("parsing %s: %w", f, err)
+		}
+		u.SetNamespace(namespace)
+		if err := c.Create(ctx, u); err != nil {
+			return fmt.Errorf("applying %s: %w", filepath.Base(f), err)
+		}
+		fmt.Fprintf(out, "Applied %s (%s %s/%s)\n", filepath.Join("config/samples", filepath.Base(f)), u.GetKind(), namespace, u.GetName())
+	}
+	return nil
+}
+
+func waitForChildren(ctx context.Context, c client.Client) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		var b v1alpha1.MQTTBroker
+		if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "telemetry"}, &b); err != nil {
+			return err
+		}
+		if meta.FindStatusCondition(b.Status.Conditions, v1alpha1.ConditionReady) != nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return errors.New("the operator did not report on the sample broker within 30s")
+}
+
+func printCreated(ctx context.Context, c client.Client, out io.Writer) error {
+	fmt.Fprintf(out, "\nWhat the operator created in namespace %s:\n", namespace)
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "  KIND\tNAME\tOWNER")
+	var rows []string
+	lists := []struct {
+		kind string
+		list client.ObjectList
+	}{
+		{"ConfigMap", &corev1.ConfigMapList{}}, {"Service", &corev1.ServiceList{}}, {"ServiceAccount", &corev1.ServiceAccountList{}},
+		{"StatefulSet", &appsv1.StatefulSetList{}}, {"PodDisruptionBudget", &policyv1.PodDisruptionBudgetList{}},
+		{"NetworkPolicy", &networkingv1.NetworkPolicyList{}},
+	}
+	for _, l := range lists {
+		if err := c.List(ctx, l.list, client.InNamespace(namespace), client.MatchingLabels{resources.LabelManagedBy: resources.OperatorName}); err != nil {
+			return err
+		}
+		items, err := meta.ExtractList(l.list)
+		if err != nil {
+			return err
+		}
+		for _, item := range items {
+			obj := item.(client.Object)
+			owner := ""
+			if refs := obj.GetOwnerReferences(); len(refs) > 0 {
+				owner = refs[0].Kind + "/" + refs[0].Name
+			}
+			rows = append(rows, fmt.Sprintf("  %s\t%s\t%s", l.kind, obj.GetName(), owner))
+		}
+	}
+	sort.Strings(rows)
+	for _, r := range rows {
+		fmt.Fprintln(w, r)
+	}
+	_ = w.Flush()
+
+	var b v1alpha1.MQTTBroker
+	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "telemetry"}, &b); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nMQTTBroker %s/%s status:\n", namespace, b.Name)
+	for _, cond := range b.Status.Conditions {
+		fmt.Fprintf(out, "  %-12s %-5s %-12s %s\n", cond.Type, cond.Status, cond.Reason, cond.Message)
+	}
+	for _, e := range b.Status.Endpoints {
+		fmt.Fprintf(out, "  endpoint %s: %s\n", e.Name, e.URL)
+	}
+	return nil
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// make dev is the README's first command until the kind demo exists: it must
+// keep working. This runs it end to end (control plane, operator, samples) and
+// checks what it tells the user and the kubeconfig it leaves.
+func TestDevCommand(t *testing.T) {
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	var out bytes.Buffer
+	if err := run(context.Background(), &out, kubeconfig, true); err != nil {
+		t.Fatalf("make dev failed: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{
+		"Applied config/samples/broker_v1alpha1_mqttbroker.yaml (MQTTBroker demo/telemetry)",
+		"Applied config/samples/broker_v1alpha1_mqttuser.yaml (MQTTUser demo/sensor-gateway)",
+		"Applied config/samples/broker_v1alpha1_topicacl.yaml (TopicACL demo/sensor-gateway)",
+		"StatefulSet          telemetry",
+		"ConfigMap            telemetry-config",
+		"NetworkPolicy        telemetry",
+		"endpoint tcp: mqtt://telemetry.demo.svc:1883",
+		"endpoint websocket: ws://telemetry.demo.svc:8083/mqtt",
+		"export KUBECONFIG=" + kubeconfig,
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	data, err := os.ReadFile(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := clientcmd.Load(data); err != nil {
+		t.Errorf("kubeconfig does not load: %v", err)
+	}
+}
