@@ -71,6 +71,19 @@ func Start() (*Env, error) {
 // Stop ends the control plane.
 func (e *Env) Stop() error { return e.env.Stop() }
 
+// ConfigFor returns a client configuration that authenticates as user, with
+// no groups: it can do only what RBAC bindings grant that user. Tests run the
+// operator this way to prove config/rbac/role.yaml is enough.
+func (e *Env) ConfigFor(user string) (*rest.Config, error) {
+	u, err := e.env.ControlPlane.AddUser(envtest.User{Name: user}, e.Config)
+	if err != nil {
+		return nil, fmt.Errorf("adding user %s: %w", user, err)
+	}
+	cfg := u.Config()
+	cfg.QPS, cfg.Burst = e.Config.QPS, e.Config.Burst
+	return cfg, nil
+}
+
 // KubeConfig returns a kubeconfig for an administrator of the control plane,
 // usable with kubectl.
 func (e *Env) KubeConfig() ([]byte, error) {
