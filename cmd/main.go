@@ -24,6 +24,8 @@ func main() {
 	var (
 		metricsAddr, probeAddr, brokerImage, watchNamespaces, operatorNamespace string
 		leaderElect                                                             bool
+		concurrency, burst                                                      int
+		qps                                                                     float64
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 turns it off")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
@@ -32,6 +34,9 @@ func main() {
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "comma-separated namespaces to watch; empty watches all")
 	flag.StringVar(&operatorNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"),
 		"namespace the operator runs in; only its pods may reach broker admin ports")
+	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "brokers reconciled in parallel")
+	flag.Float64Var(&qps, "kube-api-qps", 50, "sustained requests per second to the Kubernetes API")
+	flag.IntVar(&burst, "kube-api-burst", 100, "burst of requests to the Kubernetes API")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -48,7 +53,9 @@ func main() {
 			namespaces = append(namespaces, ns)
 		}
 	}
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	restConfig := ctrl.GetConfigOrDie()
+	restConfig.QPS, restConfig.Burst = float32(qps), burst
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress: probeAddr,
@@ -64,7 +71,7 @@ func main() {
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("mqtt-operator"),
 		Options:  resources.Options{BrokerImage: brokerImage, OperatorNamespace: operatorNamespace},
-	}).SetupWithManager(mgr); err != nil {
+	}).SetupWithManager(mgr, concurrency); err != nil {
 		log.Error(err, "setting up the MQTTBroker controller")
 		os.Exit(1)
 	}

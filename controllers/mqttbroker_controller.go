@@ -18,6 +18,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
@@ -151,7 +152,7 @@ func (r *MQTTBrokerReconciler) writeStatus(ctx context.Context, s *brokerScope) 
 // SetupWithManager registers the reconciler. Broker events pass only on spec
 // changes, so the operator's own status writes do not wake it again; child
 // events bring it back to repair drift and to track the StatefulSet's rollout.
-func (r *MQTTBrokerReconciler) SetupWithManager(mgr ctrl.Manager) error {
+func (r *MQTTBrokerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
 	if r.Recorder == nil {
 		return errors.New("MQTTBrokerReconciler needs an event recorder")
 	}
@@ -164,5 +165,6 @@ func (r *MQTTBrokerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&networkingv1.NetworkPolicy{}).
 		Owns(&appsv1.StatefulSet{}).
 		Named("mqttbroker").
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(concurrency, 1)}).
 		Complete(r)
 }

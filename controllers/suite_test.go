@@ -72,7 +72,7 @@ func runSuite(m *testing.M) (int, error) {
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("mqtt-operator"),
 		Options:  resources.Options{BrokerImage: "mqtt-operator/broker:test", OperatorNamespace: operatorNamespace},
-	}).SetupWithManager(mgr); err != nil {
+	}).SetupWithManager(mgr, 4); err != nil {
 		return 1, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())

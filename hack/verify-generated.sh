@@ -13,8 +13,10 @@ for f in "${generated[@]}"; do
   [[ -e "$f" ]] && cp -r "$f" "${before}/$f"
 done
 
-make -s manifests generate >/dev/null
+# Tidy first: controller-gen cannot load packages while go.mod is untidy, and
+# would fail with its usage text instead of showing the stale go.mod.
 go mod tidy
+make -s manifests generate >/dev/null
 
 stale=0
 for f in "${generated[@]}"; do

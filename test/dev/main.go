@@ -84,7 +84,7 @@ func run(ctx context.Context, out io.Writer, kubeconfigPath string, exitWhenShow
 	if err := (&controllers.MQTTBrokerReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("mqtt-operator"),
 		Options: resources.Options{BrokerImage: version.DefaultBrokerImage(), OperatorNamespace: "mqtt-operator-system"},
-	}).SetupWithManager(mgr); err != nil {
+	}).SetupWithManager(mgr, 4); err != nil {
 		return err
 	}
 	mgrCtx, cancel := context.WithCancel(ctx)
