@@ -48,6 +48,17 @@ type Config struct {
 	Limits Limits `json:"limits"`
 	// Storage says where and whether state persists.
 	Storage Storage `json:"storage"`
+	// TLS is the server certificate of the tls and secureWebsocket
+	// listeners. The broker reloads the files in place when they change.
+	TLS *TLS `json:"tls,omitempty"`
+}
+
+// TLS names the PEM files of the broker's server certificate.
+type TLS struct {
+	// CertFile holds the certificate chain, leaf first.
+	CertFile string `json:"certFile"`
+	// KeyFile holds the private key.
+	KeyFile string `json:"keyFile"`
 }
 
 // Listener is one MQTT endpoint.
@@ -84,6 +95,10 @@ type Storage struct {
 	Persistent bool `json:"persistent"`
 	// Path is the directory the broker keeps its state in.
 	Path string `json:"path"`
+	// Durable fsyncs every QoS 1/2 message before acknowledging it, so an
+	// acknowledged message survives the node losing power. Only with
+	// Persistent.
+	Durable bool `json:"durable,omitempty"`
 }
 
 // Validate reports every problem in c, joined, or nil.
@@ -102,7 +117,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: %w", addr.name, err))
 			continue
 		}
-		ports[port] = addr.name
+		if port != "0" {
+			ports[port] = addr.name
+		}
 	}
 	for i, l := range c.Listeners {
 		where := fmt.Sprintf("listeners[%d]", i)
@@ -111,7 +128,11 @@ func (c *Config) Validate() error {
 		}
 		names[l.Name] = true
 		switch l.Protocol {
-		case ProtocolTCP, ProtocolTLS, ProtocolWebSocket, ProtocolSecureWebSocket:
+		case ProtocolTCP, ProtocolWebSocket:
+		case ProtocolTLS, ProtocolSecureWebSocket:
+			if c.TLS == nil || c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+				errs = append(errs, fmt.Errorf("%s: protocol %s needs tls.certFile and tls.keyFile", where, l.Protocol))
+			}
 		default:
 			errs = append(errs, fmt.Errorf("%s: unknown protocol %q", where, l.Protocol))
 		}
@@ -120,13 +141,16 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: %w", where, err))
 		} else if other, taken := ports[port]; taken {
 			errs = append(errs, fmt.Errorf("%s: port %s is already used by %s", where, port, other))
-		} else {
+		} else if port != "0" {
 			ports[port] = where
 		}
 	}
 	errs = append(errs, c.Limits.validate()...)
 	if c.Storage.Path == "" {
 		errs = append(errs, errors.New("storage.path is required"))
+	}
+	if c.Storage.Durable && !c.Storage.Persistent {
+		errs = append(errs, errors.New("storage.durable needs storage.persistent"))
 	}
 	return errors.Join(errs...)
 }
@@ -154,8 +178,8 @@ func validAddress(addr string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("address %q: %w", addr, err)
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return "", fmt.Errorf("address %q: port must be 1-65535", addr)
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "", fmt.Errorf("address %q: port must be 0-65535 (0 picks a free port)", addr)
 	}
 	return port, nil
 }
@@ -191,7 +215,8 @@ func (c *Config) RestartHash() string {
 		HealthAddress string
 		AdminAddress  string
 		Storage       Storage
-	}{c.Listeners, c.HealthAddress, c.AdminAddress, c.Storage}
+		TLS           *TLS `json:",omitempty"` // absent when nil: adding TLS support rolled no existing pod
+	}{c.Listeners, c.HealthAddress, c.AdminAddress, c.Storage, c.TLS}
 	data, _ := json.Marshal(restartOnly) // plain structs of strings and bools always marshal
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:8])

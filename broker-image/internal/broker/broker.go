@@ -1,0 +1,210 @@
+// Package broker assembles the MQTT broker: mochi's server behind the guard's
+// listeners, the policy hook, optional persistence, and the reload paths for
+// configuration and auth bundle.
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/certs"
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/guard"
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/policy"
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/store"
+	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
+)
+
+// ConnectTimeout is how long a new connection has to send CONNECT. Tests
+// shorten it before New.
+var ConnectTimeout = 10 * time.Second
+
+// Broker is one running MQTT broker.
+type Broker struct {
+	server *mqtt.Server
+	guard  *guard.Guard
+	Policy *policy.Hook
+	stats  *messageStats
+	store  *store.Hook  // nil without persistent storage
+	certs  *certs.Store // nil without TLS listeners
+	log    *slog.Logger
+
+	mu         sync.Mutex // serialises reloads
+	cfg        *brokerconfig.Config
+	bundle     *brokerconfig.AuthBundle
+	generation int64
+
+	listeners []listeners.Listener
+	started   atomic.Bool
+	draining  atomic.Bool
+	closeOnce sync.Once
+
+	reloadOK, reloadFailed atomic.Uint64
+}
+
+// New builds a broker from a validated configuration. Nothing listens until Start.
+func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumClients = math.MaxInt64 // the guard enforces maxConnections, and can change it in place
+	caps.MaximumQos = byte(cfg.Limits.MaxQoS)
+	caps.RetainAvailable = boolByte(cfg.Limits.RetainAvailable)
+	caps.ReceiveMaximum = uint16(cfg.Limits.MaxInflight)
+	caps.MaximumInflight = uint16(cfg.Limits.MaxInflight)
+	caps.MaximumSessionExpiryInterval = uint32(cfg.Limits.SessionExpirySeconds)
+	// A slow subscriber's queue: 1,024 pending writes (8 KiB of channel per
+	// connection) instead of mochi's 8,192 (64 KiB), which decides the memory
+	// cost of every idle connection.
+	caps.MaximumClientWritesPending = 1024
+	server := mqtt.New(&mqtt.Options{
+		Capabilities: caps,
+		Logger:       log.With("component", "mochi"),
+	})
+	b := &Broker{
+		server: server,
+		guard:  &guard.Guard{Limits: guard.NewLimits(uint32(cfg.Limits.MaxPacketSize), int64(cfg.Limits.MaxConnections), ConnectTimeout), Log: log},
+		stats:  &messageStats{},
+		log:    log,
+		cfg:    cfg,
+	}
+	b.Policy = policy.New(server, log)
+	if err := server.AddHook(b.Policy, nil); err != nil {
+		return nil, fmt.Errorf("adding policy hook: %w", err)
+	}
+	if err := server.AddHook(&statsHook{stats: b.stats}, nil); err != nil {
+		return nil, fmt.Errorf("adding stats hook: %w", err)
+	}
+	if cfg.Storage.Persistent {
+		st, err := store.Open(store.Options{Path: filepath.Join(cfg.Storage.Path, "broker.db"), Durable: cfg.Storage.Durable, Log: log}, server)
+		if err != nil {
+			return nil, err
+		}
+		if err := server.AddHook(st, nil); err != nil {
+			_ = st.Stop()
+			return nil, fmt.Errorf("adding store hook: %w", err)
+		}
+		b.store = st
+	}
+	if cfg.TLS != nil {
+		certStore, err := certs.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		b.certs = certStore
+	}
+	for _, l := range cfg.Listeners {
+		var ln listeners.Listener
+		switch l.Protocol {
+		case brokerconfig.ProtocolTCP:
+			ln = b.guard.NewTCP(l.Name, l.Address, nil)
+		case brokerconfig.ProtocolTLS:
+			ln = b.guard.NewTCP(l.Name, l.Address, b.certs.ServerConfig())
+		case brokerconfig.ProtocolWebSocket:
+			ln = b.guard.NewWebSocket(l.Name, l.Address, l.Path, nil)
+		case brokerconfig.ProtocolSecureWebSocket:
+			ln = b.guard.NewWebSocket(l.Name, l.Address, l.Path, b.certs.ServerConfig())
+		}
+		b.listeners = append(b.listeners, ln)
+	}
+	b.applyQuotas(cfg)
+	return b, nil
+}
+
+func boolByte(v bool) byte {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// Start binds every listener and starts serving. A port that cannot be bound
+// fails Start.
+func (b *Broker) Start() error {
+	for _, l := range b.listeners {
+		if err := b.server.AddListener(l); err != nil {
+			return err
+		}
+	}
+	if err := b.server.Serve(); err != nil {
+		return fmt.Errorf("starting MQTT server: %w", err)
+	}
+	if b.store != nil {
+		if _, err := b.store.ReplayPending(b.server); err != nil {
+			return err
+		}
+	}
+	b.started.Store(true)
+	return nil
+}
+
+// ListenerAddress returns the bound address of the named listener.
+func (b *Broker) ListenerAddress(name string) string {
+	for _, l := range b.listeners {
+		if l.ID() == name {
+			return l.Address()
+		}
+	}
+	return ""
+}
+
+// Ready reports whether the broker should receive traffic: listening, an auth
+// bundle in force, and not draining.
+func (b *Broker) Ready() error {
+	switch {
+	case !b.started.Load():
+		return errors.New("listeners not started")
+	case b.Policy.Current() == nil:
+		return errors.New("no auth bundle loaded")
+	case b.draining.Load():
+		return errors.New("draining")
+	}
+	return nil
+}
+
+// Revision is the auth bundle revision in force ("" before the first).
+func (b *Broker) Revision() string {
+	if s := b.Policy.Current(); s != nil {
+		return s.Revision
+	}
+	return ""
+}
+
+// ReloadCertificate reads the TLS certificate files again. New handshakes
+// use the new pair; established connections are untouched. An invalid pair
+// is refused and the one in use stays.
+func (b *Broker) ReloadCertificate() error {
+	if b.certs == nil {
+		return nil
+	}
+	changed, err := b.certs.Reload()
+	switch {
+	case err != nil:
+		b.log.Error("refused the new TLS certificate; keeping the one in use", "error", err.Error(),
+			"inUseExpires", b.certs.NotAfter().UTC().Format(time.RFC3339))
+	case changed:
+		b.log.Info("TLS certificate reloaded", "expires", b.certs.NotAfter().UTC().Format(time.RFC3339))
+	}
+	return err
+}
+
+// CertificateFiles are the TLS files to watch; empty without TLS.
+func (b *Broker) CertificateFiles() []string {
+	if b.certs == nil {
+		return nil
+	}
+	c, k := b.certs.Files()
+	return []string{c, k}
+}
+
+// Server exposes mochi's server, for tests and metrics.
+func (b *Broker) Server() *mqtt.Server { return b.server }

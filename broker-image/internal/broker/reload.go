@@ -1,0 +1,78 @@
+package broker
+
+import (
+	"fmt"
+
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/policy"
+	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
+)
+
+// ErrStale means a bundle older than the one in force was offered and ignored.
+var ErrStale = fmt.Errorf("auth bundle is older than the one in force")
+
+// ApplyBundle parses, validates and applies an auth bundle. A bundle that
+// fails validation is refused and the last good one stays in force. A bundle
+// with a lower generation than the one in force is ignored (ErrStale), so a
+// late file sync cannot undo a newer push from the operator.
+func (b *Broker) ApplyBundle(data []byte, source string) (string, error) {
+	bundle, err := brokerconfig.ParseBundle(data)
+	if err != nil {
+		b.reloadFailed.Add(1)
+		b.log.Error("refused auth bundle; keeping the one in force", "source", source, "error", err.Error(), "revision", b.Revision())
+		return "", err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.bundle != nil && bundle.Generation < b.generation {
+		return b.bundle.Revision, ErrStale
+	}
+	if b.bundle != nil && bundle.Revision == b.bundle.Revision {
+		b.generation = bundle.Generation
+		return bundle.Revision, nil
+	}
+	b.bundle, b.generation = bundle, bundle.Generation
+	revoked := b.Policy.Apply(policy.NewSnapshot(bundle, b.cfg.AllowAnonymous, quotasOf(b.cfg)))
+	b.reloadOK.Add(1)
+	b.log.Info("auth bundle applied", "source", source, "revision", bundle.Revision, "generation", bundle.Generation,
+		"users", len(bundle.Users), "acls", len(bundle.ACLs), "sessionsRevoked", revoked)
+	return bundle.Revision, nil
+}
+
+// ApplyConfig applies a changed configuration in place. Changes that need a
+// restart (listeners, addresses, storage, and the limits mochi fixes at
+// start) are refused: the operator rolls the pod for those.
+func (b *Broker) ApplyConfig(data []byte) error {
+	cfg, err := brokerconfig.Parse(data)
+	if err != nil {
+		b.reloadFailed.Add(1)
+		b.log.Error("refused configuration; keeping the one in force", "error", err.Error())
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if cfg.RestartHash() != b.cfg.RestartHash() {
+		b.log.Warn("configuration changes need a restart; the pod will be rolled, keeping the running configuration until then")
+		return fmt.Errorf("configuration change needs a restart")
+	}
+	b.cfg = cfg
+	b.applyQuotas(cfg)
+	if b.bundle != nil {
+		b.Policy.Apply(policy.NewSnapshot(b.bundle, cfg.AllowAnonymous, quotasOf(cfg)))
+	}
+	b.reloadOK.Add(1)
+	b.log.Info("configuration reloaded in place", "maxConnections", cfg.Limits.MaxConnections, "maxPacketSize", cfg.Limits.MaxPacketSize,
+		"allowAnonymous", cfg.AllowAnonymous)
+	return nil
+}
+
+func (b *Broker) applyQuotas(cfg *brokerconfig.Config) {
+	b.guard.Limits.Set(uint32(cfg.Limits.MaxPacketSize), int64(cfg.Limits.MaxConnections), ConnectTimeout)
+}
+
+func quotasOf(cfg *brokerconfig.Config) policy.Quotas {
+	return policy.Quotas{
+		MaxKeepaliveSeconds:       uint16(cfg.Limits.MaxKeepaliveSeconds),
+		PublishRatePerClient:      cfg.Limits.PublishRatePerClient,
+		MaxSubscriptionsPerClient: cfg.Limits.MaxSubscriptionsPerClient,
+	}
+}

@@ -1,0 +1,45 @@
+package broker
+
+import "sync/atomic"
+
+// Stats is a point-in-time copy of the broker's counters and gauges.
+type Stats struct {
+	ConnectionsOpen, ClientsConnected, Subscriptions, Retained, Inflight int64
+	ConnectionsAccepted, ConnectionsRefused, PacketTooLarge, Malformed   uint64
+	Panics, BytesIn, BytesOut                                            uint64
+	MessagesIn, MessagesOut                                              [3]uint64
+	MessagesDropped                                                      uint64
+	AuthSuccess, AuthFailure, AuthCacheHits                              uint64
+	ACLDeniedPublish, ACLDeniedSubscribe, RateLimited, SubscriptionQuota uint64
+	SessionsRevoked, ReloadsOK, ReloadsFailed                            uint64
+	Revision                                                             string
+	Generation                                                           int64
+}
+
+// Stats reads every counter once.
+func (b *Broker) Stats() Stats {
+	g, p, info := &b.guard.Stats, &b.Policy.Counters, b.server.Info
+	s := Stats{
+		ConnectionsOpen:     g.Open.Load(),
+		ClientsConnected:    atomic.LoadInt64(&info.ClientsConnected),
+		Subscriptions:       atomic.LoadInt64(&info.Subscriptions),
+		Retained:            atomic.LoadInt64(&info.Retained),
+		Inflight:            atomic.LoadInt64(&info.Inflight),
+		ConnectionsAccepted: g.Accepted.Load(), ConnectionsRefused: g.RefusedOverLimit.Load(),
+		PacketTooLarge: g.ClosedPacketTooLarge.Load(), Malformed: g.ClosedMalformed.Load(),
+		Panics: g.Panics.Load(), BytesIn: g.BytesIn.Load(), BytesOut: g.BytesOut.Load(),
+		MessagesDropped: b.stats.dropped.Load(),
+		AuthSuccess:     p.AuthSuccess.Load(), AuthFailure: p.AuthFailure.Load(), AuthCacheHits: p.AuthCacheHits.Load(),
+		ACLDeniedPublish: p.ACLDeniedPublish.Load(), ACLDeniedSubscribe: p.ACLDeniedSubscribe.Load(),
+		RateLimited: p.RateLimited.Load(), SubscriptionQuota: p.SubscriptionQuota.Load(),
+		SessionsRevoked: p.Revoked.Load(), ReloadsOK: b.reloadOK.Load(), ReloadsFailed: b.reloadFailed.Load(),
+		Revision: b.Revision(),
+	}
+	for q := range 3 {
+		s.MessagesIn[q], s.MessagesOut[q] = b.stats.in[q].Load(), b.stats.out[q].Load()
+	}
+	b.mu.Lock()
+	s.Generation = b.generation
+	b.mu.Unlock()
+	return s
+}

@@ -1,0 +1,240 @@
+package guard
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// Guard is shared by all listeners of one broker: one connection limit, one
+// set of counters.
+type Guard struct {
+	Limits *Limits
+	Stats  Stats
+	Log    *slog.Logger
+}
+
+// admit wraps a new connection, or closes it when the broker is full.
+func (g *Guard) admit(raw net.Conn) (*conn, bool) {
+	if g.Stats.Open.Add(1) > g.Limits.MaxConnections() {
+		g.Stats.Open.Add(-1)
+		g.Stats.RefusedOverLimit.Add(1)
+		_ = raw.Close()
+		return nil, false
+	}
+	g.Stats.Accepted.Add(1)
+	// mochi replaces this deadline with its keepalive deadline once CONNECT
+	// has been read; until then a silent client is dropped.
+	_ = raw.SetReadDeadline(time.Now().Add(g.Limits.ConnectTimeout()))
+	return &conn{Conn: raw, limits: g.Limits, stats: &g.Stats, onClose: func() { g.Stats.Open.Add(-1) }}, true
+}
+
+// serveConn runs mochi on one connection, so that a panic in the decoder or a
+// hook closes this connection only.
+func (g *Guard) serveConn(id string, c *conn, establish listeners.EstablishFn) {
+	defer func() {
+		if r := recover(); r != nil {
+			g.Stats.Panics.Add(1)
+			g.Log.Error("recovered from a panic on a client connection; closed it", "listener", id,
+				"remote", c.RemoteAddr().String(), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+		_ = c.Close()
+	}()
+	if err := establish(id, c); err != nil {
+		g.Log.Debug("connection ended", "listener", id, "remote", c.RemoteAddr().String(), "error", err.Error())
+	}
+}
+
+// TCP is an MQTT listener over TCP, optionally with TLS.
+type TCP struct {
+	id, address string
+	tlsConfig   *tls.Config
+	guard       *Guard
+	ln          net.Listener
+	closing     atomic.Bool
+	wg          sync.WaitGroup
+}
+
+// NewTCP returns a TCP (or, with tlsConfig, TLS) listener.
+func (g *Guard) NewTCP(id, address string, tlsConfig *tls.Config) *TCP {
+	return &TCP{id: id, address: address, tlsConfig: tlsConfig, guard: g}
+}
+
+func (l *TCP) ID() string { return l.id }
+func (l *TCP) Address() string {
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.address
+}
+func (l *TCP) Protocol() string {
+	if l.tlsConfig != nil {
+		return "tls"
+	}
+	return "tcp"
+}
+
+// Init binds the socket, so a port conflict fails the broker at start.
+func (l *TCP) Init(*slog.Logger) error {
+	ln, err := net.Listen("tcp", l.address)
+	if err != nil {
+		return fmt.Errorf("listener %s: %w", l.id, err)
+	}
+	if l.tlsConfig != nil {
+		ln = tls.NewListener(ln, l.tlsConfig)
+	}
+	l.ln = ln
+	return nil
+}
+
+// Serve accepts until Close. Unlike mochi's own listener, a transient accept
+// error (out of file descriptors) does not end it.
+func (l *TCP) Serve(establish listeners.EstablishFn) {
+	backoff := 5 * time.Millisecond
+	for {
+		raw, err := l.ln.Accept()
+		if err != nil {
+			if l.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			l.guard.Log.Warn("accept failed; retrying", "listener", l.id, "error", err.Error())
+			time.Sleep(backoff)
+			backoff = min(backoff*2, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		c, ok := l.guard.admit(raw)
+		if !ok {
+			continue
+		}
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			l.guard.serveConn(l.id, c, establish)
+		}()
+	}
+}
+
+// Close stops accepting and has mochi disconnect this listener's clients.
+func (l *TCP) Close(closeClients listeners.CloseFn) {
+	l.StopAccepting()
+	closeClients(l.id)
+}
+
+// WebSocket is an MQTT listener over WebSocket (RFC 6455, subprotocol "mqtt")
+// at one path, optionally with TLS.
+type WebSocket struct {
+	id, address, path string
+	tlsConfig         *tls.Config
+	guard             *Guard
+	ln                net.Listener
+	srv               *http.Server
+	upgrader          websocket.Upgrader
+	establish         listeners.EstablishFn
+	closing           atomic.Bool
+}
+
+// NewWebSocket returns a WebSocket (or, with tlsConfig, secure WebSocket) listener.
+func (g *Guard) NewWebSocket(id, address, path string, tlsConfig *tls.Config) *WebSocket {
+	return &WebSocket{
+		id: id, address: address, path: path, tlsConfig: tlsConfig, guard: g,
+		upgrader: websocket.Upgrader{
+			Subprotocols: []string{"mqtt"},
+			// MQTT clients authenticate in CONNECT, not with cookies, so a
+			// cross-origin page gains nothing a direct connection would not.
+			CheckOrigin: func(*http.Request) bool { return true },
+		},
+	}
+}
+
+func (l *WebSocket) ID() string { return l.id }
+func (l *WebSocket) Address() string {
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.address
+}
+func (l *WebSocket) Protocol() string {
+	if l.tlsConfig != nil {
+		return "wss"
+	}
+	return "ws"
+}
+
+// Init binds the socket.
+func (l *WebSocket) Init(*slog.Logger) error {
+	ln, err := net.Listen("tcp", l.address)
+	if err != nil {
+		return fmt.Errorf("listener %s: %w", l.id, err)
+	}
+	if l.tlsConfig != nil {
+		ln = tls.NewListener(ln, l.tlsConfig)
+	}
+	l.ln = ln
+	mux := http.NewServeMux()
+	mux.HandleFunc(l.path, l.handle)
+	l.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(l.guard.Log.Handler(), slog.LevelDebug),
+	}
+	return nil
+}
+
+func (l *WebSocket) handle(w http.ResponseWriter, r *http.Request) {
+	ws, err := l.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader already answered with an HTTP error
+	}
+	ws.SetReadLimit(int64(l.guard.Limits.MaxPacketSize()) + 1024)
+	c, ok := l.guard.admit(&wsConn{Conn: ws.NetConn(), ws: ws})
+	if !ok {
+		return
+	}
+	l.guard.serveConn(l.id, c, l.establish)
+}
+
+// Serve serves HTTP until Close.
+func (l *WebSocket) Serve(establish listeners.EstablishFn) {
+	l.establish = establish
+	if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !l.closing.Load() {
+		l.guard.Log.Error("websocket listener stopped", "listener", l.id, "error", err.Error())
+	}
+}
+
+// Close stops accepting and has mochi disconnect this listener's clients.
+func (l *WebSocket) Close(closeClients listeners.CloseFn) {
+	l.StopAccepting()
+	closeClients(l.id)
+	if l.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = l.srv.Shutdown(ctx)
+	}
+}
+
+// StopAccepting closes the socket but leaves connected clients alone, for a
+// drain that disconnects them one by one.
+func (l *TCP) StopAccepting() {
+	if l.closing.CompareAndSwap(false, true) && l.ln != nil {
+		_ = l.ln.Close()
+	}
+}
+
+// StopAccepting closes the socket but leaves connected clients alone.
+func (l *WebSocket) StopAccepting() {
+	if l.closing.CompareAndSwap(false, true) && l.ln != nil {
+		_ = l.ln.Close()
+	}
+}

@@ -1,0 +1,92 @@
+// Package httpapi serves the broker's two HTTP endpoints: the health port
+// (/healthz, /readyz, /metrics; unauthenticated, nothing secret on it) and the
+// admin port (the operator pushes auth bundles; bearer-token authenticated,
+// and reachable only from the operator by NetworkPolicy).
+package httpapi
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/broker"
+)
+
+// maxBundleBytes bounds an admin PUT: 10,000 users with bcrypt hashes and
+// their ACLs fit in a few MiB.
+const maxBundleBytes = 32 << 20
+
+// Health returns the handler of the health port.
+func Health(b *broker.Broker) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newCollector(b), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := b.Ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// Admin returns the handler of the admin port. token is compared in constant
+// time; an empty token disables every admin route.
+func Admin(b *broker.Broker, token string, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /v1/auth-bundle", func(w http.ResponseWriter, r *http.Request) {
+		data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBundleBytes))
+		if err != nil {
+			http.Error(w, "reading body: "+err.Error(), http.StatusRequestEntityTooLarge)
+			return
+		}
+		revision, err := b.ApplyBundle(data, "admin-api")
+		switch {
+		case errors.Is(err, broker.ErrStale):
+			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error(), "revision": revision})
+		case err != nil:
+			writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"error": err.Error()})
+		default:
+			writeJSON(w, http.StatusOK, map[string]string{"revision": revision})
+		}
+	})
+	mux.HandleFunc("GET /v1/auth-bundle/revision", func(w http.ResponseWriter, _ *http.Request) {
+		s := b.Stats()
+		writeJSON(w, http.StatusOK, map[string]any{"revision": s.Revision, "generation": s.Generation})
+	})
+	return authenticated(token, log, mux)
+}
+
+func authenticated(token string, log *slog.Logger, next http.Handler) http.Handler {
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if token == "" || subtle.ConstantTimeCompare(got, want) != 1 {
+			log.Warn("refused an admin request without a valid token", "remote", r.RemoteAddr, "path", r.URL.Path,
+				"hadToken", strings.HasPrefix(string(got), "Bearer "))
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,99 @@
+package httpapi
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/broker"
+)
+
+// collector turns broker.Stats into Prometheus metrics at scrape time, so the
+// message path only ever increments atomics.
+type collector struct {
+	b     *broker.Broker
+	descs map[string]*prometheus.Desc
+}
+
+var metricHelp = map[string]string{
+	"mqtt_connections":                "Open network connections, before and after CONNECT.",
+	"mqtt_clients_connected":          "Authenticated MQTT clients.",
+	"mqtt_connections_accepted_total": "Connections accepted by the listeners.",
+	"mqtt_connections_refused_total":  "Connections refused because maxConnections was reached.",
+	"mqtt_connections_closed_total":   "Connections closed by the guard, by reason.",
+	"mqtt_connection_panics_total":    "Panics recovered on client connections (each closed that one connection).",
+	"mqtt_bytes_received_total":       "Bytes received from clients.",
+	"mqtt_bytes_sent_total":           "Bytes sent to clients.",
+	"mqtt_messages_received_total":    "PUBLISH messages accepted from clients, by QoS.",
+	"mqtt_messages_sent_total":        "PUBLISH messages sent to clients, by QoS.",
+	"mqtt_messages_dropped_total":     "Messages dropped for slow subscribers.",
+	"mqtt_subscriptions":              "Active subscriptions.",
+	"mqtt_retained_messages":          "Retained messages.",
+	"mqtt_inflight_messages":          "Unacknowledged QoS 1 and 2 messages.",
+	"mqtt_auth_total":                 "CONNECT authentications, by result.",
+	"mqtt_auth_cache_hits_total":      "Authentications answered from the verified-credential cache.",
+	"mqtt_acl_denied_total":           "Publish and subscribe/deliver checks denied by ACL, by access.",
+	"mqtt_quota_exceeded_total":       "Clients or filters refused by a per-client quota, by quota.",
+	"mqtt_sessions_revoked_total":     "Sessions disconnected because a new auth bundle no longer admits them.",
+	"mqtt_reloads_total":              "Configuration and auth bundle reloads, by result.",
+	"mqtt_auth_bundle_info":           "The auth bundle in force (revision label); value is its generation.",
+}
+
+func newCollector(b *broker.Broker) *collector {
+	c := &collector{b: b, descs: map[string]*prometheus.Desc{}}
+	labels := map[string][]string{
+		"mqtt_connections_closed_total": {"reason"}, "mqtt_messages_received_total": {"qos"}, "mqtt_messages_sent_total": {"qos"},
+		"mqtt_auth_total": {"result"}, "mqtt_acl_denied_total": {"access"}, "mqtt_quota_exceeded_total": {"quota"},
+		"mqtt_reloads_total": {"result"}, "mqtt_auth_bundle_info": {"revision"},
+	}
+	for name, help := range metricHelp {
+		c.descs[name] = prometheus.NewDesc(name, help, labels[name], nil)
+	}
+	return c
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.b.Stats()
+	gauge := func(name string, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(name string, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge("mqtt_connections", float64(s.ConnectionsOpen))
+	gauge("mqtt_clients_connected", float64(s.ClientsConnected))
+	gauge("mqtt_subscriptions", float64(s.Subscriptions))
+	gauge("mqtt_retained_messages", float64(s.Retained))
+	gauge("mqtt_inflight_messages", float64(s.Inflight))
+	counter("mqtt_connections_accepted_total", s.ConnectionsAccepted)
+	counter("mqtt_connections_refused_total", s.ConnectionsRefused)
+	counter("mqtt_connections_closed_total", s.PacketTooLarge, "packet_too_large")
+	counter("mqtt_connections_closed_total", s.Malformed, "malformed")
+	counter("mqtt_connection_panics_total", s.Panics)
+	counter("mqtt_bytes_received_total", s.BytesIn)
+	counter("mqtt_bytes_sent_total", s.BytesOut)
+	for q := range 3 {
+		counter("mqtt_messages_received_total", s.MessagesIn[q], strconv.Itoa(q))
+		counter("mqtt_messages_sent_total", s.MessagesOut[q], strconv.Itoa(q))
+	}
+	counter("mqtt_messages_dropped_total", s.MessagesDropped)
+	counter("mqtt_auth_total", s.AuthSuccess, "success")
+	counter("mqtt_auth_total", s.AuthFailure, "failure")
+	counter("mqtt_auth_cache_hits_total", s.AuthCacheHits)
+	counter("mqtt_acl_denied_total", s.ACLDeniedPublish, "publish")
+	counter("mqtt_acl_denied_total", s.ACLDeniedSubscribe, "subscribe")
+	counter("mqtt_quota_exceeded_total", s.RateLimited, "publish_rate")
+	counter("mqtt_quota_exceeded_total", s.SubscriptionQuota, "subscriptions")
+	counter("mqtt_sessions_revoked_total", s.SessionsRevoked)
+	counter("mqtt_reloads_total", s.ReloadsOK, "success")
+	counter("mqtt_reloads_total", s.ReloadsFailed, "failure")
+	if s.Revision != "" {
+		gauge("mqtt_auth_bundle_info", float64(s.Generation), s.Revision)
+	}
+}

@@ -1,0 +1,124 @@
+package policy
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// clientState is what the quotas remember about one connection.
+type clientState struct {
+	mu          sync.Mutex
+	windowStart time.Time
+	published   int32
+	// refusing holds the filters of the SUBSCRIBE being processed that exceed
+	// the subscription quota; OnACLCheck refuses them, OnSubscribed clears it.
+	refusing atomic.Pointer[map[string]struct{}]
+}
+
+func (st *clientState) refused(filter string) bool {
+	m := st.refusing.Load()
+	if m == nil {
+		return false
+	}
+	_, ok := (*m)[filter]
+	return ok
+}
+
+func (h *Hook) state(cl *mqtt.Client) *clientState {
+	v, ok := h.clients.Load(cl)
+	if !ok {
+		return nil
+	}
+	return v.(*clientState)
+}
+
+// OnConnect caps the keepalive a client asks for: a client that asks for none
+// or for more than the limit gets the limit (MQTT 5 clients are told so in
+// CONNACK), so no idle connection lives forever.
+func (h *Hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
+	h.clients.Store(cl, &clientState{})
+	s := h.snap.Load()
+	if s == nil {
+		return nil
+	}
+	max := s.Quotas.MaxKeepaliveSeconds
+	if max > 0 && (cl.State.Keepalive == 0 || cl.State.Keepalive > max) {
+		cl.State.Keepalive = max
+		cl.State.ServerKeepalive = true
+	}
+	return nil
+}
+
+// OnDisconnect forgets the client's quota state.
+func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.clients.Delete(cl)
+}
+
+// OnPacketRead enforces the publish rate: a client that sends more PUBLISH
+// packets in one second than allowed is disconnected (MQTT 5 reason 0x96).
+func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Publish {
+		return pk, nil
+	}
+	s := h.snap.Load()
+	st := h.state(cl)
+	if s == nil || st == nil || s.Quotas.PublishRatePerClient <= 0 {
+		return pk, nil
+	}
+	now := time.Now()
+	st.mu.Lock()
+	if now.Sub(st.windowStart) >= time.Second {
+		st.windowStart, st.published = now, 0
+	}
+	st.published++
+	over := st.published > s.Quotas.PublishRatePerClient
+	st.mu.Unlock()
+	if !over {
+		return pk, nil
+	}
+	h.Counters.RateLimited.Add(1)
+	h.log.Info("client exceeded the publish rate; disconnecting", "clientId", cl.ID, "limitPerSecond", s.Quotas.PublishRatePerClient)
+	_ = h.server.DisconnectClient(cl, packets.ErrMessageRateTooHigh)
+	return pk, packets.ErrRejectPacket
+}
+
+// OnSubscribe marks the filters that would take the client past its
+// subscription quota; OnACLCheck refuses them (SUBACK 0x87) while the rest of
+// the SUBSCRIBE proceeds.
+func (h *Hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	s := h.snap.Load()
+	st := h.state(cl)
+	if s == nil || st == nil {
+		return pk
+	}
+	count := cl.State.Subscriptions.Len()
+	var refuse map[string]struct{}
+	for _, f := range pk.Filters {
+		if _, already := cl.State.Subscriptions.Get(f.Filter); already {
+			continue
+		}
+		count++
+		if int32(count) > s.Quotas.MaxSubscriptionsPerClient {
+			if refuse == nil {
+				refuse = map[string]struct{}{}
+			}
+			refuse[f.Filter] = struct{}{}
+		}
+	}
+	if refuse != nil {
+		h.Counters.SubscriptionQuota.Add(uint64(len(refuse)))
+		st.refusing.Store(&refuse)
+	}
+	return pk
+}
+
+// OnSubscribed clears the refusals of the SUBSCRIBE just answered.
+func (h *Hook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) {
+	if st := h.state(cl); st != nil {
+		st.refusing.Store(nil)
+	}
+}

@@ -1,0 +1,167 @@
+// Command broker is the MQTT broker every MQTTBroker pod runs: mochi-mqtt
+// behind our guard, auth and ACL hooks, reloading configuration and auth
+// bundle in place. See README.md in this directory.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/broker"
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/filewatch"
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/httpapi"
+	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
+)
+
+func main() {
+	var opts options
+	flag.StringVar(&opts.configPath, "config", "/etc/mqtt/"+brokerconfig.FileName, "broker configuration file (rendered by the operator)")
+	flag.StringVar(&opts.bundlePath, "auth-bundle", "/etc/mqtt/auth/"+brokerconfig.BundleFileName, "auth bundle file (users and ACLs)")
+	flag.StringVar(&opts.tokenPath, "admin-token-file", "/etc/mqtt/admin/token", "file holding the admin API bearer token; without it the admin API refuses every request")
+	flag.BoolVar(&opts.anonymous, "allow-anonymous", false, "standalone development mode: no config file, anyone may publish and subscribe to anything")
+	flag.StringVar(&opts.listen, "listen", "127.0.0.1:1883", "MQTT address in --allow-anonymous mode")
+	flag.DurationVar(&opts.drain, "drain-period", 30*time.Second, "on SIGTERM, spread client disconnects over this period")
+	flag.StringVar(&opts.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.Parse()
+	log := newLogger(opts.logLevel)
+	if err := run(log, opts); err != nil {
+		log.Error("broker failed", "error", err.Error())
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	configPath, bundlePath, tokenPath, listen, logLevel string
+	anonymous                                           bool
+	drain                                               time.Duration
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+func run(log *slog.Logger, opts options) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	cfgData, cfg, bundleData, err := load(log, opts)
+	if err != nil {
+		return err
+	}
+	b, err := broker.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	if bundleData != nil {
+		if _, err := b.ApplyBundle(bundleData, "file"); err != nil {
+			log.Error("the auth bundle file is invalid; not ready until a valid one arrives", "path", opts.bundlePath)
+		}
+	} else {
+		log.Warn("no auth bundle yet; every client is refused and /readyz fails until one arrives", "path", opts.bundlePath)
+	}
+	if err := b.Start(); err != nil {
+		return err
+	}
+	for _, l := range cfg.Listeners {
+		log.Info("listening", "listener", l.Name, "protocol", l.Protocol, "address", b.ListenerAddress(l.Name))
+	}
+
+	servers := []*http.Server{{Addr: cfg.HealthAddress, Handler: httpapi.Health(b), ReadHeaderTimeout: 5 * time.Second}}
+	token, err := os.ReadFile(opts.tokenPath)
+	switch {
+	case err == nil && len(strings.TrimSpace(string(token))) > 0:
+		servers = append(servers, &http.Server{Addr: cfg.AdminAddress, Handler: httpapi.Admin(b, strings.TrimSpace(string(token)), log), ReadHeaderTimeout: 5 * time.Second})
+	case !opts.anonymous:
+		log.Warn("no admin token; the admin API is off and bundles arrive only through the file", "path", opts.tokenPath)
+	}
+	errs := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() {
+			if err := s.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+				errs <- fmt.Errorf("http %s: %w", s.Addr, err)
+			}
+		}()
+	}
+	if !opts.anonymous {
+		go filewatch.Watch(ctx, opts.configPath, cfgData, log, func(data []byte) { _ = b.ApplyConfig(data) })
+		go filewatch.Watch(ctx, opts.bundlePath, bundleData, log, func(data []byte) { _, _ = b.ApplyBundle(data, "file") })
+		for _, f := range b.CertificateFiles() {
+			// No initial content: the first event or poll reloads, which is a
+			// no-op when the files still hold the pair loaded at start.
+			go filewatch.Watch(ctx, f, nil, log, func([]byte) { _ = b.ReloadCertificate() })
+		}
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-errs:
+		return err
+	}
+	log.Info("received termination signal; draining", "period", opts.drain.String())
+	drainCtx, cancel := context.WithTimeout(context.Background(), opts.drain+5*time.Second)
+	defer cancel()
+	b.Drain(drainCtx, opts.drain)
+	for _, s := range servers {
+		_ = s.Shutdown(drainCtx)
+	}
+	return nil
+}
+
+// load reads the configuration and bundle from files, or makes them up for
+// --allow-anonymous.
+func load(log *slog.Logger, opts options) (cfgData []byte, cfg *brokerconfig.Config, bundleData []byte, err error) {
+	if opts.anonymous {
+		log.Warn("!!! --allow-anonymous: STANDALONE DEVELOPMENT MODE. Anyone who can reach " + opts.listen +
+			" may publish and subscribe to every topic without a password. Never use this in production. !!!")
+		cfg, bundle := Standalone(opts.listen)
+		bundleData, err = brokerconfig.MarshalBundle(bundle)
+		return nil, cfg, bundleData, err
+	}
+	cfgData, err = os.ReadFile(opts.configPath)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("reading configuration: %w", err)
+	}
+	if cfg, err = brokerconfig.Parse(cfgData); err != nil {
+		return nil, nil, nil, err
+	}
+	bundleData, err = os.ReadFile(opts.bundlePath)
+	if err != nil && !os.IsNotExist(err) {
+		return nil, nil, nil, fmt.Errorf("reading auth bundle: %w", err)
+	}
+	return cfgData, cfg, bundleData, nil
+}
+
+// Standalone is the configuration and bundle of --allow-anonymous mode.
+func Standalone(listen string) (*brokerconfig.Config, *brokerconfig.AuthBundle) {
+	cfg := &brokerconfig.Config{
+		Version:        brokerconfig.Version,
+		Listeners:      []brokerconfig.Listener{{Name: "mqtt", Protocol: brokerconfig.ProtocolTCP, Address: listen}},
+		HealthAddress:  "127.0.0.1:9090",
+		AdminAddress:   "127.0.0.1:9091",
+		AllowAnonymous: true,
+		Limits: brokerconfig.Limits{
+			MaxConnections: 10000, MaxPacketSize: 1 << 20, MaxInflight: 64, MaxQoS: 2, RetainAvailable: true,
+			SessionExpirySeconds: 7200, MaxKeepaliveSeconds: 300, MaxSubscriptionsPerClient: 1000,
+		},
+		Storage: brokerconfig.Storage{Path: os.TempDir()},
+	}
+	bundle := &brokerconfig.AuthBundle{ACLs: []brokerconfig.ACL{{
+		Name:     "standalone/anonymous",
+		Subjects: brokerconfig.Subjects{Anonymous: true},
+		Rules:    []brokerconfig.Rule{{Topic: "#", Access: brokerconfig.AccessPublishSubscribe, Effect: brokerconfig.EffectAllow}},
+	}}}
+	return cfg, bundle
+}

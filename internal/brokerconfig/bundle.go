@@ -1,0 +1,213 @@
+package brokerconfig
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/mqtt-operator/mqtt-operator/internal/passwordhash"
+)
+
+// BundleVersion of the auth bundle format. The broker refuses any other.
+const BundleVersion = "broker.mqtt-operator.io/auth-v1"
+
+// BundleFileName is the key of the auth bundle in its Secret and the name of
+// the file the broker reads.
+const BundleFileName = "auth.json"
+
+// Access kinds and effects of a rule, as in the TopicACL API.
+const (
+	AccessPublish          = "Publish"
+	AccessSubscribe        = "Subscribe"
+	AccessPublishSubscribe = "PublishSubscribe"
+	EffectAllow            = "Allow"
+	EffectDeny             = "Deny"
+)
+
+// AuthBundle is everything the broker needs to authenticate clients and
+// authorise topics: users with password hashes (never passwords) and ACLs.
+//
+// Evaluation, for one client, topic and access: each ACL whose subjects
+// include the client gives a verdict from its first matching rule (or none).
+// Any Deny verdict denies; otherwise any Allow verdict allows; otherwise the
+// access is denied. So the result never depends on the order of ACL objects,
+// and an explicit deny in any ACL always holds.
+type AuthBundle struct {
+	Version string `json:"version"`
+	// Revision identifies the content; Seal computes it.
+	Revision string `json:"revision"`
+	// Generation increases with every bundle the operator writes. A broker
+	// never replaces a bundle with one of a lower generation, so a late file
+	// sync cannot undo a newer push. It is not part of the revision.
+	Generation int64  `json:"generation"`
+	Users      []User `json:"users"`
+	ACLs       []ACL  `json:"acls"`
+}
+
+// User is one identity clients log in as.
+type User struct {
+	Username     string `json:"username"`
+	PasswordHash string `json:"passwordHash"`
+}
+
+// ACL is one TopicACL.
+type ACL struct {
+	// Name identifies the source object (namespace/name) in logs and metrics.
+	Name     string   `json:"name"`
+	Subjects Subjects `json:"subjects"`
+	Rules    []Rule   `json:"rules"`
+}
+
+// Subjects are the clients an ACL applies to.
+type Subjects struct {
+	Users            []string `json:"users,omitempty"`
+	AllAuthenticated bool     `json:"allAuthenticated,omitempty"`
+	Anonymous        bool     `json:"anonymous,omitempty"`
+}
+
+// Rule allows or denies one kind of access to topics matching a filter.
+type Rule struct {
+	Topic  string `json:"topic"`
+	Access string `json:"access"`
+	Effect string `json:"effect"`
+}
+
+// Seal sorts users by name and sets Revision to a digest of the content, so
+// equal content always yields an equal revision.
+func (b *AuthBundle) Seal() {
+	b.Version = BundleVersion
+	slices.SortFunc(b.Users, func(x, y User) int { return strings.Compare(x.Username, y.Username) })
+	b.Revision = ""
+	gen := b.Generation
+	b.Generation = 0
+	data, _ := json.Marshal(b) // plain strings and bools always marshal
+	b.Generation = gen
+	sum := sha256.Sum256(data)
+	b.Revision = hex.EncodeToString(sum[:8])
+}
+
+// Validate reports every problem in b, joined, or nil. It does not check the
+// revision; VerifyRevision does.
+func (b *AuthBundle) Validate() error {
+	var errs []error
+	if b.Version != BundleVersion {
+		errs = append(errs, fmt.Errorf("version %q is not supported, want %q", b.Version, BundleVersion))
+	}
+	seen := map[string]bool{}
+	for i, u := range b.Users {
+		if err := ValidateUsername(u.Username); err != nil {
+			errs = append(errs, fmt.Errorf("users[%d]: %w", i, err))
+		}
+		if seen[u.Username] {
+			errs = append(errs, fmt.Errorf("users[%d]: username %q appears twice", i, u.Username))
+		}
+		seen[u.Username] = true
+		if err := passwordhash.Validate(u.PasswordHash); err != nil {
+			errs = append(errs, fmt.Errorf("users[%d] (%s): %w", i, u.Username, err))
+		}
+	}
+	for i, a := range b.ACLs {
+		where := fmt.Sprintf("acls[%d] (%s)", i, a.Name)
+		if len(a.Subjects.Users) == 0 && !a.Subjects.AllAuthenticated && !a.Subjects.Anonymous {
+			errs = append(errs, fmt.Errorf("%s: no subjects", where))
+		}
+		for _, u := range a.Subjects.Users {
+			if err := ValidateUsername(u); err != nil {
+				errs = append(errs, fmt.Errorf("%s: subject: %w", where, err))
+			}
+		}
+		if len(a.Rules) == 0 {
+			errs = append(errs, fmt.Errorf("%s: no rules", where))
+		}
+		for j, r := range a.Rules {
+			if err := ValidateTopicFilter(r.Topic); err != nil {
+				errs = append(errs, fmt.Errorf("%s rules[%d]: %w", where, j, err))
+			}
+			if r.Access != AccessPublish && r.Access != AccessSubscribe && r.Access != AccessPublishSubscribe {
+				errs = append(errs, fmt.Errorf("%s rules[%d]: unknown access %q", where, j, r.Access))
+			}
+			if r.Effect != EffectAllow && r.Effect != EffectDeny {
+				errs = append(errs, fmt.Errorf("%s rules[%d]: unknown effect %q", where, j, r.Effect))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// VerifyRevision reports whether Revision matches the content.
+func (b *AuthBundle) VerifyRevision() bool {
+	c := *b
+	c.Users = slices.Clone(b.Users)
+	c.Seal()
+	return c.Revision == b.Revision
+}
+
+// MarshalBundle seals, validates and renders b as the JSON the broker reads.
+func MarshalBundle(b *AuthBundle) ([]byte, error) {
+	b.Seal()
+	if err := b.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid auth bundle: %w", err)
+	}
+	return json.Marshal(b)
+}
+
+// ParseBundle reads and validates an auth bundle; unknown fields and a
+// revision that does not match the content are errors.
+func ParseBundle(data []byte) (*AuthBundle, error) {
+	var b AuthBundle
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		return nil, fmt.Errorf("parsing auth bundle: %w", err)
+	}
+	if err := b.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid auth bundle: %w", err)
+	}
+	if !b.VerifyRevision() {
+		return nil, fmt.Errorf("auth bundle revision %q does not match its content", b.Revision)
+	}
+	return &b, nil
+}
+
+// ValidateUsername applies the same rule as the MQTTUser CRD: no '/', '+',
+// '#', '%', whitespace or control characters, 1-128 bytes.
+func ValidateUsername(u string) error {
+	if u == "" || len(u) > 128 {
+		return fmt.Errorf("username %q must be 1-128 bytes", u)
+	}
+	for _, r := range u {
+		if strings.ContainsRune("/+#%", r) || r <= ' ' || r == 0x7f {
+			return fmt.Errorf("username %q contains %q", u, r)
+		}
+	}
+	return nil
+}
+
+// ValidateTopicFilter applies the same rules as the TopicACL CRD.
+func ValidateTopicFilter(f string) error {
+	if f == "" {
+		return errors.New("topic must not be empty")
+	}
+	if len(f) > 1024 {
+		return errors.New("topic is longer than 1024 bytes")
+	}
+	if strings.ContainsRune(f, 0) {
+		return errors.New("topic contains a NUL character")
+	}
+	levels := strings.Split(f, "/")
+	for i, l := range levels {
+		switch {
+		case strings.Contains(l, "#") && (l != "#" || i != len(levels)-1):
+			return fmt.Errorf("topic %q: '#' must be the last level and stand alone", f)
+		case strings.Contains(l, "+") && l != "+":
+			return fmt.Errorf("topic %q: '+' must be a whole level", f)
+		case strings.Contains(l, "%") && l != "%u" && l != "%c":
+			return fmt.Errorf("topic %q: '%%' may only appear as a whole level %%u or %%c", f)
+		}
+	}
+	return nil
+}
