@@ -58,7 +58,10 @@ type MQTTBrokerSpec struct {
 	Storage Storage `json:"storage,omitempty"`
 
 	// limits protect the broker and its tenants from clients that ask too much.
-	// The broker applies changes to them in place, without a restart.
+	// maxConnections, maxPacketSize, maxKeepalive, publishRatePerClient and
+	// maxSubscriptionsPerClient change in place, without a restart; maxQoS,
+	// retainAvailable, maxInflight and sessionExpiry are fixed when a broker
+	// pod starts, so changing them rolls the pods one at a time.
 	// +kubebuilder:default={}
 	// +optional
 	Limits Limits `json:"limits,omitempty"`
@@ -231,25 +234,51 @@ const (
 	StoragePersistent StorageType = "Persistent"
 )
 
+// StorageDurability says when a QoS 1 or 2 message is safe on the volume.
+// +kubebuilder:validation:Enum=Buffered;Fsync
+type StorageDurability string
+
+const (
+	// DurabilityBuffered commits broker state to the volume in the background.
+	DurabilityBuffered StorageDurability = "Buffered"
+	// DurabilityFsync commits and fsyncs a QoS 1/2 message before the PUBACK.
+	DurabilityFsync StorageDurability = "Fsync"
+)
+
 // Storage is where the broker keeps its state.
 // +kubebuilder:validation:XValidation:rule="self.type == 'Persistent' || (!has(self.size) && !has(self.storageClassName))",message="storage.size and storage.storageClassName only apply to type Persistent"
-// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="storage cannot be changed after the broker is created: a StatefulSet's volume claims are immutable; create a new broker instead"
+// +kubebuilder:validation:XValidation:rule="self.?type.orValue('Ephemeral') == 'Persistent' || self.?durability.orValue('Buffered') == 'Buffered'",message="storage.durability Fsync needs type Persistent: ephemeral storage does not outlive the pod, so there is nothing to make durable"
+// +kubebuilder:validation:XValidation:rule="has(self.size) == has(oldSelf.size) && has(self.storageClassName) == has(oldSelf.storageClassName)",message="storage type, size and storageClassName cannot be changed after the broker is created: a StatefulSet's volume claims are immutable; create a new broker instead"
 type Storage struct {
 	// type is Ephemeral (an emptyDir, the default) or Persistent (a
 	// PersistentVolumeClaim per pod).
 	// +kubebuilder:default=Ephemeral
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="storage type, size and storageClassName cannot be changed after the broker is created: a StatefulSet's volume claims are immutable; create a new broker instead"
 	// +optional
 	Type StorageType `json:"type,omitempty"`
 
 	// size of each pod's volume claim for type Persistent. Default 1Gi.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="storage type, size and storageClassName cannot be changed after the broker is created: a StatefulSet's volume claims are immutable; create a new broker instead"
 	// +optional
 	Size *resource.Quantity `json:"size,omitempty"`
 
 	// storageClassName of the volume claims for type Persistent. Empty uses the
 	// cluster's default StorageClass.
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="storage type, size and storageClassName cannot be changed after the broker is created: a StatefulSet's volume claims are immutable; create a new broker instead"
 	// +optional
 	StorageClassName *string `json:"storageClassName,omitempty"`
+
+	// durability says when a QoS 1 or 2 message is safe, for type Persistent.
+	// Buffered (the default) commits sessions, inflight and retained messages
+	// to the volume in the background: they survive the broker crashing and
+	// the pod being deleted, but not the node losing power in the moment
+	// after a message was acknowledged. Fsync commits and fsyncs every QoS 1
+	// and 2 message before the broker acknowledges it, so no acknowledged
+	// message is lost to any crash, at a cost in throughput measured in
+	// docs/benchmarks.md. Changing it rolls the pods.
+	// +optional
+	Durability StorageDurability `json:"durability,omitempty"`
 }
 
 // Limits bound what clients may ask of the broker.
@@ -269,7 +298,7 @@ type Limits struct {
 	MaxPacketSize int32 `json:"maxPacketSize,omitempty"`
 
 	// maxInflight is the number of unacknowledged QoS 1 and 2 messages in
-	// flight per client (MQTT 5 receive maximum).
+	// flight per client (MQTT 5 receive maximum). Changing it rolls the pods.
 	// +kubebuilder:default=64
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
@@ -277,18 +306,20 @@ type Limits struct {
 	MaxInflight int32 `json:"maxInflight,omitempty"`
 
 	// maxQoS is the highest quality of service the broker grants: 0, 1 or 2.
+	// Changing it rolls the pods.
 	// +kubebuilder:default=2
 	// +kubebuilder:validation:XValidation:rule="self >= 0 && self <= 2",message="maxQoS must be 0, 1 or 2"
 	// +optional
 	MaxQoS *int32 `json:"maxQoS,omitempty"`
 
-	// retainAvailable lets clients publish retained messages.
+	// retainAvailable lets clients publish retained messages. Changing it
+	// rolls the pods.
 	// +kubebuilder:default=true
 	// +optional
 	RetainAvailable *bool `json:"retainAvailable,omitempty"`
 
 	// sessionExpiry is the longest a disconnected persistent session is kept,
-	// as a duration such as 1h or 30m.
+	// as a duration such as 1h or 30m. Changing it rolls the pods.
 	// +kubebuilder:default="2h"
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(h|m|s))+$') && duration(self) <= duration('720h')",message="sessionExpiry must be a duration of hours, minutes and seconds (such as 2h or 90m) no longer than 720h"

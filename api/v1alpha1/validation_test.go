@@ -121,6 +121,8 @@ func TestInvalidObjectsAreRefusedWithAClearMessage(t *testing.T) {
 		{"tls block", brokerHead + "spec: {tls: {mode: OperatorManaged}}", "spec.tls is not supported by this operator version yet"},
 		{"autoscaling", brokerHead + "spec: {autoscaling: {maxReplicas: 3}}", "spec.autoscaling is not supported yet"},
 		{"size on ephemeral storage", brokerHead + "spec: {storage: {size: 1Gi}}", "storage.size and storage.storageClassName only apply to type Persistent"},
+		{"fsync on ephemeral storage", brokerHead + "spec: {storage: {durability: Fsync}}", "storage.durability Fsync needs type Persistent"},
+		{"unknown durability", brokerHead + "spec: {storage: {type: Persistent, durability: Always}}", `supported values: "Buffered", "Fsync"`},
 		{"tiny packet size", brokerHead + "spec: {limits: {maxPacketSize: 100}}", "maxPacketSize must be between 1024 bytes and 268435455 bytes"},
 		{"qos 3", brokerHead + "spec: {limits: {maxQoS: 3}}", "maxQoS must be 0, 1 or 2"},
 		{"session expiry in days", brokerHead + "spec: {limits: {sessionExpiry: 1d}}", "sessionExpiry must be a duration of hours, minutes and seconds"},
@@ -178,7 +180,9 @@ func TestImmutableFieldsStayPut(t *testing.T) {
 	}{
 		{"user brokerRef", userHead + "spec: {brokerRef: {name: b}}", "spec.brokerRef.name", "other", "brokerRef is immutable: delete this MQTTUser"},
 		{"acl brokerRef", aclHead + "spec: {brokerRef: {name: b}, subjects: {anonymous: true}, rules: [{topic: a, access: Publish}]}", "spec.brokerRef.name", "other", "brokerRef is immutable: delete this TopicACL"},
-		{"broker storage", brokerHead + "spec: {storage: {type: Ephemeral}}", "spec.storage.type", "Persistent", "storage cannot be changed after the broker is created"},
+		{"broker storage type", brokerHead + "spec: {storage: {type: Ephemeral}}", "spec.storage.type", "Persistent", "storage type, size and storageClassName cannot be changed"},
+		{"broker storage size", brokerHead + "spec: {storage: {type: Persistent, size: 1Gi}}", "spec.storage.size", "2Gi", "storage type, size and storageClassName cannot be changed"},
+		{"broker storage class", brokerHead + "spec: {storage: {type: Persistent}}", "spec.storage.storageClassName", "fast", "storage type, size and storageClassName cannot be changed"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -195,6 +199,23 @@ func TestImmutableFieldsStayPut(t *testing.T) {
 			}
 			_ = env.Client.Delete(ctx, obj)
 		})
+	}
+}
+
+// durability is the one storage field that may change: it only rolls the
+// pods, the volume claims stay.
+func TestStorageDurabilityCanChange(t *testing.T) {
+	ns := namespace(t)
+	ctx := context.Background()
+	obj := object(t, ns, brokerHead+"spec: {storage: {type: Persistent, size: 1Gi}}")
+	if err := env.Client.Create(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	if err := unstructured.SetNestedField(obj.Object, "Fsync", "spec", "storage", "durability"); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Update(ctx, obj); err != nil {
+		t.Errorf("changing storage.durability refused: %v", err)
 	}
 }
 

@@ -155,6 +155,16 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// startOnly are the limits mochi reads into its capabilities at start and
+// never again; changing them needs a restart.
+func (l *Limits) startOnly() [4]int64 {
+	retain := int64(0)
+	if l.RetainAvailable {
+		retain = 1
+	}
+	return [4]int64{int64(l.MaxQoS), retain, int64(l.MaxInflight), l.SessionExpirySeconds}
+}
+
 func (l *Limits) validate() []error {
 	var errs []error
 	check := func(name string, v, lo, hi int64) {
@@ -207,16 +217,20 @@ func Parse(data []byte) (*Config, error) {
 }
 
 // RestartHash identifies the parts of c the broker cannot change while it
-// runs (listeners, service addresses and storage). Pods are rolled when, and
-// only when, it changes; limits and anonymous access reload in place.
+// runs: listeners, service addresses, storage, TLS file paths, and the limits
+// mochi fixes when it starts (maxQoS, retain, maxInflight, sessionExpiry).
+// Pods are rolled when, and only when, it changes. Everything else reloads
+// in place: maxConnections, maxPacketSize, maxKeepalive, the per-client
+// publish rate and subscription quota, and anonymous access.
 func (c *Config) RestartHash() string {
 	restartOnly := struct {
 		Listeners     []Listener
 		HealthAddress string
 		AdminAddress  string
 		Storage       Storage
-		TLS           *TLS `json:",omitempty"` // absent when nil: adding TLS support rolled no existing pod
-	}{c.Listeners, c.HealthAddress, c.AdminAddress, c.Storage, c.TLS}
+		TLS           *TLS     `json:",omitempty"` // absent when nil: adding TLS support rolled no existing pod
+		StartLimits   [4]int64 `json:",omitempty"`
+	}{c.Listeners, c.HealthAddress, c.AdminAddress, c.Storage, c.TLS, c.Limits.startOnly()}
 	data, _ := json.Marshal(restartOnly) // plain structs of strings and bools always marshal
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:8])

@@ -67,15 +67,29 @@ func TestParseRefusesUnknownFields(t *testing.T) {
 	}
 }
 
-func TestRestartHashIgnoresLimits(t *testing.T) {
+func TestRestartHashIgnoresWhatReloadsInPlace(t *testing.T) {
 	a, b := valid(), valid()
 	b.Limits.MaxConnections = 5
+	b.Limits.MaxPacketSize = 2048
+	b.Limits.MaxKeepaliveSeconds = 30
+	b.Limits.PublishRatePerClient = 7
+	b.Limits.MaxSubscriptionsPerClient = 3
 	b.AllowAnonymous = true
 	if a.RestartHash() != b.RestartHash() {
-		t.Error("limits or anonymous access changed the restart hash; they reload in place")
+		t.Error("a limit the broker reloads in place, or anonymous access, changed the restart hash")
 	}
-	b.Listeners[0].Address = ":11883"
-	if a.RestartHash() == b.RestartHash() {
-		t.Error("a listener change left the restart hash alone; pods would never bind the new port")
+	for name, change := range map[string]func(*Config){
+		"listener address": func(c *Config) { c.Listeners[0].Address = ":11883" },
+		"maxQoS":           func(c *Config) { c.Limits.MaxQoS = 1 },
+		"retainAvailable":  func(c *Config) { c.Limits.RetainAvailable = !c.Limits.RetainAvailable },
+		"maxInflight":      func(c *Config) { c.Limits.MaxInflight = 3 },
+		"sessionExpiry":    func(c *Config) { c.Limits.SessionExpirySeconds = 7200 },
+		"durable storage":  func(c *Config) { c.Storage.Persistent, c.Storage.Durable = true, true },
+	} {
+		c := valid()
+		change(c)
+		if c.RestartHash() == a.RestartHash() {
+			t.Errorf("a %s change left the restart hash alone; the broker cannot apply it in place, so pods must roll", name)
+		}
 	}
 }

@@ -77,6 +77,7 @@ func BrokerConfig(b *v1alpha1.MQTTBroker) (*brokerconfig.Config, error) {
 		},
 		Storage: brokerconfig.Storage{
 			Persistent: b.Spec.Storage.Type == v1alpha1.StoragePersistent,
+			Durable:    b.Spec.Storage.Type == v1alpha1.StoragePersistent && b.Spec.Storage.Durability == v1alpha1.DurabilityFsync,
 			Path:       dataDir,
 		},
 	}

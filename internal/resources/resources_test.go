@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
@@ -78,9 +79,9 @@ func TestGoldenChildren(t *testing.T) {
 	}
 }
 
-// Limits and anonymous access reload in place, so changing them must leave
-// the pod template, and with it the running pods, alone. A listener change
-// cannot be applied in place and must roll the pods.
+// What the broker reloads in place must leave the pod template, and with it
+// the running pods, alone. What it cannot apply in place (listeners, image,
+// the limits fixed at start) must roll the pods.
 func TestOnlyRestartRequiringChangesTouchThePodTemplate(t *testing.T) {
 	template := func(mutate func(*v1alpha1.MQTTBroker)) corev1.PodTemplateSpec {
 		b := loadBroker(t, "minimal")
@@ -95,7 +96,9 @@ func TestOnlyRestartRequiringChangesTouchThePodTemplate(t *testing.T) {
 	inPlace := map[string]func(*v1alpha1.MQTTBroker){
 		"maxConnections": func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.MaxConnections = 7 },
 		"publishRate":    func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.PublishRatePerClient = 10 },
-		"sessionExpiry":  func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.SessionExpiry = "5m" },
+		"maxPacketSize":  func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.MaxPacketSize = 4096 },
+		"maxKeepalive":   func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.MaxKeepalive = 30 },
+		"maxSubs":        func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.MaxSubscriptionsPerClient = 3 },
 		"allowAnonymous": func(b *v1alpha1.MQTTBroker) { b.Spec.AllowAnonymous = true },
 		"serviceType":    func(b *v1alpha1.MQTTBroker) { b.Spec.Service.Type = corev1.ServiceTypeNodePort },
 	}
@@ -108,6 +111,14 @@ func TestOnlyRestartRequiringChangesTouchThePodTemplate(t *testing.T) {
 		"tcp port":          func(b *v1alpha1.MQTTBroker) { b.Spec.Listeners.TCP.Port = 11883 },
 		"websocket enabled": func(b *v1alpha1.MQTTBroker) { b.Spec.Listeners.WebSocket.Enabled = true },
 		"image":             func(b *v1alpha1.MQTTBroker) { b.Spec.Image = "other:1" },
+		// mochi fixes these when it starts.
+		"sessionExpiry": func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.SessionExpiry = "5m" },
+		"maxQoS":        func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.MaxQoS = ptr.To[int32](1) },
+		"maxInflight":   func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.MaxInflight = 3 },
+		"retain":        func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.RetainAvailable = ptr.To(false) },
+		"durability": func(b *v1alpha1.MQTTBroker) {
+			b.Spec.Storage.Type, b.Spec.Storage.Durability = v1alpha1.StoragePersistent, v1alpha1.DurabilityFsync
+		},
 	}
 	for name, mutate := range restart {
 		if cmp.Equal(base, template(mutate)) {
