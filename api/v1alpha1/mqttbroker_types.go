@@ -60,8 +60,9 @@ type MQTTBrokerSpec struct {
 	// limits protect the broker and its tenants from clients that ask too much.
 	// maxConnections, maxPacketSize, maxKeepalive, publishRatePerClient and
 	// maxSubscriptionsPerClient change in place, without a restart; maxQoS,
-	// retainAvailable, maxInflight and sessionExpiry are fixed when a broker
-	// pod starts, so changing them rolls the pods one at a time.
+	// retainAvailable, maxInflight, maxQueuedMessages and sessionExpiry are
+	// fixed when a broker pod starts, so changing them rolls the pods one at
+	// a time.
 	// +kubebuilder:default={}
 	// +optional
 	Limits Limits `json:"limits,omitempty"`
@@ -304,6 +305,17 @@ type Limits struct {
 	// +kubebuilder:validation:Maximum=65535
 	// +optional
 	MaxInflight int32 `json:"maxInflight,omitempty"`
+
+	// maxQueuedMessages bounds the QoS 1 and 2 messages the broker holds for
+	// one client: sent and not yet acknowledged, or waiting to be sent,
+	// including while a persistent session is offline. Once a client's queue
+	// is full, further messages for it are dropped and counted in the
+	// broker's mqtt_messages_dropped_total metric. Changing it rolls the pods.
+	// +kubebuilder:default=1000
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	MaxQueuedMessages int32 `json:"maxQueuedMessages,omitempty"`
 
 	// maxQoS is the highest quality of service the broker grants: 0, 1 or 2.
 	// Changing it rolls the pods.

@@ -79,7 +79,12 @@ type Limits struct {
 	MaxConnections int32 `json:"maxConnections"`
 	MaxPacketSize  int32 `json:"maxPacketSize"`
 	MaxInflight    int32 `json:"maxInflight"`
-	MaxQoS         int32 `json:"maxQoS"`
+	// MaxQueuedMessages bounds the QoS 1/2 messages held for one client,
+	// sent and unacknowledged or waiting (also while a persistent session is
+	// offline); beyond it new messages for that client are dropped and
+	// counted. 0 means DefaultMaxQueuedMessages.
+	MaxQueuedMessages int32 `json:"maxQueuedMessages,omitempty"`
+	MaxQoS            int32 `json:"maxQoS"`
 	// RetainAvailable lets clients publish retained messages.
 	RetainAvailable      bool  `json:"retainAvailable"`
 	SessionExpirySeconds int64 `json:"sessionExpirySeconds"`
@@ -157,12 +162,24 @@ func (c *Config) Validate() error {
 
 // startOnly are the limits mochi reads into its capabilities at start and
 // never again; changing them needs a restart.
-func (l *Limits) startOnly() [4]int64 {
+func (l *Limits) startOnly() [5]int64 {
 	retain := int64(0)
 	if l.RetainAvailable {
 		retain = 1
 	}
-	return [4]int64{int64(l.MaxQoS), retain, int64(l.MaxInflight), l.SessionExpirySeconds}
+	return [5]int64{int64(l.MaxQoS), retain, int64(l.MaxInflight), l.SessionExpirySeconds, int64(l.QueuedMessages())}
+}
+
+// DefaultMaxQueuedMessages is the per-client queue bound when none is set,
+// the same as mosquitto's max_queued_messages default.
+const DefaultMaxQueuedMessages = 1000
+
+// QueuedMessages is MaxQueuedMessages with the default applied.
+func (l *Limits) QueuedMessages() int32 {
+	if l.MaxQueuedMessages == 0 {
+		return DefaultMaxQueuedMessages
+	}
+	return l.MaxQueuedMessages
 }
 
 func (l *Limits) validate() []error {
@@ -175,6 +192,8 @@ func (l *Limits) validate() []error {
 	check("maxConnections", int64(l.MaxConnections), 1, 1_000_000)
 	check("maxPacketSize", int64(l.MaxPacketSize), 1024, 268_435_455)
 	check("maxInflight", int64(l.MaxInflight), 1, 65535)
+	// Packet IDs are 16 bits: a client cannot hold more distinct messages.
+	check("maxQueuedMessages", int64(l.MaxQueuedMessages), 0, 65535)
 	check("maxQoS", int64(l.MaxQoS), 0, 2)
 	check("sessionExpirySeconds", l.SessionExpirySeconds, 0, 720*3600)
 	check("maxKeepaliveSeconds", int64(l.MaxKeepaliveSeconds), 10, 65535)
@@ -229,7 +248,7 @@ func (c *Config) RestartHash() string {
 		AdminAddress  string
 		Storage       Storage
 		TLS           *TLS     `json:",omitempty"` // absent when nil: adding TLS support rolled no existing pod
-		StartLimits   [4]int64 `json:",omitempty"`
+		StartLimits   [5]int64 `json:",omitempty"`
 	}{c.Listeners, c.HealthAddress, c.AdminAddress, c.Storage, c.TLS, c.Limits.startOnly()}
 	data, _ := json.Marshal(restartOnly) // plain structs of strings and bools always marshal
 	sum := sha256.Sum256(data)

@@ -83,6 +83,7 @@ func TestRestartHashIgnoresWhatReloadsInPlace(t *testing.T) {
 		"maxQoS":           func(c *Config) { c.Limits.MaxQoS = 1 },
 		"retainAvailable":  func(c *Config) { c.Limits.RetainAvailable = !c.Limits.RetainAvailable },
 		"maxInflight":      func(c *Config) { c.Limits.MaxInflight = 3 },
+		"maxQueued":        func(c *Config) { c.Limits.MaxQueuedMessages = 5 },
 		"sessionExpiry":    func(c *Config) { c.Limits.SessionExpirySeconds = 7200 },
 		"durable storage":  func(c *Config) { c.Storage.Persistent, c.Storage.Durable = true, true },
 	} {

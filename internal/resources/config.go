@@ -68,6 +68,7 @@ func BrokerConfig(b *v1alpha1.MQTTBroker) (*brokerconfig.Config, error) {
 			MaxConnections:            lim.MaxConnections,
 			MaxPacketSize:             lim.MaxPacketSize,
 			MaxInflight:               lim.MaxInflight,
+			MaxQueuedMessages:         lim.MaxQueuedMessages,
 			MaxQoS:                    valueOr(lim.MaxQoS, 2),
 			RetainAvailable:           valueOr(lim.RetainAvailable, true),
 			SessionExpirySeconds:      int64(expiry / time.Second),

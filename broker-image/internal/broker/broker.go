@@ -19,6 +19,7 @@ import (
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/certs"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/guard"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/policy"
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/session"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/store"
 	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
 )
@@ -60,8 +61,16 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 	caps.MaximumQos = byte(cfg.Limits.MaxQoS)
 	caps.RetainAvailable = boolByte(cfg.Limits.RetainAvailable)
 	caps.ReceiveMaximum = uint16(cfg.Limits.MaxInflight)
-	caps.MaximumInflight = uint16(cfg.Limits.MaxInflight)
+	// mochi's "maximum inflight" is the per-client queue: beyond it, new QoS
+	// 1/2 messages for that client are dropped. The send window is
+	// ReceiveMaximum above.
+	caps.MaximumInflight = uint16(cfg.Limits.QueuedMessages())
 	caps.MaximumSessionExpiryInterval = uint32(cfg.Limits.SessionExpirySeconds)
+	// mochi's default (one day) silently deletes retained messages and
+	// queued messages older than that. Retained messages stay until replaced,
+	// queued ones until their session expires or their own MQTT 5 expiry;
+	// the session order hook also relies on this.
+	caps.MaximumMessageExpiryInterval = 0
 	// A slow subscriber's queue: 1,024 pending writes (8 KiB of channel per
 	// connection) instead of mochi's 8,192 (64 KiB), which decides the memory
 	// cost of every idle connection.
@@ -80,6 +89,14 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 	b.Policy = policy.New(server, log)
 	if err := server.AddHook(b.Policy, nil); err != nil {
 		return nil, fmt.Errorf("adding policy hook: %w", err)
+	}
+	if !cfg.Limits.RetainAvailable {
+		if err := server.AddHook(new(retainOffHook), nil); err != nil {
+			return nil, fmt.Errorf("adding retain hook: %w", err)
+		}
+	}
+	if err := server.AddHook(session.NewOrderHook(server), nil); err != nil {
+		return nil, fmt.Errorf("adding session order hook: %w", err)
 	}
 	if err := server.AddHook(&statsHook{stats: b.stats}, nil); err != nil {
 		return nil, fmt.Errorf("adding stats hook: %w", err)

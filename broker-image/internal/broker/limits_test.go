@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -149,9 +150,17 @@ func TestPublishRateLimit(t *testing.T) {
 	cfg.Limits.PublishRatePerClient = 5
 	tb := startBroker(t, cfg, testBundle(t, 1))
 	alice := mustV5(t, tb.tcp, "alice", alicePassword)
-	for i := 0; i < 20; i++ {
-		if alice.publish(t, "devices/alice/fast", "x", 0, false) != nil {
-			break
+	// Publish as fast as the client can for up to 3 s: far above 5/s even
+	// on a loaded machine.
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) && alice.publish(t, "devices/alice/fast", "x", 0, false) == nil {
+		select {
+		case d := <-alice.disconnect:
+			if d.ReasonCode != 0x96 {
+				t.Errorf("reason 0x%02x, want 0x96 message rate too high", d.ReasonCode)
+			}
+			return
+		default:
 		}
 	}
 	select {
@@ -160,7 +169,7 @@ func TestPublishRateLimit(t *testing.T) {
 			t.Errorf("reason 0x%02x, want 0x96 message rate too high", d.ReasonCode)
 		}
 	case <-time.After(2 * time.Second):
-		t.Error("20 publishes in well under a second with a limit of 5/s did not disconnect")
+		t.Error("publishing flat out with a limit of 5/s did not disconnect")
 	}
 }
 
@@ -317,5 +326,148 @@ func TestQoS1RedeliveryAfterReconnect(t *testing.T) {
 	p := readPacket(t, conn2)
 	if p[0]&0xf0 != 0x30 || p[0]&0x08 == 0 || !strings.Contains(string(p), "must-arrive-twice") {
 		t.Errorf("redelivery: %x, want PUBLISH with DUP", p)
+	}
+}
+
+func TestMaxQoSIsAdvertisedGrantedAndEnforced(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.Limits.MaxQoS = 1
+	tb := startBroker(t, cfg, testBundle(t, 1))
+	bob := mustV5(t, tb.tcp, "bob", bobPassword)
+	if p := bob.connack.Properties; p == nil || p.MaximumQoS == nil || *p.MaximumQoS != 1 {
+		t.Errorf("CONNACK maximum QoS %+v, want 1", p)
+	}
+	if granted := bob.subscribe(t, "devices/alice/#", 2); granted != 1 {
+		t.Errorf("a QoS 2 subscription was granted QoS %d, want 1", granted)
+	}
+	alice := mustV5(t, tb.tcp, "alice", alicePassword)
+	if err := alice.publish(t, "devices/alice/temp", "qos1-ok", 1, false); err != nil {
+		t.Fatal(err)
+	}
+	bob.expect(t, "qos1-ok")
+
+	// paho refuses to send above the advertised maximum, so a raw MQTT
+	// 3.1.1 client does (3.1.1 has no way to learn the maximum).
+	conn, err := net.Dial("tcp", tb.tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = conn.Write(mqttConnect("raw-alice", "alice", alicePassword, true))
+	readPacket(t, conn) // CONNACK
+	topic, payload := "devices/alice/temp", "qos2-refused"
+	body := append([]byte{0, byte(len(topic))}, topic...)
+	body = append(append(body, 0, 9), payload...)
+	_, _ = conn.Write(append([]byte{0x34, byte(len(body))}, body...))
+	if !closedWithin(conn, 2*time.Second) {
+		t.Error("a QoS 2 publish above maxQoS 1 did not close the connection")
+	}
+	_ = alice.publish(t, "devices/alice/temp", "marker", 0, false)
+	bob.expectNoneBefore(t, "qos2-refused", "marker")
+	if n := tb.Stats().QoSRefused; n != 1 {
+		t.Errorf("%d QoS refusals counted, want 1", n)
+	}
+}
+
+func TestRetainOffRefusesRetainedPublishes(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.Limits.RetainAvailable = false
+	tb := startBroker(t, cfg, testBundle(t, 1))
+	alice := mustV5(t, tb.tcp, "alice", alicePassword)
+	if p := alice.connack.Properties; p == nil || p.RetainAvailable {
+		t.Errorf("CONNACK does not say retain is unavailable: %+v", p)
+	}
+	// paho then refuses to send a retained message, so a raw MQTT 3.1.1
+	// client does.
+	conn, err := net.Dial("tcp", tb.tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = conn.Write(mqttConnect("raw-alice", "alice", alicePassword, true))
+	readPacket(t, conn) // CONNACK
+	topic := "devices/alice/status"
+	body := append(append([]byte{0, byte(len(topic))}, topic...), "online"...)
+	_, _ = conn.Write(append([]byte{0x31, byte(len(body))}, body...))
+	if !closedWithin(conn, 2*time.Second) {
+		t.Error("a retained publish with retain off did not close the connection")
+	}
+	if n := tb.Stats().RetainRefused; n != 1 {
+		t.Errorf("%d retain refusals counted, want 1", n)
+	}
+	if n := tb.Stats().Retained; n != 0 {
+		t.Errorf("%d retained messages stored with retain off", n)
+	}
+}
+
+// maxQueuedMessages bounds what one offline persistent session holds; the
+// overflow is dropped and counted, the queued ones are delivered on return.
+func TestQueueBoundForOfflineSessions(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.Limits.MaxQueuedMessages = 5
+	tb := startBroker(t, cfg, testBundle(t, 1))
+	bob, err := connectV5(t, tb.tcp, v5opts{user: "bob", password: bobPassword, clientID: "bob-queue", sessionExpiry: 600, keepAlive: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob.subscribe(t, "devices/alice/#", 1)
+	_ = bob.Disconnect(&paho.Disconnect{})
+	waitOffline(t, tb, "bob-queue")
+	alice := mustV5(t, tb.tcp, "alice", alicePassword)
+	for i := range 8 {
+		if err := alice.publish(t, "devices/alice/seq", fmt.Sprintf("q-%d", i), 1, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// mochi acknowledges before it fans out, so the last drop may trail the
+	// last PUBACK a little.
+	deadline := time.Now().Add(2 * time.Second)
+	for tb.Stats().QueueFullDropped < 3 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if d := tb.Stats().QueueFullDropped; d != 3 {
+		t.Errorf("%d messages counted as dropped, want 3 (8 sent, queue of 5)", d)
+	}
+	back, err := connectV5(t, tb.tcp, v5opts{user: "bob", password: bobPassword, clientID: "bob-queue", sessionExpiry: 600, keepAlive: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// In the order they were published: MQTT's ordering guarantee.
+	for i := range 5 {
+		select {
+		case m := <-back.messages:
+			if want := fmt.Sprintf("q-%d", i); string(m.Payload) != want {
+				t.Fatalf("message %d of the resumed session is %q, want %q", i, m.Payload, want)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("message q-%d not delivered", i)
+		}
+	}
+}
+
+// waitOffline waits until the broker has finished disconnecting a client.
+func waitOffline(t *testing.T, tb *testBroker, clientID string) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if cl, ok := tb.Server().Clients.Get(clientID); ok && cl.Closed() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("client %s still connected", clientID)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestSessionExpiryIsCapped(t *testing.T) {
+	cfg := testConfig(t.TempDir()) // sessionExpiry 3600 s
+	tb := startBroker(t, cfg, testBundle(t, 1))
+	c, err := connectV5(t, tb.tcp, v5opts{user: "bob", password: bobPassword, sessionExpiry: 86400, keepAlive: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.connack.Properties; p == nil || p.SessionExpiryInterval == nil || *p.SessionExpiryInterval != 3600 {
+		t.Errorf("CONNACK session expiry %+v, want the 3600 s cap for a client asking for a day", p)
 	}
 }

@@ -74,5 +74,7 @@ func quotasOf(cfg *brokerconfig.Config) policy.Quotas {
 		MaxKeepaliveSeconds:       uint16(cfg.Limits.MaxKeepaliveSeconds),
 		PublishRatePerClient:      cfg.Limits.PublishRatePerClient,
 		MaxSubscriptionsPerClient: cfg.Limits.MaxSubscriptionsPerClient,
+		MaxQoS:                    byte(cfg.Limits.MaxQoS),
+		RetainAvailable:           cfg.Limits.RetainAvailable,
 	}
 }

@@ -8,7 +8,11 @@ type Stats struct {
 	ConnectionsAccepted, ConnectionsRefused, PacketTooLarge, Malformed   uint64
 	Panics, BytesIn, BytesOut                                            uint64
 	MessagesIn, MessagesOut                                              [3]uint64
-	MessagesDropped                                                      uint64
+	MessagesDropped, QueueFullDropped                                    uint64
+	QoSRefused, RetainRefused                                            uint64
+	StoreCommitFailures, DurableWrites, DurableRefused                   uint64
+	TLSCertNotAfter                                                      int64 // unix seconds; 0 without TLS
+	TLSReloadsOK, TLSReloadsFailed                                       uint64
 	AuthSuccess, AuthFailure, AuthCacheHits                              uint64
 	ACLDeniedPublish, ACLDeniedSubscribe, RateLimited, SubscriptionQuota uint64
 	SessionsRevoked, ReloadsOK, ReloadsFailed                            uint64
@@ -28,12 +32,21 @@ func (b *Broker) Stats() Stats {
 		ConnectionsAccepted: g.Accepted.Load(), ConnectionsRefused: g.RefusedOverLimit.Load(),
 		PacketTooLarge: g.ClosedPacketTooLarge.Load(), Malformed: g.ClosedMalformed.Load(),
 		Panics: g.Panics.Load(), BytesIn: g.BytesIn.Load(), BytesOut: g.BytesOut.Load(),
-		MessagesDropped: b.stats.dropped.Load(),
-		AuthSuccess:     p.AuthSuccess.Load(), AuthFailure: p.AuthFailure.Load(), AuthCacheHits: p.AuthCacheHits.Load(),
+		MessagesDropped: b.stats.dropped.Load(), QueueFullDropped: uint64(atomic.LoadInt64(&info.InflightDropped)),
+		QoSRefused: p.QoSRefused.Load(), RetainRefused: p.RetainRefused.Load(),
+		AuthSuccess: p.AuthSuccess.Load(), AuthFailure: p.AuthFailure.Load(), AuthCacheHits: p.AuthCacheHits.Load(),
 		ACLDeniedPublish: p.ACLDeniedPublish.Load(), ACLDeniedSubscribe: p.ACLDeniedSubscribe.Load(),
 		RateLimited: p.RateLimited.Load(), SubscriptionQuota: p.SubscriptionQuota.Load(),
 		SessionsRevoked: p.Revoked.Load(), ReloadsOK: b.reloadOK.Load(), ReloadsFailed: b.reloadFailed.Load(),
 		Revision: b.Revision(),
+	}
+	if b.store != nil {
+		s.StoreCommitFailures = b.store.Counters.CommitFailures.Load()
+		s.DurableWrites, s.DurableRefused = b.store.Counters.DurableWrites.Load(), b.store.Counters.DurableRefused.Load()
+	}
+	if b.certs != nil {
+		s.TLSCertNotAfter = b.certs.NotAfter().Unix()
+		s.TLSReloadsOK, s.TLSReloadsFailed = b.certs.ReloadsOK.Load(), b.certs.ReloadsFailed.Load()
 	}
 	for q := range 3 {
 		s.MessagesIn[q], s.MessagesOut[q] = b.stats.in[q].Load(), b.stats.out[q].Load()

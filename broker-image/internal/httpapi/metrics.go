@@ -16,27 +16,32 @@ type collector struct {
 }
 
 var metricHelp = map[string]string{
-	"mqtt_connections":                "Open network connections, before and after CONNECT.",
-	"mqtt_clients_connected":          "Authenticated MQTT clients.",
-	"mqtt_connections_accepted_total": "Connections accepted by the listeners.",
-	"mqtt_connections_refused_total":  "Connections refused because maxConnections was reached.",
-	"mqtt_connections_closed_total":   "Connections closed by the guard, by reason.",
-	"mqtt_connection_panics_total":    "Panics recovered on client connections (each closed that one connection).",
-	"mqtt_bytes_received_total":       "Bytes received from clients.",
-	"mqtt_bytes_sent_total":           "Bytes sent to clients.",
-	"mqtt_messages_received_total":    "PUBLISH messages accepted from clients, by QoS.",
-	"mqtt_messages_sent_total":        "PUBLISH messages sent to clients, by QoS.",
-	"mqtt_messages_dropped_total":     "Messages dropped for slow subscribers.",
-	"mqtt_subscriptions":              "Active subscriptions.",
-	"mqtt_retained_messages":          "Retained messages.",
-	"mqtt_inflight_messages":          "Unacknowledged QoS 1 and 2 messages.",
-	"mqtt_auth_total":                 "CONNECT authentications, by result.",
-	"mqtt_auth_cache_hits_total":      "Authentications answered from the verified-credential cache.",
-	"mqtt_acl_denied_total":           "Publish and subscribe/deliver checks denied by ACL, by access.",
-	"mqtt_quota_exceeded_total":       "Clients or filters refused by a per-client quota, by quota.",
-	"mqtt_sessions_revoked_total":     "Sessions disconnected because a new auth bundle no longer admits them.",
-	"mqtt_reloads_total":              "Configuration and auth bundle reloads, by result.",
-	"mqtt_auth_bundle_info":           "The auth bundle in force (revision label); value is its generation.",
+	"mqtt_connections":                              "Open network connections, before and after CONNECT.",
+	"mqtt_clients_connected":                        "Authenticated MQTT clients.",
+	"mqtt_connections_accepted_total":               "Connections accepted by the listeners.",
+	"mqtt_connections_refused_total":                "Connections refused because maxConnections was reached.",
+	"mqtt_connections_closed_total":                 "Connections closed by the guard, by reason.",
+	"mqtt_connection_panics_total":                  "Panics recovered on client connections (each closed that one connection).",
+	"mqtt_bytes_received_total":                     "Bytes received from clients.",
+	"mqtt_bytes_sent_total":                         "Bytes sent to clients.",
+	"mqtt_messages_received_total":                  "PUBLISH messages accepted from clients, by QoS.",
+	"mqtt_messages_sent_total":                      "PUBLISH messages sent to clients, by QoS.",
+	"mqtt_messages_dropped_total":                   "Messages not delivered, by reason: slow_subscriber (QoS 0, the client's write buffer was full) or queue_full (QoS 1/2, maxQueuedMessages reached).",
+	"mqtt_subscriptions":                            "Active subscriptions.",
+	"mqtt_retained_messages":                        "Retained messages.",
+	"mqtt_inflight_messages":                        "Unacknowledged QoS 1 and 2 messages.",
+	"mqtt_auth_total":                               "CONNECT authentications, by result.",
+	"mqtt_auth_cache_hits_total":                    "Authentications answered from the verified-credential cache.",
+	"mqtt_acl_denied_total":                         "Publish and subscribe/deliver checks denied by ACL, by access.",
+	"mqtt_quota_exceeded_total":                     "Clients or filters refused by a per-client quota, by quota.",
+	"mqtt_sessions_revoked_total":                   "Sessions disconnected because a new auth bundle no longer admits them.",
+	"mqtt_reloads_total":                            "Configuration and auth bundle reloads, by result.",
+	"mqtt_auth_bundle_info":                         "The auth bundle in force (revision label); value is its generation.",
+	"mqtt_store_commit_failures_total":              "Batches the persistent store could not commit (disk full, I/O error).",
+	"mqtt_store_durable_writes_total":               "QoS 1/2 messages committed and fsynced before their acknowledgement (durable mode).",
+	"mqtt_store_durable_refused_total":              "QoS 1/2 messages refused because their durable write failed.",
+	"mqtt_tls_certificate_expiry_timestamp_seconds": "Expiry of the TLS certificate in use, as a Unix time.",
+	"mqtt_tls_reloads_total":                        "TLS certificate reloads, by result.",
 }
 
 func newCollector(b *broker.Broker) *collector {
@@ -44,7 +49,8 @@ func newCollector(b *broker.Broker) *collector {
 	labels := map[string][]string{
 		"mqtt_connections_closed_total": {"reason"}, "mqtt_messages_received_total": {"qos"}, "mqtt_messages_sent_total": {"qos"},
 		"mqtt_auth_total": {"result"}, "mqtt_acl_denied_total": {"access"}, "mqtt_quota_exceeded_total": {"quota"},
-		"mqtt_reloads_total": {"result"}, "mqtt_auth_bundle_info": {"revision"},
+		"mqtt_reloads_total": {"result"}, "mqtt_auth_bundle_info": {"revision"}, "mqtt_messages_dropped_total": {"reason"},
+		"mqtt_tls_reloads_total": {"result"},
 	}
 	for name, help := range metricHelp {
 		c.descs[name] = prometheus.NewDesc(name, help, labels[name], nil)
@@ -82,7 +88,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter("mqtt_messages_received_total", s.MessagesIn[q], strconv.Itoa(q))
 		counter("mqtt_messages_sent_total", s.MessagesOut[q], strconv.Itoa(q))
 	}
-	counter("mqtt_messages_dropped_total", s.MessagesDropped)
+	counter("mqtt_messages_dropped_total", s.MessagesDropped, "slow_subscriber")
+	counter("mqtt_messages_dropped_total", s.QueueFullDropped, "queue_full")
+	counter("mqtt_quota_exceeded_total", s.QoSRefused, "max_qos")
+	counter("mqtt_quota_exceeded_total", s.RetainRefused, "retain")
+	counter("mqtt_store_commit_failures_total", s.StoreCommitFailures)
+	counter("mqtt_store_durable_writes_total", s.DurableWrites)
+	counter("mqtt_store_durable_refused_total", s.DurableRefused)
+	if s.TLSCertNotAfter != 0 {
+		gauge("mqtt_tls_certificate_expiry_timestamp_seconds", float64(s.TLSCertNotAfter))
+		counter("mqtt_tls_reloads_total", s.TLSReloadsOK, "success")
+		counter("mqtt_tls_reloads_total", s.TLSReloadsFailed, "failure")
+	}
 	counter("mqtt_auth_total", s.AuthSuccess, "success")
 	counter("mqtt_auth_total", s.AuthFailure, "failure")
 	counter("mqtt_auth_cache_hits_total", s.AuthCacheHits)

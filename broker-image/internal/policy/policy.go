@@ -33,6 +33,10 @@ type Quotas struct {
 	MaxKeepaliveSeconds       uint16
 	PublishRatePerClient      int32 // PUBLISH packets per second; 0 = no limit
 	MaxSubscriptionsPerClient int32
+	// MaxQoS and RetainAvailable are fixed at start (mochi advertises them in
+	// CONNACK); the hook enforces them on PUBLISH the way MQTT 5 asks.
+	MaxQoS          byte
+	RetainAvailable bool
 }
 
 // NewSnapshot indexes a validated bundle.
@@ -49,6 +53,7 @@ type Counters struct {
 	AuthSuccess, AuthFailure, AuthCacheHits atomic.Uint64
 	ACLDeniedPublish, ACLDeniedSubscribe    atomic.Uint64
 	RateLimited, SubscriptionQuota          atomic.Uint64
+	QoSRefused, RetainRefused               atomic.Uint64
 	Revoked                                 atomic.Uint64
 }
 

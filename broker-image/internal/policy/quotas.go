@@ -58,15 +58,34 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	h.clients.Delete(cl)
 }
 
-// OnPacketRead enforces the publish rate: a client that sends more PUBLISH
-// packets in one second than allowed is disconnected (MQTT 5 reason 0x96).
+// OnPacketRead enforces what a PUBLISH may be. A QoS above maxQoS or a
+// retained message while retain is off disconnects the client (MQTT 5
+// reasons 0x9B and 0x9A; mochi would instead downgrade the QoS and then
+// acknowledge with the wrong packet, or silently not retain). A client that
+// sends more PUBLISH packets in one second than allowed is disconnected
+// (reason 0x96).
 func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Type != packets.Publish {
 		return pk, nil
 	}
 	s := h.snap.Load()
 	st := h.state(cl)
-	if s == nil || st == nil || s.Quotas.PublishRatePerClient <= 0 {
+	if s == nil || st == nil {
+		return pk, nil
+	}
+	if pk.FixedHeader.Qos > s.Quotas.MaxQoS {
+		h.Counters.QoSRefused.Add(1)
+		h.log.Info("client published above the maximum QoS; disconnecting", "clientId", cl.ID, "qos", pk.FixedHeader.Qos, "maxQoS", s.Quotas.MaxQoS)
+		_ = h.server.DisconnectClient(cl, packets.ErrQosNotSupported)
+		return pk, packets.ErrRejectPacket
+	}
+	if pk.FixedHeader.Retain && !s.Quotas.RetainAvailable {
+		h.Counters.RetainRefused.Add(1)
+		h.log.Info("client published a retained message while retain is off; disconnecting", "clientId", cl.ID)
+		_ = h.server.DisconnectClient(cl, packets.ErrRetainNotSupported)
+		return pk, packets.ErrRejectPacket
+	}
+	if s.Quotas.PublishRatePerClient <= 0 {
 		return pk, nil
 	}
 	now := time.Now()
