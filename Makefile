@@ -51,6 +51,12 @@ lint: ## gofmt check, go vet and staticcheck.
 test: ## Everything CI runs: verify, lint, unit tests, envtest specs (builds envtest binaries on first use).
 	hack/test.sh
 
+FUZZTIME ?= 1m
+.PHONY: fuzz
+fuzz: ## Run each broker fuzz target for FUZZTIME (default 1m; issues ask for 10m per target before a release).
+	cd broker-image/internal/broker && for t in FuzzRawStream FuzzAfterConnect; do \
+	  $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s -parallel 1 . || exit 1; done
+
 .PHONY: test-unit
 test-unit: ## Unit tests only (no API server).
 	$(GO) test ./internal/... ./api/...
@@ -77,6 +83,14 @@ dev: ## Throwaway local control plane + operator + samples; leaves bin/dev/kubec
 docker-build: ## Build the operator image (FROM scratch, no registry needed).
 	hack/docker-build-operator.sh $(IMG) "$(LDFLAGS)"
 
+.PHONY: broker
+broker: ## Build the broker binary into bin/broker (see broker-image/README.md).
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/broker ./broker-image
+
+.PHONY: broker-image-build
+broker-image-build: ## Build the broker image $(BROKER_IMG) (FROM scratch, no registry needed).
+	hack/docker-build-broker.sh $(BROKER_IMG)
+
 ##@ Deployment
 
 .PHONY: install
@@ -96,6 +110,10 @@ undeploy: ## Remove what deploy created.
 	kubectl delete --ignore-not-found -k config/default
 
 ##@ Benchmarks
+
+.PHONY: bench-broker
+bench-broker: broker ## Our broker vs plain mochi vs mosquitto on loopback: throughput, ACL size, idle memory, auth storm.
+	MOSQUITTO=$$(hack/ensure-mosquitto.sh) && $(GO) run ./test/bench/broker --broker=bin/broker --mosquitto=$$MOSQUITTO
 
 .PHONY: bench-operator
 bench-operator: build ## 200 brokers in envtest: reconcile latency, operator RSS, reconciles at rest.

@@ -14,6 +14,9 @@ make -s lint
 step "envtest binaries (built from Go modules on first use, ~5-8 min cold)"
 KUBEBUILDER_ASSETS="$(hack/envtest-assets.sh)"
 export KUBEBUILDER_ASSETS
+step "mosquitto clients for the interoperability tests (Debian package, ~30 s when missing)"
+# Best effort: without them those tests skip and say why.
+hack/ensure-mosquitto.sh >/dev/null || echo "mosquitto not installed; the mosquitto interoperability tests will skip"
 step "go test (unit, envtest)"
 go test -race -count=1 ./...
 echo

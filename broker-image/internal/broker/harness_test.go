@@ -94,6 +94,7 @@ type testBroker struct {
 	*broker.Broker
 	tcp, ws string
 	logs    *syncBuffer
+	cfg     *brokerconfig.Config
 }
 
 type syncBuffer struct {
@@ -148,7 +149,7 @@ func startBroker(t testing.TB, cfg *brokerconfig.Config, bundle *brokerconfig.Au
 	if err := b.Start(); err != nil {
 		t.Fatal(err)
 	}
-	tb := &testBroker{Broker: b, tcp: b.ListenerAddress("mqtt"), ws: b.ListenerAddress("ws"), logs: logs}
+	tb := &testBroker{Broker: b, tcp: b.ListenerAddress("mqtt"), ws: b.ListenerAddress("ws"), logs: logs, cfg: cfg}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

@@ -1,0 +1,194 @@
+// Command broker is `make bench-broker`: our MQTT broker (./broker-image, with
+// auth, ACLs and metrics on) against plain mochi and mosquitto 2.0, all as
+// separate processes on loopback, driven by a lean MQTT 3.1.1 load generator
+// (./mqttc). It prints machine-readable name=value lines on stdout and a
+// human summary on stderr:
+//
+//	<broker>_<qos>_<pattern>_msgs_per_s       delivered messages per second at the
+//	                                          subscribers, median of --runs
+//	<broker>_<qos>_<pattern>_delivered        delivered/expected of that median run
+//	<broker>_<qos>_<pattern>_cpu_us_per_msg   broker CPU per delivered message
+//	ratio_vs_{mosquitto,mochi}_<qos>_<pattern> ours divided by the baseline
+//	acl_10k_rules_vs_10_ratio                 ours, QoS 0 fan-out, 10,000-rule bundle / 10-rule bundle
+//	rss_kib_per_idle_conn[_<broker>]          resident memory per idle, subscribed client
+//	auth_storm_10k_reconnects_s[_<broker>]    seconds for 10,000 CONNECT/CONNACK/DISCONNECT
+//
+// broker is ours, mochi or mosquitto; qos is qos0 or qos1; pattern is fanin
+// (N publishers -> 1 wildcard subscriber) or fanout (1 publisher -> N
+// subscribers). See docs/benchmarks.md.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+type flags struct {
+	oursBin, mochiBin, mosquittoBin string
+	phases                          string
+	runs, aclRuns                   int
+	load                            loadConfig
+	idleConns, idleConcurrency      int
+	storm, stormWarmup, stormConc   int
+	aclRules, aclMsgsFactor         int
+	oursMaxQueued                   int
+	oursLogLevel                    string
+	mosquittoNoDelay, keepDir       bool
+}
+
+func main() {
+	var f flags
+	flag.StringVar(&f.oursBin, "broker", "bin/broker", "our broker binary (go build -o bin/broker ./broker-image)")
+	flag.StringVar(&f.mochiBin, "mochi", "", "plain mochi binary; empty builds ./test/bench/broker/mochiplain")
+	flag.StringVar(&f.mosquittoBin, "mosquitto", "", "mosquitto binary; empty looks on PATH and in /usr/sbin (hack/ensure-mosquitto.sh installs it)")
+	flag.StringVar(&f.phases, "phases", "throughput,acl,durable,idle,storm", "comma-separated phases to run")
+	flag.IntVar(&f.runs, "runs", 3, "runs per broker and scenario; the median is reported")
+	flag.IntVar(&f.load.clients, "clients", 8, "publishers of fan-in, subscribers of fan-out")
+	flag.IntVar(&f.load.msgs, "msgs", 20000, "messages per publisher")
+	flag.IntVar(&f.load.payload, "payload", 64, "payload bytes")
+	flag.IntVar(&f.load.window, "qos1-window", 64, "QoS 1 messages in flight per publisher")
+	flag.DurationVar(&f.load.timeout, "run-timeout", 60*time.Second, "longest one run may take")
+	flag.DurationVar(&f.load.quietStop, "quiet-stop", time.Second, "end a run this long after the last delivery once publishing is done")
+	flag.IntVar(&f.aclRules, "acl-rules", 10000, "rules in the large auth bundle")
+	flag.IntVar(&f.aclMsgsFactor, "acl-msgs-factor", 3, "QoS 0 runs of the ACL phase send this many times --msgs per publisher (longer runs, less noise)")
+	flag.IntVar(&f.aclRuns, "acl-runs", 7, "pairs of runs (10 rules, large bundle) per scenario in the ACL phase; the median pair ratio is reported")
+	flag.IntVar(&f.idleConns, "idle-conns", 10000, "idle clients for the memory measurement")
+	flag.IntVar(&f.idleConcurrency, "idle-concurrency", 50, "concurrent dials while opening idle clients")
+	flag.IntVar(&f.storm, "storm", 10000, "CONNECT/CONNACK/DISCONNECT cycles of the auth storm")
+	flag.IntVar(&f.stormWarmup, "storm-warmup", 1000, "cycles before the measured storm")
+	flag.IntVar(&f.stormConc, "storm-concurrency", 100, "concurrent clients in the auth storm")
+	flag.IntVar(&f.oursMaxQueued, "ours-max-queued", 65535, "our broker's limits.maxQueuedMessages (the MQTTBroker default is 1000; mosquitto runs unlimited)")
+	flag.StringVar(&f.oursLogLevel, "ours-log-level", "info", "our broker's --log-level")
+	flag.BoolVar(&f.mosquittoNoDelay, "mosquitto-nodelay", false, "set_tcp_nodelay for mosquitto (off, mosquitto's default, is its faster setting here)")
+	flag.BoolVar(&f.keepDir, "keep", false, "keep the working directory (configs, broker logs)")
+	flag.Parse()
+
+	// Ctrl-C or SIGTERM: end every broker we started, then exit.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sigs
+		fmt.Fprintf(os.Stderr, "bench-broker: %v; stopping brokers\n", s)
+		killAll()
+		if d := workDir.Load(); d != nil {
+			_ = os.RemoveAll(*d)
+		}
+		os.Exit(130)
+	}()
+
+	err := run(&f)
+	killAll()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-broker:", err)
+		os.Exit(1)
+	}
+}
+
+// workDir is removed on Ctrl-C too (unless --keep).
+var workDir atomic.Pointer[string]
+
+func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, "# "+format+"\n", args...) }
+
+func run(f *flags) error {
+	if f.load.window < 2 || f.load.window > 65535 || f.load.clients < 1 || f.load.msgs < 1 || f.runs < 1 || f.aclRuns < 1 || f.aclMsgsFactor < 1 {
+		return errors.New("--qos1-window must be 2-65535; --clients, --msgs, --runs and --acl-runs at least 1")
+	}
+	phases := map[string]bool{}
+	for _, p := range strings.Split(f.phases, ",") {
+		phases[strings.TrimSpace(p)] = true
+	}
+	if limit, err := raiseFileLimit(1 << 16); err != nil || limit < uint64(f.idleConns)+1000 {
+		return fmt.Errorf("RLIMIT_NOFILE is %d (%v); %d idle clients need more", limit, err, f.idleConns)
+	}
+	dir, err := os.MkdirTemp("", "bench-broker")
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
+	if f.keepDir {
+		logf("working directory (kept): %s", dir)
+	} else {
+		workDir.Store(&dir)
+		defer os.RemoveAll(dir)
+	}
+
+	s, err := newSetup(f, dir)
+	if err != nil {
+		return err
+	}
+	out := &report{}
+	if phases["throughput"] || phases["acl"] {
+		if err := throughputPhases(s, f, phases, out); err != nil {
+			return err
+		}
+	}
+	if phases["durable"] {
+		if err := durablePhase(s, f, out); err != nil {
+			return err
+		}
+	}
+	if phases["idle"] {
+		if err := idlePhase(s, f, out); err != nil {
+			return err
+		}
+	}
+	if phases["storm"] {
+		if err := stormPhase(s, f, out); err != nil {
+			return err
+		}
+	}
+	out.print()
+	return nil
+}
+
+func newSetup(f *flags, dir string) (*setup, error) {
+	s := &setup{dir: dir, oursBin: f.oursBin, mochiBin: f.mochiBin, oursMaxQueued: int32(f.oursMaxQueued),
+		oursLogLevel: f.oursLogLevel, mosquittoNoDelay: f.mosquittoNoDelay, maxConnections: int32(f.idleConns + 1000)}
+	if _, err := os.Stat(s.oursBin); err != nil {
+		return nil, fmt.Errorf("our broker binary: %w (build it: go build -o bin/broker ./broker-image)", err)
+	}
+	if s.mochiBin == "" {
+		s.mochiBin = filepath.Join(dir, "mochiplain")
+		logf("building plain mochi")
+		cmd := exec.Command("go", "build", "-o", s.mochiBin, "github.com/mqtt-operator/mqtt-operator/test/bench/broker/mochiplain")
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("building mochiplain: %w", err)
+		}
+	}
+	s.mosquittoBin = f.mosquittoBin
+	if s.mosquittoBin == "" {
+		s.mosquittoBin = lookPath("mosquitto", "/usr/sbin/mosquitto")
+	}
+	if s.mosquittoBin == "" {
+		return nil, errors.New("mosquitto not found; run hack/ensure-mosquitto.sh or pass --mosquitto")
+	}
+	s.passwd = lookPath("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
+	users, err := benchUsers(100)
+	if err != nil {
+		return nil, err
+	}
+	s.users = users
+	return s, nil
+}
+
+func lookPath(name, fallback string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	if _, err := os.Stat(fallback); err == nil {
+		return fallback
+	}
+	return ""
+}
