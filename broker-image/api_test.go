@@ -234,3 +234,13 @@ func dialV5(addr, user, password string) (*v5conn, error) {
 	}
 	return c, nil
 }
+
+// The pod passes its container memory limit; the broker keeps the Go heap
+// under 90% of it rather than running into the OOM killer.
+func TestMemoryLimitFromTheContainer(t *testing.T) {
+	addr := freeAddr(t)
+	p := startProcessEnv(t, []string{"MQTT_BROKER_MEMORY_LIMIT=1073741824", "GOMEMLIMIT="}, "--allow-anonymous", "--listen", addr)
+	waitFor(t, "the memory limit to be logged", func() bool {
+		return len(logLines(p.output(), `"goMemLimitBytes":966367638`)) == 1
+	})
+}

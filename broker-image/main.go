@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -33,6 +35,7 @@ func main() {
 	flag.StringVar(&opts.logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 	log := newLogger(opts.logLevel)
+	setMemoryLimit(log)
 	if err := run(log, opts); err != nil {
 		log.Error("broker failed", "error", err.Error())
 		os.Exit(1)
@@ -43,6 +46,24 @@ type options struct {
 	configPath, bundlePath, tokenPath, listen, logLevel string
 	anonymous                                           bool
 	drain                                               time.Duration
+}
+
+// setMemoryLimit sets the Go runtime's soft memory limit to 90% of the
+// container's limit (MQTT_BROKER_MEMORY_LIMIT, in bytes, from the pod's
+// resourceFieldRef), leaving room for memory the runtime does not manage.
+// An explicit GOMEMLIMIT wins.
+func setMemoryLimit(log *slog.Logger) {
+	raw := os.Getenv("MQTT_BROKER_MEMORY_LIMIT")
+	if raw == "" || os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	limit, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || limit <= 0 {
+		log.Warn("ignoring an unreadable MQTT_BROKER_MEMORY_LIMIT", "value", raw)
+		return
+	}
+	debug.SetMemoryLimit(limit / 10 * 9)
+	log.Info("Go memory limit set from the container limit", "containerLimitBytes", limit, "goMemLimitBytes", limit/10*9)
 }
 
 func newLogger(level string) *slog.Logger {

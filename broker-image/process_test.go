@@ -180,13 +180,18 @@ func (p *brokerProcess) output() string {
 
 func startProcess(t *testing.T, args ...string) *brokerProcess {
 	t.Helper()
+	return startProcessEnv(t, nil, args...)
+}
+
+func startProcessEnv(t *testing.T, env []string, args ...string) *brokerProcess {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &brokerProcess{done: make(chan error, 1)}
 	p.cmd = exec.Command(exe, args...)
-	p.cmd.Env = append(os.Environ(), runAsBroker+"=1")
+	p.cmd.Env = append(append(os.Environ(), runAsBroker+"=1"), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

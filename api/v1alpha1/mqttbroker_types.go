@@ -34,7 +34,8 @@ type MQTTBrokerSpec struct {
 	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
 
 	// resources of the broker container. Empty gets requests of 100m CPU and
-	// 128Mi memory and a 512Mi memory limit.
+	// 128Mi memory and a 1Gi memory limit. An idle connection costs the broker
+	// about 40 KiB; size the memory limit to maxConnections.
 	// +optional
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
 
