@@ -54,6 +54,9 @@ func Start() (*Env, error) {
 	}
 	cfg, err := env.Start()
 	if err != nil {
+		// Start fails after launching the processes when, say, a CRD is
+		// refused; without Stop they would outlive the test binary.
+		_ = env.Stop()
 		return nil, fmt.Errorf("starting envtest control plane: %w", err)
 	}
 	// Benchmarks create hundreds of objects quickly; the default client limits
