@@ -110,8 +110,8 @@ func TestAdminAPI(t *testing.T) {
 	f.bundleGeneration = 1
 	f.extraUsers = nil
 	old, _ := brokerconfig.MarshalBundle(f.authBundle())
-	if code, _ := adminRequest(t, f, http.MethodPut, "/v1/auth-bundle", adminToken, old); code != http.StatusConflict {
-		t.Errorf("stale bundle: %d, want 409", code)
+	if code, out := adminRequest(t, f, http.MethodPut, "/v1/auth-bundle", adminToken, old); code != http.StatusConflict || out["generation"] != float64(2) {
+		t.Errorf("stale bundle: %d %v, want 409 with the generation in force (2)", code, out)
 	}
 	if _, err := connect(f.mqtt, "carol", bobPass, "carol-2", true); err != nil {
 		t.Errorf("a refused push undid the bundle in force: %v", err)

@@ -67,12 +67,11 @@ func main() {
 		log.Error(err, "creating manager")
 		os.Exit(1)
 	}
-	if err := (&controllers.MQTTBrokerReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("mqtt-operator"),
-		Options:  resources.Options{BrokerImage: brokerImage, OperatorNamespace: operatorNamespace},
-	}).SetupWithManager(mgr, concurrency); err != nil {
-		log.Error(err, "setting up the MQTTBroker controller")
+	if err := controllers.Setup(mgr, controllers.Config{
+		Options:     resources.Options{BrokerImage: brokerImage, OperatorNamespace: operatorNamespace},
+		Concurrency: concurrency,
+	}); err != nil {
+		log.Error(err, "setting up the controllers")
 		os.Exit(1)
 	}
 	utilruntime.Must(mgr.AddHealthzCheck("healthz", healthz.Ping))

@@ -14,50 +14,68 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/internal/resources"
 )
 
-// MQTTBrokerReconciler turns an MQTTBroker into the objects that run it. It is
+// MQTTBrokerReconciler turns an MQTTBroker into the objects that run it, and
+// its MQTTUsers and TopicACLs into the auth bundle its pods enforce. It is
 // the single writer of everything derived from a broker.
 type MQTTBrokerReconciler struct {
-	Client   client.Client
-	Recorder events.EventRecorder
-	Options  resources.Options
+	Client client.Client
+	// APIReader reads past the cache, for the rare object the cache cannot
+	// have seen yet.
+	APIReader   client.Reader
+	Recorder    events.EventRecorder
+	Options     resources.Options
+	Enforcement *Enforcement
 	// Now is the clock for condition transition times; tests may fix it.
-	Now func() metav1.Time
+	Now    func() metav1.Time
+	pusher *pusher
 }
 
 // +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttbrokers,verbs=get;list;watch
 // +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttbrokers/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttusers;topicacls,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=configmaps;services;serviceaccounts,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile applies the broker's children and reports what it observes.
+// Reconcile applies the broker's children, renders and pushes its auth
+// bundle, and reports what it observes.
 func (r *MQTTBrokerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, err error) {
 	broker := &v1alpha1.MQTTBroker{}
 	if err := r.Client.Get(ctx, req.NamespacedName, broker); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Enforcement.forget(req.NamespacedName)
+			r.pusher.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !broker.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil // owner references let the garbage collector remove the children
 	}
 	s := &brokerScope{broker: broker, before: broker.DeepCopy()}
-
 	defer func() {
-		if err == nil { // a transient error keeps the last status; the retry will write it
-			err = r.writeStatus(ctx, s)
+		// A transient error keeps the last status, and the retry writes it;
+		// a failed push is reported, as pods then converge from their files.
+		if err == nil || errors.Is(err, errPush) {
+			err = errors.Join(err, r.writeStatus(ctx, s))
 		}
 	}()
 
@@ -66,7 +84,22 @@ func (r *MQTTBrokerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		s.failure = failure
 		return ctrl.Result{}, nil
 	}
-	return ctrl.Result{}, r.applyChildren(ctx, s, children)
+	auth, err := r.gatherAuth(ctx, broker)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	authErr := r.applyAuth(ctx, broker, auth)
+	if authErr != nil && !errors.Is(authErr, errAuthTooLarge) {
+		return ctrl.Result{}, authErr
+	}
+	if err := r.applyChildren(ctx, s, children); err != nil || s.failure != nil {
+		return ctrl.Result{}, err
+	}
+	if authErr != nil { // the pods keep the last bundle that fitted
+		s.failure = &specFailure{ReasonAuthTooLarge, authErr.Error()}
+		return ctrl.Result{}, nil
+	}
+	return ctrl.Result{}, r.syncAuth(ctx, s, auth)
 }
 
 // brokerScope carries what one reconcile learns to the status write.
@@ -75,6 +108,8 @@ type brokerScope struct {
 	before  *v1alpha1.MQTTBroker
 	sts     *appsv1.StatefulSet
 	failure *specFailure
+	auth    *v1alpha1.AuthStatus
+	pushErr error
 }
 
 // gatherChildren builds every child of the broker, in the order they are
@@ -127,6 +162,7 @@ func (r *MQTTBrokerReconciler) writeStatus(ctx context.Context, s *brokerScope) 
 		now = r.Now()
 	}
 	s.broker.Status = computeStatus(s.before, s.sts, s.failure, now)
+	setAuthStatus(&s.broker.Status, s.broker.Generation, s.auth, s.pushErr, now)
 	if equality.Semantic.DeepEqual(s.before.Status, s.broker.Status) {
 		return nil
 	}
@@ -140,7 +176,7 @@ func (r *MQTTBrokerReconciler) writeStatus(ctx context.Context, s *brokerScope) 
 	newReady := meta.FindStatusCondition(s.broker.Status.Conditions, v1alpha1.ConditionReady)
 	if newReady != nil && (oldReady == nil || oldReady.Status != newReady.Status || oldReady.Reason != newReady.Reason) {
 		eventType := corev1.EventTypeNormal
-		if newReady.Reason == ReasonInvalidSpec {
+		if newReady.Reason == ReasonInvalidSpec || newReady.Reason == ReasonAuthTooLarge {
 			eventType = corev1.EventTypeWarning
 		}
 		r.Recorder.Eventf(s.broker, nil, eventType, newReady.Reason, "Reconcile", "%s", newReady.Message)
@@ -152,19 +188,68 @@ func (r *MQTTBrokerReconciler) writeStatus(ctx context.Context, s *brokerScope) 
 // SetupWithManager registers the reconciler. Broker events pass only on spec
 // changes, so the operator's own status writes do not wake it again; child
 // events bring it back to repair drift and to track the StatefulSet's rollout.
+// MQTTUsers, TopicACLs, password Secrets and broker pods lead to the broker
+// whose auth bundle they change.
 func (r *MQTTBrokerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
-	if r.Recorder == nil {
-		return errors.New("MQTTBrokerReconciler needs an event recorder")
+	if r.Recorder == nil || r.Enforcement == nil {
+		return errors.New("MQTTBrokerReconciler needs an event recorder and an enforcement report")
 	}
+	r.pusher = newPusher()
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.MQTTBroker{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.Secret{}).
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&corev1.Service{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&networkingv1.NetworkPolicy{}).
 		Owns(&appsv1.StatefulSet{}).
+		Watches(&v1alpha1.MQTTUser{}, handler.EnqueueRequestsFromMapFunc(brokerOfUser),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.TopicACL{}, handler.EnqueueRequestsFromMapFunc(brokerOfACL),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.brokersOfPasswordSecret)).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(brokerOfPod)).
 		Named("mqttbroker").
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(concurrency, 1)}).
 		Complete(r)
+}
+
+func brokerRequest(namespace, name string) []reconcile.Request {
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: namespace, Name: name}}}
+}
+
+func brokerOfUser(_ context.Context, o client.Object) []reconcile.Request {
+	return brokerRequest(o.GetNamespace(), o.(*v1alpha1.MQTTUser).Spec.BrokerRef.Name)
+}
+
+func brokerOfACL(_ context.Context, o client.Object) []reconcile.Request {
+	return brokerRequest(o.GetNamespace(), o.(*v1alpha1.TopicACL).Spec.BrokerRef.Name)
+}
+
+func brokerOfPod(_ context.Context, o client.Object) []reconcile.Request {
+	l := o.GetLabels()
+	if l[resources.LabelManagedBy] != resources.OperatorName || l[resources.LabelInstance] == "" {
+		return nil
+	}
+	return brokerRequest(o.GetNamespace(), l[resources.LabelInstance])
+}
+
+// brokersOfPasswordSecret maps a Secret to the brokers whose users take their
+// password from it: a connection Secret names its broker in a label; a
+// Secret a user references is found through the index.
+func (r *MQTTBrokerReconciler) brokersOfPasswordSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	if broker := o.GetLabels()[resources.LabelBroker]; broker != "" {
+		return brokerRequest(o.GetNamespace(), broker)
+	}
+	var users v1alpha1.MQTTUserList
+	if err := r.Client.List(ctx, &users, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexPasswordSecretRef: o.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "finding the users of a password Secret", "secret", o.GetName())
+		return nil
+	}
+	var out []reconcile.Request
+	for _, u := range users.Items {
+		out = append(out, brokerRequest(u.Namespace, u.Spec.BrokerRef.Name)...)
+	}
+	return out
 }

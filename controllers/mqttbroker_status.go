@@ -124,3 +124,33 @@ func computeStatus(b *v1alpha1.MQTTBroker, sts *appsv1.StatefulSet, failure *spe
 	}
 	return st
 }
+
+// Reasons of the AuthSynced condition and of an auth failure.
+const (
+	ReasonAuthInSync   = "InSync"
+	ReasonPushFailed   = "PushFailed"
+	ReasonAuthTooLarge = "AuthBundleTooLarge"
+)
+
+// setAuthStatus reports which auth bundle the ready pods enforce. auth is
+// nil when this reconcile did not get that far; the last report stays.
+func setAuthStatus(st *v1alpha1.MQTTBrokerStatus, generation int64, auth *v1alpha1.AuthStatus, pushErr error, now metav1.Time) {
+	if auth == nil {
+		return
+	}
+	st.Auth = auth
+	c := metav1.Condition{Type: v1alpha1.ConditionAuthSynced, ObservedGeneration: generation, LastTransitionTime: now}
+	switch {
+	case pushErr != nil:
+		c.Status, c.Reason = metav1.ConditionFalse, ReasonPushFailed
+		c.Message = fmt.Sprintf("%d of %d ready pods enforce revision %s; the others load it from their mounted Secret: %v",
+			auth.PodsInSync, auth.ReadyPods, auth.Revision, pushErr)
+	case auth.ReadyPods == 0:
+		c.Status, c.Reason = metav1.ConditionFalse, ReasonNoReadyPods
+		c.Message = fmt.Sprintf("no broker pod is ready; pods load revision %s (%d users, %d ACLs) when they start", auth.Revision, auth.Users, auth.ACLs)
+	default:
+		c.Status, c.Reason = metav1.ConditionTrue, ReasonAuthInSync
+		c.Message = fmt.Sprintf("all %d ready pods enforce revision %s (%d users, %d ACLs)", auth.ReadyPods, auth.Revision, auth.Users, auth.ACLs)
+	}
+	meta.SetStatusCondition(&st.Conditions, c)
+}

@@ -1,10 +1,13 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,6 +35,26 @@ const operatorNamespace = "mqtt-operator-system"
 
 var k8s client.Client
 
+// operatorLogs holds the operator's log output for the whole suite.
+var operatorLogs lockedBuffer
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 func TestMain(m *testing.M) {
 	code, err := runSuite(m)
 	if err != nil {
@@ -48,11 +71,14 @@ func runSuite(m *testing.M) (int, error) {
 	}
 	defer func() { _ = env.Stop() }()
 	k8s = env.Client
-	level := int8(1) // errors only, unless asked
+	// Everything the operator logs, at info level, goes to operatorLogs so
+	// tests can check that no secret ever appears in it; TEST_VERBOSE_LOGS
+	// also prints it.
+	var out io.Writer = &operatorLogs
 	if os.Getenv("TEST_VERBOSE_LOGS") != "" {
-		level = -1
+		out = io.MultiWriter(&operatorLogs, os.Stderr)
 	}
-	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(zapcore.Level(level))))
+	ctrl.SetLogger(zap.New(zap.WriteTo(out), zap.Level(zapcore.Level(-1))))
 
 	// The operator runs with exactly the generated ClusterRole, so a missing
 	// RBAC marker fails these tests instead of a user's installation.
@@ -68,11 +94,10 @@ func runSuite(m *testing.M) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	if err := (&MQTTBrokerReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("mqtt-operator"),
-		Options:  resources.Options{BrokerImage: "mqtt-operator/broker:test", OperatorNamespace: operatorNamespace},
-	}).SetupWithManager(mgr, 4); err != nil {
+	if err := Setup(mgr, Config{
+		Options:     resources.Options{BrokerImage: "mqtt-operator/broker:test", OperatorNamespace: operatorNamespace},
+		Concurrency: 4,
+	}); err != nil {
 		return 1, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())

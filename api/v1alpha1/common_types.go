@@ -21,4 +21,7 @@ const (
 	ConditionAvailable = "Available"
 	// ConditionProgressing is True while a rollout or scale change is under way.
 	ConditionProgressing = "Progressing"
+	// ConditionAuthSynced is True when every ready broker pod enforces the
+	// latest users and ACLs.
+	ConditionAuthSynced = "AuthSynced"
 )

@@ -459,6 +459,34 @@ type MQTTBrokerStatus struct {
 	// +optional
 	// +listType=atomic
 	Endpoints []Endpoint `json:"endpoints,omitempty"`
+
+	// auth reports the users and ACLs the broker pods enforce.
+	// +optional
+	Auth *AuthStatus `json:"auth,omitempty"`
+}
+
+// AuthStatus says which auth bundle (users with password hashes, and ACLs)
+// the operator rendered and how many ready pods enforce it.
+type AuthStatus struct {
+	// revision identifies the content of the rendered bundle.
+	// +optional
+	Revision string `json:"revision,omitempty"`
+	// generation increases with every bundle the operator writes.
+	// +optional
+	Generation int64 `json:"generation,omitempty"`
+	// users is the number of MQTTUsers in the bundle.
+	// +optional
+	Users int32 `json:"users"`
+	// acls is the number of TopicACLs in the bundle.
+	// +optional
+	ACLs int32 `json:"acls"`
+	// readyPods is the number of ready broker pods.
+	// +optional
+	ReadyPods int32 `json:"readyPods"`
+	// podsInSync is the number of ready pods that reported enforcing this
+	// revision.
+	// +optional
+	PodsInSync int32 `json:"podsInSync"`
 }
 
 // MQTTBroker runs one MQTT broker: its pods, Services, configuration and
@@ -471,6 +499,8 @@ type MQTTBrokerStatus struct {
 // +kubebuilder:printcolumn:name="Ready-Pods",type=integer,JSONPath=`.status.readyReplicas`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Users",type=integer,JSONPath=`.status.auth.users`,priority=1
+// +kubebuilder:printcolumn:name="Auth-Synced",type=string,JSONPath=`.status.conditions[?(@.type=="AuthSynced")].status`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 52",message="MQTTBroker names are limited to 52 characters so that the names of its pods and Services stay valid"
 type MQTTBroker struct {

@@ -89,6 +89,27 @@ type MQTTUserStatus struct {
 	// connectionSecretName is the Secret that holds the connection details.
 	// +optional
 	ConnectionSecretName string `json:"connectionSecretName,omitempty"`
+
+	// permissions are the TopicACL rules that apply to this user, in the
+	// order the broker evaluates them: within one TopicACL the first rule
+	// that matches decides; across TopicACLs any Deny wins, then any Allow;
+	// anything no rule allows is denied.
+	// +optional
+	// +listType=atomic
+	Permissions []EffectiveRule `json:"permissions,omitempty"`
+}
+
+// EffectiveRule is one ACL rule as it applies to a user.
+type EffectiveRule struct {
+	// acl is the name of the TopicACL the rule comes from.
+	ACL string `json:"acl"`
+	// topic is the rule's topic filter, with %u already replaced by the
+	// username (%c stays: it depends on the client).
+	Topic string `json:"topic"`
+	// access is Publish, Subscribe or PublishSubscribe.
+	Access ACLAccess `json:"access"`
+	// effect is Allow or Deny.
+	Effect ACLEffect `json:"effect"`
 }
 
 // MQTTUser is a username and credentials for one MQTTBroker.

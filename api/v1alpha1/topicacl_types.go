@@ -97,11 +97,18 @@ type TopicACLStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// conditions: Ready when the rules are enforced on every ready broker pod.
+	// conditions: Ready when the rules are enforced on every ready broker
+	// pod; SubjectsResolved is False while a named user has no MQTTUser.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// unknownUsers are usernames in subjects.users that no MQTTUser of the
+	// broker has (yet). The rules apply to them as soon as such a user exists.
+	// +optional
+	// +listType=atomic
+	UnknownUsers []string `json:"unknownUsers,omitempty"`
 }
 
 // TopicACL is an ordered list of allow and deny rules on MQTT topics for some

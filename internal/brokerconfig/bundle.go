@@ -1,11 +1,14 @@
 package brokerconfig
 
 import (
+	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 
@@ -155,11 +158,53 @@ func MarshalBundle(b *AuthBundle) ([]byte, error) {
 	return json.Marshal(b)
 }
 
-// ParseBundle reads and validates an auth bundle; unknown fields and a
-// revision that does not match the content are errors.
+// CompressAbove is the size from which MarshalBundleCompressed gzips a
+// bundle: small bundles stay readable in their Secret, large ones (thousands
+// of users) must fit the 1 MiB a Kubernetes Secret can hold.
+const CompressAbove = 256 << 10
+
+// MarshalBundleCompressed is MarshalBundle, gzipped when the JSON is larger
+// than CompressAbove. ParseBundle reads both forms.
+func MarshalBundleCompressed(b *AuthBundle) ([]byte, error) {
+	data, err := MarshalBundle(b)
+	if err != nil || len(data) <= CompressAbove {
+		return data, err
+	}
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression) // the level is valid
+	if _, err := zw.Write(data); err != nil {
+		return nil, fmt.Errorf("compressing auth bundle: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("compressing auth bundle: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// maxBundleJSON bounds what a compressed bundle may expand to, so a hostile
+// or broken file cannot exhaust the broker's memory.
+const maxBundleJSON = 64 << 20
+
+// ParseBundle reads and validates an auth bundle, plain JSON or gzipped
+// (recognised by its magic bytes); unknown fields and a revision that does
+// not match the content are errors.
 func ParseBundle(data []byte) (*AuthBundle, error) {
+	if len(data) >= 2 && data[0] == 0x1f && data[1] == 0x8b {
+		zr, err := gzip.NewReader(bytes.NewReader(data))
+		if err != nil {
+			return nil, fmt.Errorf("decompressing auth bundle: %w", err)
+		}
+		plain, err := io.ReadAll(io.LimitReader(zr, maxBundleJSON+1))
+		if err != nil {
+			return nil, fmt.Errorf("decompressing auth bundle: %w", err)
+		}
+		if len(plain) > maxBundleJSON {
+			return nil, fmt.Errorf("auth bundle expands beyond %d bytes", maxBundleJSON)
+		}
+		data = plain
+	}
 	var b AuthBundle
-	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil {
 		return nil, fmt.Errorf("parsing auth bundle: %w", err)

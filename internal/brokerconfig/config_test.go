@@ -1,6 +1,7 @@
 package brokerconfig
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -92,5 +93,27 @@ func TestRestartHashIgnoresWhatReloadsInPlace(t *testing.T) {
 		if c.RestartHash() == a.RestartHash() {
 			t.Errorf("a %s change left the restart hash alone; the broker cannot apply it in place, so pods must roll", name)
 		}
+	}
+}
+
+// A bundle of thousands of users is gzipped to fit a Secret, and the broker
+// reads both forms.
+func TestLargeBundlesAreCompressedAndParse(t *testing.T) {
+	small := &AuthBundle{Users: []User{{Username: "a", PasswordHash: "$sha256$MDEyMzQ1Njc4OWFiY2RlZg$ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGk"}}}
+	data, err := MarshalBundleCompressed(small)
+	if err != nil || data[0] != '{' {
+		t.Fatalf("a small bundle must stay plain JSON: %v %q", err, data[:1])
+	}
+	big := &AuthBundle{}
+	for i := range 10000 {
+		big.Users = append(big.Users, User{Username: fmt.Sprintf("device-%05d", i), PasswordHash: small.Users[0].PasswordHash})
+	}
+	data, err = MarshalBundleCompressed(big)
+	if err != nil || data[0] != 0x1f {
+		t.Fatalf("a 10,000-user bundle must be gzipped: %v", err)
+	}
+	parsed, err := ParseBundle(data)
+	if err != nil || len(parsed.Users) != 10000 || parsed.Revision != big.Revision {
+		t.Fatalf("parsing the compressed bundle: %v", err)
 	}
 }

@@ -42,13 +42,22 @@ var b64 = base64.RawStdEncoding
 // ErrUnknownFormat means a hash is in neither supported format.
 var ErrUnknownFormat = errors.New("unknown password hash format")
 
-// HashChosen hashes a person-chosen password with bcrypt.
-func HashChosen(password string) (string, error) {
+// ValidateChosen reports why a person-chosen password cannot be used, or
+// nil. The error never contains the password.
+func ValidateChosen(password string) error {
 	if password == "" {
-		return "", errors.New("password is empty")
+		return errors.New("password is empty")
 	}
 	if len(password) > MaxChosenPasswordBytes {
-		return "", fmt.Errorf("password is %d bytes; at most %d are allowed", len(password), MaxChosenPasswordBytes)
+		return fmt.Errorf("password is %d bytes; at most %d are allowed (bcrypt ignores the rest)", len(password), MaxChosenPasswordBytes)
+	}
+	return nil
+}
+
+// HashChosen hashes a person-chosen password with bcrypt.
+func HashChosen(password string) (string, error) {
+	if err := ValidateChosen(password); err != nil {
+		return "", err
 	}
 	h, err := bcrypt.GenerateFromPassword([]byte(password), BcryptCost)
 	if err != nil {

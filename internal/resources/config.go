@@ -12,11 +12,19 @@ import (
 	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
 )
 
-// Paths inside the broker container.
+// Paths inside the broker container. The three mounts are siblings: a
+// volume mounted inside a read-only ConfigMap mount would need a mount point
+// the runtime cannot create.
 const (
-	configDir = "/etc/mqtt"
+	configDir = "/etc/mqtt/config"
+	authDir   = "/etc/mqtt/auth"
+	adminDir  = "/etc/mqtt/admin"
 	dataDir   = "/var/lib/mqtt"
 )
+
+// AdminTokenKey is the key of the admin API token in the broker's admin
+// Secret and the name of the file the broker reads it from.
+const AdminTokenKey = "token"
 
 // enabledListener is one enabled listener of the spec with its wire protocol.
 type enabledListener struct {

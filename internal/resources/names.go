@@ -45,6 +45,17 @@ func HeadlessServiceName(b *v1alpha1.MQTTBroker) string { return b.Name + "-head
 func ConfigMapName(b *v1alpha1.MQTTBroker) string       { return b.Name + "-config" }
 func ServiceAccountName(b *v1alpha1.MQTTBroker) string  { return b.Name + "-broker" }
 
+// AuthSecretName holds the rendered auth bundle (users with password hashes,
+// ACLs) that the broker pods mount.
+func AuthSecretName(b *v1alpha1.MQTTBroker) string { return b.Name + "-auth" }
+
+// AuthStateSecretName holds the operator's bookkeeping about the bundle.
+func AuthStateSecretName(b *v1alpha1.MQTTBroker) string { return b.Name + "-auth-state" }
+
+// AdminSecretName holds the token the operator authenticates to the
+// broker's admin API with.
+func AdminSecretName(b *v1alpha1.MQTTBroker) string { return b.Name + "-admin" }
+
 // SelectorLabels select the broker's pods. They never change for a broker, as
 // a StatefulSet's selector is immutable.
 func SelectorLabels(b *v1alpha1.MQTTBroker) map[string]string {

@@ -1,6 +1,8 @@
 package resources
 
 import (
+	"strconv"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -15,6 +17,9 @@ import (
 
 // brokerUID is the numeric non-root user and group the broker runs as.
 const brokerUID = 65532
+
+// terminationGraceSeconds bounds a broker pod's drain on SIGTERM.
+const terminationGraceSeconds = 60
 
 // defaultResources apply when spec.resources is empty. An idle connection
 // costs the broker about 40 KiB (docs/benchmarks.md), so the memory limit
@@ -95,8 +100,14 @@ func StatefulSet(b *v1alpha1.MQTTBroker, cfg *brokerconfig.Config, opts Options)
 		Name:            "broker",
 		Image:           image,
 		ImagePullPolicy: b.Spec.ImagePullPolicy,
-		Args:            []string{"--config=" + configDir + "/" + brokerconfig.FileName},
-		Ports:           ports,
+		Args: []string{
+			"--config=" + configDir + "/" + brokerconfig.FileName,
+			"--auth-bundle=" + authDir + "/" + brokerconfig.BundleFileName,
+			"--admin-token-file=" + adminDir + "/" + AdminTokenKey,
+			// Leave the kubelet 15 s of the grace period after the drain.
+			"--drain-period=" + strconv.Itoa(terminationGraceSeconds-15) + "s",
+		},
+		Ports: ports,
 		Env: []corev1.EnvVar{{Name: memoryLimitEnv, ValueFrom: &corev1.EnvVarSource{
 			ResourceFieldRef: &corev1.ResourceFieldSelector{ContainerName: "broker", Resource: "limits.memory"},
 		}}},
@@ -113,6 +124,8 @@ func StatefulSet(b *v1alpha1.MQTTBroker, cfg *brokerconfig.Config, opts Options)
 		},
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: "config", MountPath: configDir, ReadOnly: true},
+			{Name: "auth", MountPath: authDir, ReadOnly: true},
+			{Name: "admin", MountPath: adminDir, ReadOnly: true},
 			{Name: "data", MountPath: dataDir},
 			{Name: "tmp", MountPath: "/tmp"},
 		},
@@ -120,6 +133,13 @@ func StatefulSet(b *v1alpha1.MQTTBroker, cfg *brokerconfig.Config, opts Options)
 	volumes := []corev1.Volume{
 		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(b)},
+		}}},
+		// Secret files readable by the broker's group (fsGroup), no one else.
+		{Name: "auth", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: AuthSecretName(b), DefaultMode: ptr.To(int32(0o440)),
+		}}},
+		{Name: "admin", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: AdminSecretName(b), DefaultMode: ptr.To(int32(0o440)),
 		}}},
 		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("64Mi"))}}},
 	}
@@ -150,7 +170,7 @@ func StatefulSet(b *v1alpha1.MQTTBroker, cfg *brokerconfig.Config, opts Options)
 					ServiceAccountName:            ServiceAccountName(b),
 					AutomountServiceAccountToken:  ptr.To(false),
 					EnableServiceLinks:            ptr.To(false),
-					TerminationGracePeriodSeconds: ptr.To(int64(60)),
+					TerminationGracePeriodSeconds: ptr.To(int64(terminationGraceSeconds)),
 					SecurityContext: &corev1.PodSecurityContext{
 						RunAsNonRoot:   ptr.To(true),
 						RunAsUser:      ptr.To(int64(brokerUID)),

@@ -81,10 +81,10 @@ func run(ctx context.Context, out io.Writer, kubeconfigPath string, exitWhenShow
 	if err != nil {
 		return err
 	}
-	if err := (&controllers.MQTTBrokerReconciler{
-		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("mqtt-operator"),
-		Options: resources.Options{BrokerImage: version.DefaultBrokerImage(), OperatorNamespace: "mqtt-operator-system"},
-	}).SetupWithManager(mgr, 4); err != nil {
+	if err := controllers.Setup(mgr, controllers.Config{
+		Options:     resources.Options{BrokerImage: version.DefaultBrokerImage(), OperatorNamespace: "mqtt-operator-system"},
+		Concurrency: 4,
+	}); err != nil {
 		return err
 	}
 	mgrCtx, cancel := context.WithCancel(ctx)

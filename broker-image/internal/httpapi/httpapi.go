@@ -56,7 +56,9 @@ func Admin(b *broker.Broker, token string, log *slog.Logger) http.Handler {
 		revision, err := b.ApplyBundle(data, "admin-api")
 		switch {
 		case errors.Is(err, broker.ErrStale):
-			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error(), "revision": revision})
+			// The generation lets the operator continue counting from the
+			// pod's, for example after the auth Secret was recreated.
+			writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "revision": revision, "generation": b.Stats().Generation})
 		case err != nil:
 			writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"error": err.Error()})
 		default:

@@ -1,0 +1,57 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+)
+
+// Field indexes, so a reconcile lists the users and ACLs of one broker (or
+// the users of one Secret) from the cache without scanning the namespace.
+const (
+	indexBrokerRef         = "spec.brokerRef.name"
+	indexPasswordSecretRef = "spec.passwordSecretRef.name"
+)
+
+func registerIndexes(ctx context.Context, mgr ctrl.Manager) error {
+	fi := mgr.GetFieldIndexer()
+	if err := fi.IndexField(ctx, &v1alpha1.MQTTUser{}, indexBrokerRef, func(o client.Object) []string {
+		return []string{o.(*v1alpha1.MQTTUser).Spec.BrokerRef.Name}
+	}); err != nil {
+		return fmt.Errorf("indexing MQTTUsers by broker: %w", err)
+	}
+	if err := fi.IndexField(ctx, &v1alpha1.TopicACL{}, indexBrokerRef, func(o client.Object) []string {
+		return []string{o.(*v1alpha1.TopicACL).Spec.BrokerRef.Name}
+	}); err != nil {
+		return fmt.Errorf("indexing TopicACLs by broker: %w", err)
+	}
+	if err := fi.IndexField(ctx, &v1alpha1.MQTTUser{}, indexPasswordSecretRef, func(o client.Object) []string {
+		if ref := o.(*v1alpha1.MQTTUser).Spec.PasswordSecretRef; ref != nil {
+			return []string{ref.Name}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing MQTTUsers by password Secret: %w", err)
+	}
+	return nil
+}
+
+func usersOf(ctx context.Context, c client.Reader, namespace, broker string) ([]v1alpha1.MQTTUser, error) {
+	var list v1alpha1.MQTTUserList
+	if err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{indexBrokerRef: broker}); err != nil {
+		return nil, fmt.Errorf("listing the MQTTUsers of broker %s: %w", broker, err)
+	}
+	return list.Items, nil
+}
+
+func aclsOf(ctx context.Context, c client.Reader, namespace, broker string) ([]v1alpha1.TopicACL, error) {
+	var list v1alpha1.TopicACLList
+	if err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{indexBrokerRef: broker}); err != nil {
+		return nil, fmt.Errorf("listing the TopicACLs of broker %s: %w", broker, err)
+	}
+	return list.Items, nil
+}

@@ -1,0 +1,42 @@
+package controllers
+
+import (
+	"context"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/mqtt-operator/mqtt-operator/internal/resources"
+)
+
+// Config is what the operator's controllers need to run.
+type Config struct {
+	// Options are the builders' operator-wide settings.
+	Options resources.Options
+	// Concurrency is how many objects of each kind reconcile in parallel.
+	Concurrency int
+}
+
+// Setup registers every controller of the operator with mgr. The operator's
+// main, make dev, the tests and the benchmarks all start the operator
+// through it, so they run the same thing.
+func Setup(mgr ctrl.Manager, cfg Config) error {
+	if err := registerIndexes(context.Background(), mgr); err != nil {
+		return err
+	}
+	enforcement := NewEnforcement()
+	recorder := mgr.GetEventRecorder(resources.OperatorName)
+	if err := (&MQTTBrokerReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder,
+		Options: cfg.Options, Enforcement: enforcement,
+	}).SetupWithManager(mgr, cfg.Concurrency); err != nil {
+		return err
+	}
+	if err := (&MQTTUserReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder, Enforcement: enforcement,
+	}).SetupWithManager(mgr, cfg.Concurrency); err != nil {
+		return err
+	}
+	return (&TopicACLReconciler{
+		Client: mgr.GetClient(), Recorder: recorder, Enforcement: enforcement,
+	}).SetupWithManager(mgr, cfg.Concurrency)
+}
