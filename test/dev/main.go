@@ -28,12 +28,10 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/yaml"
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/controllers"
@@ -131,24 +129,15 @@ func applySamples(ctx context.Context, c client.Client, out io.Writer) error {
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
 		return fmt.Errorf("creating namespace %s: %w", namespace, err)
 	}
-	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "broker_*.yaml"))
-	if err != nil || len(files) == 0 {
-		return fmt.Errorf("no samples found in config/samples: %v", err)
+	objs, err := testenv.Samples(namespace)
+	if err != nil {
+		return err
 	}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		u := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal(data, &u.Object); err != nil {
-			return fmt.Errorf("parsing %s: %w", f, err)
-		}
-		u.SetNamespace(namespace)
+	for _, u := range objs {
 		if err := c.Create(ctx, u); err != nil {
-			return fmt.Errorf("applying %s: %w", filepath.Base(f), err)
+			return fmt.Errorf("applying %s %s: %w", u.GetKind(), u.GetName(), err)
 		}
-		fmt.Fprintf(out, "Applied %s (%s %s/%s)\n", filepath.Join("config/samples", filepath.Base(f)), u.GetKind(), namespace, u.GetName())
+		fmt.Fprintf(out, "Applied %s %s/%s\n", u.GetKind(), namespace, u.GetName())
 	}
 	return nil
 }

@@ -21,9 +21,10 @@ func TestDevCommand(t *testing.T) {
 		t.Fatalf("make dev failed: %v\n%s", err, out.String())
 	}
 	for _, want := range []string{
-		"Applied config/samples/broker_v1alpha1_mqttbroker.yaml (MQTTBroker demo/telemetry)",
-		"Applied config/samples/broker_v1alpha1_mqttuser.yaml (MQTTUser demo/sensor-gateway)",
-		"Applied config/samples/broker_v1alpha1_topicacl.yaml (TopicACL demo/sensor-gateway)",
+		"Applied MQTTBroker demo/telemetry",
+		"Applied MQTTUser demo/sensor-gateway",
+		"Applied TopicACL demo/sensor-gateway",
+		"Applied MQTTUser demo/dashboard",
 		"StatefulSet          telemetry",
 		"ConfigMap            telemetry-config",
 		"NetworkPolicy        telemetry",
