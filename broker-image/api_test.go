@@ -244,3 +244,32 @@ func TestMemoryLimitFromTheContainer(t *testing.T) {
 		return len(logLines(p.output(), `"goMemLimitBytes":966367638`)) == 1
 	})
 }
+
+// A container restart starts from the bundle last pushed, not from the older
+// file the kubelet has not refreshed yet: a user added by the push can log
+// in at once, and a user removed by it cannot.
+func TestRestartStartsFromThePushedBundle(t *testing.T) {
+	f := newBrokerFiles(t)
+	f.writeConfig(t)
+	f.writeBundle(t, f.authBundle()) // generation 1: alice and bob
+	p := f.start(t)
+	f.bundleGeneration = 2
+	pushed := f.authBundle()
+	pushed.Users = []brokerconfig.User{{Username: "alice", PasswordHash: f.aliceHashForTests}, {Username: "carol", PasswordHash: f.bobHashForTests}}
+	data, _ := brokerconfig.MarshalBundle(pushed)
+	if code, out := adminRequest(t, f, http.MethodPut, "/v1/auth-bundle", adminToken, data); code != http.StatusOK {
+		t.Fatalf("push: %d %v", code, out)
+	}
+	kill(t, p)
+
+	p2 := f.start(t) // the mounted file still says generation 1
+	if _, err := connect(f.mqtt, "carol", bobPass, "carol", true); err != nil {
+		t.Errorf("the pushed user is unknown after the restart: %v", err)
+	}
+	if _, err := connect(f.mqtt, "bob", bobPass, "bob", true); err == nil {
+		t.Error("a user the push removed logged in after the restart")
+	}
+	if len(logLines(p2.output(), "applied the auth bundle cached before the restart")) != 1 {
+		t.Error("the restart did not start from the cached bundle")
+	}
+}

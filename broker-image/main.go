@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -86,11 +87,20 @@ func run(log *slog.Logger, opts options) error {
 	if err != nil {
 		return err
 	}
+	if !opts.anonymous {
+		// The last bundle applied before a container restart (pushed by the
+		// operator) can be newer than the mounted file, which the kubelet
+		// refreshes only every minute or so: start from the newer of the two.
+		b.BundleCache = filepath.Join(cfg.Storage.Path, broker.BundleCacheFile)
+		if cached, err := b.LoadCachedBundle(); err == nil {
+			log.Info("applied the auth bundle cached before the restart", "revision", cached)
+		}
+	}
 	if bundleData != nil {
-		if _, err := b.ApplyBundle(bundleData, "file"); err != nil {
+		if _, err := b.ApplyBundle(bundleData, "file"); err != nil && !errors.Is(err, broker.ErrStale) {
 			log.Error("the auth bundle file is invalid; not ready until a valid one arrives", "path", opts.bundlePath)
 		}
-	} else {
+	} else if b.Revision() == "" {
 		log.Warn("no auth bundle yet; every client is refused and /readyz fails until one arrives", "path", opts.bundlePath)
 	}
 	if err := b.Start(); err != nil {

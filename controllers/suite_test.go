@@ -6,22 +6,18 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/yaml"
 
 	"github.com/mqtt-operator/mqtt-operator/internal/resources"
 	"github.com/mqtt-operator/mqtt-operator/internal/testenv"
@@ -82,7 +78,7 @@ func runSuite(m *testing.M) (int, error) {
 
 	// The operator runs with exactly the generated ClusterRole, so a missing
 	// RBAC marker fails these tests instead of a user's installation.
-	operatorConfig, err := operatorIdentity(env)
+	operatorConfig, err := env.OperatorConfig()
 	if err != nil {
 		return 1, err
 	}
@@ -110,32 +106,6 @@ func runSuite(m *testing.M) (int, error) {
 		return 1, fmt.Errorf("manager: %w", err)
 	}
 	return code, nil
-}
-
-const operatorUser = "system:serviceaccount:mqtt-operator-system:mqtt-operator"
-
-func operatorIdentity(env *testenv.Env) (*rest.Config, error) {
-	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "role.yaml"))
-	if err != nil {
-		return nil, err
-	}
-	role := &rbacv1.ClusterRole{}
-	if err := yaml.UnmarshalStrict(data, role); err != nil {
-		return nil, fmt.Errorf("parsing role.yaml: %w", err)
-	}
-	ctx := context.Background()
-	if err := env.Client.Create(ctx, role); err != nil {
-		return nil, err
-	}
-	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "mqtt-operator"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: operatorUser}},
-	}
-	if err := env.Client.Create(ctx, binding); err != nil {
-		return nil, err
-	}
-	return env.ConfigFor(operatorUser)
 }
 
 // reconcileCount is the number of MQTTBroker reconciles so far, read from the

@@ -5,18 +5,22 @@
 package testenv
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	apiruntime "k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 )
@@ -85,6 +89,38 @@ func (e *Env) ConfigFor(user string) (*rest.Config, error) {
 	cfg := u.Config()
 	cfg.QPS, cfg.Burst = e.Config.QPS, e.Config.Burst
 	return cfg, nil
+}
+
+// operatorUser is the identity the operator's service account has in a
+// cluster.
+const operatorUser = "system:serviceaccount:mqtt-operator-system:mqtt-operator"
+
+// OperatorConfig installs config/rbac/role.yaml, binds it to the operator's
+// identity and returns a client configuration for that identity: an
+// operator run with it can do exactly what the generated ClusterRole
+// allows, so a missing RBAC marker fails tests, not a user's installation.
+func (e *Env) OperatorConfig() (*rest.Config, error) {
+	data, err := os.ReadFile(filepath.Join(RepoRoot(), "config", "rbac", "role.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	role := &rbacv1.ClusterRole{}
+	if err := yaml.UnmarshalStrict(data, role); err != nil {
+		return nil, fmt.Errorf("parsing role.yaml: %w", err)
+	}
+	ctx := context.Background()
+	if err := e.Client.Create(ctx, role); err != nil {
+		return nil, fmt.Errorf("installing the operator's ClusterRole: %w", err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "mqtt-operator"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: operatorUser}},
+	}
+	if err := e.Client.Create(ctx, binding); err != nil {
+		return nil, fmt.Errorf("binding the operator's ClusterRole: %w", err)
+	}
+	return e.ConfigFor(operatorUser)
 }
 
 // KubeConfig returns a kubeconfig for an administrator of the control plane,

@@ -49,6 +49,10 @@ type Broker struct {
 	closeOnce sync.Once
 
 	reloadOK, reloadFailed atomic.Uint64
+
+	// BundleCache, when set, is the file the bundle in force is copied to
+	// (see LoadCachedBundle). Set it before applying the first bundle.
+	BundleCache string
 }
 
 // New builds a broker from a validated configuration. Nothing listens until Start.

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/policy"
 	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
@@ -32,6 +33,7 @@ func (b *Broker) ApplyBundle(data []byte, source string) (string, error) {
 	}
 	b.bundle, b.generation = bundle, bundle.Generation
 	revoked := b.Policy.Apply(policy.NewSnapshot(bundle, b.cfg.AllowAnonymous, quotasOf(b.cfg)))
+	b.cacheBundle(data)
 	b.reloadOK.Add(1)
 	b.log.Info("auth bundle applied", "source", source, "revision", bundle.Revision, "generation", bundle.Generation,
 		"users", len(bundle.Users), "acls", len(bundle.ACLs), "sessionsRevoked", revoked)
@@ -77,4 +79,35 @@ func quotasOf(cfg *brokerconfig.Config) policy.Quotas {
 		MaxQoS:                    byte(cfg.Limits.MaxQoS),
 		RetainAvailable:           cfg.Limits.RetainAvailable,
 	}
+}
+
+// BundleCacheFile is where, under the storage path, the broker keeps a copy
+// of the bundle in force.
+const BundleCacheFile = "auth-bundle.cache"
+
+// cacheBundle keeps the bundle in force on the pod's volume (atomically), so
+// a restarted container starts from it rather than from an older mounted
+// file. A failure only costs that shortcut.
+func (b *Broker) cacheBundle(data []byte) {
+	if b.BundleCache == "" {
+		return
+	}
+	tmp := b.BundleCache + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		b.log.Warn("could not cache the auth bundle on the volume", "error", err.Error())
+		return
+	}
+	if err := os.Rename(tmp, b.BundleCache); err != nil {
+		b.log.Warn("could not cache the auth bundle on the volume", "error", err.Error())
+	}
+}
+
+// LoadCachedBundle applies the bundle cached before a restart, if any, and
+// returns its revision.
+func (b *Broker) LoadCachedBundle() (string, error) {
+	data, err := os.ReadFile(b.BundleCache)
+	if err != nil {
+		return "", err
+	}
+	return b.ApplyBundle(data, "cache")
 }
