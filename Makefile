@@ -115,6 +115,10 @@ undeploy: ## Remove what deploy created.
 bench-broker: broker ## Our broker vs plain mochi vs mosquitto on loopback: throughput, ACL size, idle memory, auth storm.
 	MOSQUITTO=$$(hack/ensure-mosquitto.sh) && $(GO) run ./test/bench/broker --broker=bin/broker --mosquitto=$$MOSQUITTO
 
+.PHONY: bench-acl
+bench-acl: build ## Users and ACLs reaching live brokers: propagation and revocation latency, 10,000 users (envtest + local pods).
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) run ./test/bench/acl --manager=bin/manager
+
 .PHONY: bench-operator
 bench-operator: build ## 200 brokers in envtest: reconcile latency, operator RSS, reconciles at rest.
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) run ./test/bench/operator --manager=bin/manager

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -118,10 +119,18 @@ func run(log *slog.Logger, opts options) error {
 	case !opts.anonymous:
 		log.Warn("no admin token; the admin API is off and bundles arrive only through the file", "path", opts.tokenPath)
 	}
+	// Bind every port before serving any: /readyz must not say ready while
+	// the admin port the operator pushes to is not listening yet.
+	sockets := make([]net.Listener, len(servers))
+	for i, s := range servers {
+		if sockets[i], err = net.Listen("tcp", s.Addr); err != nil {
+			return fmt.Errorf("http %s: %w", s.Addr, err)
+		}
+	}
 	errs := make(chan error, len(servers))
-	for _, s := range servers {
+	for i, s := range servers {
 		go func() {
-			if err := s.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+			if err := s.Serve(sockets[i]); !errors.Is(err, http.ErrServerClosed) {
 				errs <- fmt.Errorf("http %s: %w", s.Addr, err)
 			}
 		}()

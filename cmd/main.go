@@ -35,8 +35,11 @@ func main() {
 	flag.StringVar(&operatorNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"),
 		"namespace the operator runs in; only its pods may reach broker admin ports")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "brokers reconciled in parallel")
-	flag.Float64Var(&qps, "kube-api-qps", 50, "sustained requests per second to the Kubernetes API")
-	flag.IntVar(&burst, "kube-api-burst", 100, "burst of requests to the Kubernetes API")
+	// Each MQTTUser costs a connection Secret and a few status writes, so
+	// client-go's defaults (5/10) would take an hour for 10,000 users; the
+	// API server's priority and fairness still protects everyone else.
+	flag.Float64Var(&qps, "kube-api-qps", 200, "sustained requests per second to the Kubernetes API")
+	flag.IntVar(&burst, "kube-api-burst", 400, "burst of requests to the Kubernetes API")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()

@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/internal/authbundle"
 )
 
 // Field indexes, so a reconcile lists the users and ACLs of one broker (or
@@ -15,7 +16,12 @@ import (
 const (
 	indexBrokerRef         = "spec.brokerRef.name"
 	indexPasswordSecretRef = "spec.passwordSecretRef.name"
+	// indexBrokerUsername is "<broker>/<username>": the claimants of one
+	// username, without listing every user of a broker.
+	indexBrokerUsername = "broker.username"
 )
+
+func brokerUsername(broker, username string) string { return broker + "/" + username }
 
 func registerIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	fi := mgr.GetFieldIndexer()
@@ -28,6 +34,12 @@ func registerIndexes(ctx context.Context, mgr ctrl.Manager) error {
 		return []string{o.(*v1alpha1.TopicACL).Spec.BrokerRef.Name}
 	}); err != nil {
 		return fmt.Errorf("indexing TopicACLs by broker: %w", err)
+	}
+	if err := fi.IndexField(ctx, &v1alpha1.MQTTUser{}, indexBrokerUsername, func(o client.Object) []string {
+		u := o.(*v1alpha1.MQTTUser)
+		return []string{brokerUsername(u.Spec.BrokerRef.Name, authbundle.Username(u))}
+	}); err != nil {
+		return fmt.Errorf("indexing MQTTUsers by username: %w", err)
 	}
 	if err := fi.IndexField(ctx, &v1alpha1.MQTTUser{}, indexPasswordSecretRef, func(o client.Object) []string {
 		if ref := o.(*v1alpha1.MQTTUser).Spec.PasswordSecretRef; ref != nil {
@@ -52,6 +64,15 @@ func aclsOf(ctx context.Context, c client.Reader, namespace, broker string) ([]v
 	var list v1alpha1.TopicACLList
 	if err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{indexBrokerRef: broker}); err != nil {
 		return nil, fmt.Errorf("listing the TopicACLs of broker %s: %w", broker, err)
+	}
+	return list.Items, nil
+}
+
+// claimants lists the users of a broker that log in with username.
+func claimants(ctx context.Context, c client.Reader, namespace, broker, username string) ([]v1alpha1.MQTTUser, error) {
+	var list v1alpha1.MQTTUserList
+	if err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{indexBrokerUsername: brokerUsername(broker, username)}); err != nil {
+		return nil, fmt.Errorf("listing the MQTTUsers named %s: %w", username, err)
 	}
 	return list.Items, nil
 }

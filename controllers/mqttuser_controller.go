@@ -96,7 +96,7 @@ func (r *MQTTUserReconciler) gatherBroker(ctx context.Context, s *userScope) err
 		return fmt.Errorf("reading MQTTBroker %s: %w", u.Spec.BrokerRef.Name, err)
 	}
 	s.broker = broker
-	users, err := usersOf(ctx, r.Client, u.Namespace, broker.Name)
+	users, err := claimants(ctx, r.Client, u.Namespace, broker.Name, s.username)
 	if err != nil {
 		return err
 	}
@@ -231,7 +231,7 @@ func (r *MQTTUserReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int)
 		Complete(r)
 }
 
-func (r *MQTTUserReconciler) requestsFor(ctx context.Context, namespace, broker string, keep func(*v1alpha1.MQTTUser) bool) []reconcile.Request {
+func (r *MQTTUserReconciler) requestsFor(ctx context.Context, namespace, broker string) []reconcile.Request {
 	users, err := usersOf(ctx, r.Client, namespace, broker)
 	if err != nil {
 		log.FromContext(ctx).Error(err, "finding the users of a broker", "broker", broker)
@@ -239,29 +239,35 @@ func (r *MQTTUserReconciler) requestsFor(ctx context.Context, namespace, broker 
 	}
 	var out []reconcile.Request
 	for i := range users {
-		if keep == nil || keep(&users[i]) {
-			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&users[i])})
-		}
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&users[i])})
 	}
 	return out
 }
 
 func (r *MQTTUserReconciler) usersOfBroker(ctx context.Context, o client.Object) []reconcile.Request {
-	return r.requestsFor(ctx, o.GetNamespace(), o.GetName(), nil)
+	return r.requestsFor(ctx, o.GetNamespace(), o.GetName())
 }
 
 func (r *MQTTUserReconciler) usersOfBrokerOf(ctx context.Context, o client.Object) []reconcile.Request {
-	return r.requestsFor(ctx, o.GetNamespace(), o.(*v1alpha1.TopicACL).Spec.BrokerRef.Name, nil)
+	return r.requestsFor(ctx, o.GetNamespace(), o.(*v1alpha1.TopicACL).Spec.BrokerRef.Name)
 }
 
 // sameUsername wakes the other claimants of a username when one changes or
 // goes, so a conflict resolves as soon as it can.
 func (r *MQTTUserReconciler) sameUsername(ctx context.Context, o client.Object) []reconcile.Request {
 	u := o.(*v1alpha1.MQTTUser)
-	name := authbundle.Username(u)
-	return r.requestsFor(ctx, u.Namespace, u.Spec.BrokerRef.Name, func(other *v1alpha1.MQTTUser) bool {
-		return other.Name != u.Name && authbundle.Username(other) == name
-	})
+	users, err := claimants(ctx, r.Client, u.Namespace, u.Spec.BrokerRef.Name, authbundle.Username(u))
+	if err != nil {
+		log.FromContext(ctx).Error(err, "finding the claimants of a username")
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range users {
+		if users[i].Name != u.Name {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&users[i])})
+		}
+	}
+	return out
 }
 
 func (r *MQTTUserReconciler) usersOfSecret(ctx context.Context, o client.Object) []reconcile.Request {

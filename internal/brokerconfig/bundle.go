@@ -171,7 +171,9 @@ func MarshalBundleCompressed(b *AuthBundle) ([]byte, error) {
 		return data, err
 	}
 	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression) // the level is valid
+	// The default level: best compression costs several times the CPU on
+	// every render of a 10,000-user bundle for a few percent of size.
+	zw := gzip.NewWriter(&buf)
 	if _, err := zw.Write(data); err != nil {
 		return nil, fmt.Errorf("compressing auth bundle: %w", err)
 	}
