@@ -1,15 +1,12 @@
 // Command dev is `make dev`: a throwaway local control plane (the envtest
-// kube-apiserver and etcd), the operator running against it, and the samples
-// applied, so you can see what the operator creates without a cluster. It
-// leaves a kubeconfig for kubectl and runs until interrupted.
-//
-// There is no kubelet: objects are created, pods never run. The kind demo
-// (see the README) runs real brokers.
+// kube-apiserver and etcd), the operator running against it, broker pods run
+// as local processes on loopback addresses (test/localpods), and the samples
+// applied and proven with a real MQTT publish/subscribe. It needs no cluster
+// and no Docker, leaves a kubeconfig for kubectl, and runs until interrupted.
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -38,6 +35,7 @@ import (
 	"github.com/mqtt-operator/mqtt-operator/internal/resources"
 	"github.com/mqtt-operator/mqtt-operator/internal/testenv"
 	"github.com/mqtt-operator/mqtt-operator/internal/version"
+	"github.com/mqtt-operator/mqtt-operator/test/localpods"
 )
 
 func main() {
@@ -91,27 +89,44 @@ func run(ctx context.Context, out io.Writer, kubeconfigPath string, exitWhenShow
 	go func() { mgrErr <- mgr.Start(mgrCtx) }()
 	fmt.Fprintln(out, "Operator started.")
 
+	pods, err := startPods(mgrCtx, env, out)
+	if err != nil {
+		return err
+	}
+	defer pods.Stop()
 	if err := applySamples(ctx, env.Client, out); err != nil {
 		return err
 	}
-	if err := waitForChildren(ctx, env.Client); err != nil {
+	fmt.Fprintln(out, "Waiting for the broker pod and for every user and ACL to be enforced...")
+	wctx, wcancel := context.WithTimeout(ctx, 90*time.Second)
+	defer wcancel()
+	if err := pods.WaitReady(wctx, namespace, "telemetry", 1); err != nil {
+		return err
+	}
+	if err := waitEnforced(ctx, env.Client); err != nil {
 		return err
 	}
 	if err := printCreated(ctx, env.Client, out); err != nil {
 		return err
 	}
+	addr := pods.PodAddr(namespace, "telemetry-0")
+	fmt.Fprintf(out, "\nPublish/subscribe through pod telemetry-0 (%s:1883) with the credentials from the connection Secrets:\n", addr)
+	if err := publishSubscribe(ctx, env.Client, addr+":1883", out); err != nil {
+		return err
+	}
 	fmt.Fprintf(out, `
-Try it:
-  export KUBECONFIG=%s
-  kubectl get mqtt -n %s
-  kubectl get statefulset,service,configmap,networkpolicy -n %s
-  kubectl get configmap telemetry-config -n %s -o jsonpath='{.data.broker\.yaml}'
-  kubectl scale mqttbroker telemetry -n %s --replicas=0
+Try it yourself:
+  export KUBECONFIG=%[1]s
+  kubectl get mqtt -n %[2]s                      # brokers, users, ACLs and their status
+  kubectl get mqttuser dashboard -n %[2]s -o jsonpath='{.status.permissions}'
+  PASS=$(kubectl get secret dashboard-mqtt -n %[2]s -o jsonpath='{.data.password}' | base64 -d)
+  mosquitto_sub -h %[3]s -p 1883 -u dashboard -P "$PASS" -t 'telemetry/#' -v
+  kubectl edit topicacl dashboard -n %[2]s         # narrow it: live sessions follow at once
 
-This control plane has no kubelet or StatefulSet controller: pods never start,
-so the broker never becomes Ready. For running brokers and a real MQTT
-publish/subscribe, use the kind demo.
-`, kubeconfigPath, namespace, namespace, namespace, namespace)
+The broker pods are local processes on %[3]s and up (logs: %[4]s); there are no
+Services or DNS here, so connect to the pod address. The kind demo runs the
+same operator and broker in a real cluster.
+`, kubeconfigPath, namespace, addr, filepath.Join(devDir, "brokers.log"))
 	if exitWhenShown {
 		return nil
 	}
@@ -123,6 +138,28 @@ publish/subscribe, use the kind demo.
 	}
 	fmt.Fprintln(out, "Stopping.")
 	return nil
+}
+
+// devDir holds what make dev leaves behind: kubeconfig, broker binary, pod
+// directories and logs.
+var devDir = filepath.Join(testenv.RepoRoot(), "bin", "dev")
+
+// startPods builds the broker and starts the local pods harness.
+func startPods(ctx context.Context, env *testenv.Env, out io.Writer) (*localpods.Harness, error) {
+	fmt.Fprintln(out, "Building the broker (go build ./broker-image; ~30 s the first time)...")
+	bin, err := localpods.BuildBroker(devDir)
+	if err != nil {
+		return nil, err
+	}
+	podsDir := filepath.Join(devDir, "pods")
+	if err := os.RemoveAll(podsDir); err != nil { // a fresh start: no state from an earlier run
+		return nil, err
+	}
+	logFile, err := os.Create(filepath.Join(devDir, "brokers.log"))
+	if err != nil {
+		return nil, err
+	}
+	return localpods.Start(ctx, env.Config, localpods.Options{BrokerBinary: bin, WorkDir: podsDir, Log: logFile})
 }
 
 func applySamples(ctx context.Context, c client.Client, out io.Writer) error {
@@ -142,25 +179,6 @@ func applySamples(ctx context.Context, c client.Client, out io.Writer) error {
 	return nil
 }
 
-func waitForChildren(ctx context.Context, c client.Client) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		var b v1alpha1.MQTTBroker
-		if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "telemetry"}, &b); err != nil {
-			return err
-		}
-		if meta.FindStatusCondition(b.Status.Conditions, v1alpha1.ConditionReady) != nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return errors.New("the operator did not report on the sample broker within 30s")
-}
-
 func printCreated(ctx context.Context, c client.Client, out io.Writer) error {
 	fmt.Fprintf(out, "\nWhat the operator created in namespace %s:\n", namespace)
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
@@ -172,7 +190,7 @@ func printCreated(ctx context.Context, c client.Client, out io.Writer) error {
 	}{
 		{"ConfigMap", &corev1.ConfigMapList{}}, {"Service", &corev1.ServiceList{}}, {"ServiceAccount", &corev1.ServiceAccountList{}},
 		{"StatefulSet", &appsv1.StatefulSetList{}}, {"PodDisruptionBudget", &policyv1.PodDisruptionBudgetList{}},
-		{"NetworkPolicy", &networkingv1.NetworkPolicyList{}},
+		{"NetworkPolicy", &networkingv1.NetworkPolicyList{}}, {"Secret", &corev1.SecretList{}}, {"Pod", &corev1.PodList{}},
 	}
 	for _, l := range lists {
 		if err := c.List(ctx, l.list, client.InNamespace(namespace), client.MatchingLabels{resources.LabelManagedBy: resources.OperatorName}); err != nil {

@@ -12,8 +12,9 @@ import (
 )
 
 // make dev is the README's first command until the kind demo exists: it must
-// keep working. This runs it end to end (control plane, operator, samples) and
-// checks what it tells the user and the kubeconfig it leaves.
+// keep working. This runs it end to end (control plane, operator, broker pods
+// as local processes, samples, a real publish/subscribe) and checks what it
+// tells the user and the kubeconfig it leaves.
 func TestDevCommand(t *testing.T) {
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	var out bytes.Buffer
@@ -28,8 +29,12 @@ func TestDevCommand(t *testing.T) {
 		"StatefulSet          telemetry",
 		"ConfigMap            telemetry-config",
 		"NetworkPolicy        telemetry",
+		"Secret               sensor-gateway-mqtt",
+		"Pod                  telemetry-0",
 		"endpoint tcp: mqtt://telemetry.demo.svc:1883",
-		"endpoint websocket: ws://telemetry.demo.svc:8083/mqtt",
+		"AuthSynced   True",
+		"sensor-gateway PUBLISH   telemetry/other-gateway/temperature  refused",
+		"dashboard      received  telemetry/sensor-gateway/temperature = 21.5",
 		"export KUBECONFIG=" + kubeconfig,
 	} {
 		if !strings.Contains(out.String(), want) {
