@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,6 +39,7 @@ func main() {
 	flag.Parse()
 	log := newLogger(opts.logLevel)
 	setMemoryLimit(log)
+	defer profileCPU(log)()
 	if err := run(log, opts); err != nil {
 		log.Error("broker failed", "error", err.Error())
 		os.Exit(1)
@@ -66,6 +68,25 @@ func setMemoryLimit(log *slog.Logger) {
 	}
 	debug.SetMemoryLimit(limit / 10 * 9)
 	log.Info("Go memory limit set from the container limit", "containerLimitBytes", limit, "goMemLimitBytes", limit/10*9)
+}
+
+// profileCPU writes a CPU profile to $MQTT_BROKER_CPUPROFILE, when set, from
+// start to exit: for performance work on a development machine (`go tool
+// pprof bin/broker FILE`), never set in pods.
+func profileCPU(log *slog.Logger) (stop func()) {
+	path := os.Getenv("MQTT_BROKER_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		log.Warn("cannot write a CPU profile", "path", path, "error", err.Error())
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }
 }
 
 func newLogger(level string) *slog.Logger {

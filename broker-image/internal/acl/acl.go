@@ -133,26 +133,46 @@ func (idx *Index) insert(filter string, ref ruleRef) {
 }
 
 // verdicts collects, per ACL that applies to the client, its first matching
-// rule. Few ACLs apply to one client, so a small slice beats a map.
+// rule. Few ACLs apply to one client: the first eight live in an array (no
+// allocation, and no pointer into itself, so a walk stays on the stack).
 type verdicts struct {
-	best []ruleRef
+	n        int
+	fixed    [8]ruleRef
+	overflow []ruleRef
+}
+
+func (v *verdicts) slot(acl int32) *ruleRef {
+	for i := range v.n {
+		if v.fixed[i].acl == acl {
+			return &v.fixed[i]
+		}
+	}
+	for i := range v.overflow {
+		if v.overflow[i].acl == acl {
+			return &v.overflow[i]
+		}
+	}
+	return nil
 }
 
 func (v *verdicts) offer(ref ruleRef) {
-	for i := range v.best {
-		if v.best[i].acl == ref.acl {
-			if ref.order < v.best[i].order {
-				v.best[i] = ref
-			}
-			return
+	if cur := v.slot(ref.acl); cur != nil {
+		if ref.order < cur.order {
+			*cur = ref
 		}
+		return
 	}
-	v.best = append(v.best, ref)
+	if v.n < len(v.fixed) {
+		v.fixed[v.n] = ref
+		v.n++
+		return
+	}
+	v.overflow = append(v.overflow, ref)
 }
 
 func (v *verdicts) allowed() bool {
 	allow := false
-	for _, r := range v.best {
+	for _, r := range append(v.fixed[:v.n:v.n], v.overflow...) {
 		if r.deny {
 			return false
 		}
@@ -161,86 +181,107 @@ func (v *verdicts) allowed() bool {
 	return allow
 }
 
+// maxLevels is how many topic levels a check splits without allocating;
+// deeper topics still work, with one allocation.
+const maxLevels = 16
+
+// walk is one check in progress. It lives on the caller's stack: a check
+// allocates nothing for topics of up to maxLevels levels.
+type walk struct {
+	idx    *Index
+	c      Client
+	access Access
+	v      verdicts
+}
+
+// consider offers the rules of refs that govern this access and apply to
+// this client; with denyOnly, only Deny rules.
+func (w *walk) consider(refs []ruleRef, denyOnly bool) {
+	for _, r := range refs {
+		if r.access&w.access != 0 && (!denyOnly || r.deny) && w.idx.acls[r.acl].applies(w.c) {
+			w.v.offer(r)
+		}
+	}
+}
+
 // Allowed reports whether client may publish to topic (access Publish) or
 // subscribe to the filter topic (access Subscribe).
 func (idx *Index) Allowed(c Client, access Access, topic string) bool {
 	if idx == nil {
 		return false
 	}
-	var v verdicts
-	var stack [8]ruleRef
-	v.best = stack[:0]
-	consider := func(refs []ruleRef, ok func(ruleRef) bool) {
-		for _, r := range refs {
-			if r.access&access != 0 && ok(r) && idx.acls[r.acl].applies(c) {
-				v.offer(r)
-			}
-		}
-	}
-	always := func(ruleRef) bool { return true }
-	levels := splitLevels(topic)
+	w := walk{idx: idx, c: c, access: access}
+	var buf [maxLevels]string
+	levels := splitLevels(buf[:0], topic)
 	if access == Publish {
-		idx.matchTopic(&idx.root, levels, 0, c, func(refs []ruleRef) { consider(refs, always) })
+		w.matchTopic(&idx.root, levels, 0)
 	} else {
-		idx.matchFilter(&idx.root, levels, 0, c, consider)
+		w.matchFilter(&idx.root, levels, 0, false)
 	}
-	return v.allowed()
+	return w.v.allowed()
 }
 
-func splitLevels(topic string) []string {
-	return strings.Split(topic, "/")
+func splitLevels(dst []string, topic string) []string {
+	for {
+		i := strings.IndexByte(topic, '/')
+		if i < 0 {
+			return append(dst, topic)
+		}
+		dst = append(dst, topic[:i])
+		topic = topic[i+1:]
+	}
 }
 
 // matchTopic finds the rules whose filter matches the concrete topic.
-func (idx *Index) matchTopic(n *node, levels []string, depth int, c Client, emit func([]ruleRef)) {
+func (w *walk) matchTopic(n *node, levels []string, depth int) {
 	// MQTT: wildcards at the first level do not match topics starting with '$'.
 	dollar := depth == 0 && strings.HasPrefix(levels[0], "$")
 	if !dollar && len(n.hash) > 0 {
-		emit(n.hash) // '#' also matches the parent level itself
+		w.consider(n.hash, false) // '#' also matches the parent level itself
 	}
 	if depth == len(levels) {
-		emit(n.rules)
+		w.consider(n.rules, false)
 		return
 	}
 	level := levels[depth]
 	if child := n.children[level]; child != nil {
-		idx.matchTopic(child, levels, depth+1, c, emit)
+		w.matchTopic(child, levels, depth+1)
 	}
 	if n.plus != nil && !dollar {
-		idx.matchTopic(n.plus, levels, depth+1, c, emit)
+		w.matchTopic(n.plus, levels, depth+1)
 	}
-	if n.user != nil && c.Username != "" && level == c.Username {
-		idx.matchTopic(n.user, levels, depth+1, c, emit)
+	if n.user != nil && w.c.Username != "" && level == w.c.Username {
+		w.matchTopic(n.user, levels, depth+1)
 	}
-	if n.client != nil && c.ClientID != "" && level == c.ClientID {
-		idx.matchTopic(n.client, levels, depth+1, c, emit)
+	if n.client != nil && w.c.ClientID != "" && level == w.c.ClientID {
+		w.matchTopic(n.client, levels, depth+1)
 	}
 }
 
 // matchFilter finds, for a subscription filter, the Allow rules that cover it
-// and the Deny rules that overlap it.
-func (idx *Index) matchFilter(n *node, levels []string, depth int, c Client, consider func([]ruleRef, func(ruleRef) bool)) {
-	isDeny := func(r ruleRef) bool { return r.deny }
+// and the Deny rules that overlap it. denyOnly is set below a branch that
+// cannot cover the filter, where only overlapping Deny rules count.
+func (w *walk) matchFilter(n *node, levels []string, depth int, denyOnly bool) {
 	dollar := depth == 0 && strings.HasPrefix(levels[0], "$")
 	if len(n.hash) > 0 && !dollar {
 		// A rule '#' here covers and overlaps everything below.
-		consider(n.hash, func(ruleRef) bool { return true })
+		w.consider(n.hash, denyOnly)
 	}
 	if depth == len(levels) {
-		consider(n.rules, func(ruleRef) bool { return true })
+		w.consider(n.rules, denyOnly)
 		return
 	}
 	level := levels[depth]
 	if level == "#" {
 		// The filter reaches everything below: only overlapping denies apply,
 		// except rules ending exactly at the parent, which '#' also matches.
-		consider(n.rules, isDeny)
+		w.consider(n.rules, true)
 		if depth == 0 && n.plus != nil {
 			// At the root, '+/#' matches every topic '#' does ('#' has no
 			// empty parent topic there), so it covers '#'.
-			consider(n.plus.hash, func(ruleRef) bool { return true })
+			w.consider(n.plus.hash, denyOnly)
 		}
-		idx.walkSubtree(n, c, func(refs []ruleRef) { consider(refs, isDeny) }, depth == 0)
+		w.walkSubtree(n, true, depth == 0)
 		return
 	}
 	if level == "+" {
@@ -249,74 +290,62 @@ func (idx *Index) matchFilter(n *node, levels []string, depth int, c Client, con
 			if depth == 0 && strings.HasPrefix(name, "$") {
 				continue // '+' at the root never reaches $ topics
 			}
-			idx.matchFilterDenyOnly(child, levels, depth+1, c, consider)
+			w.matchFilter(child, levels, depth+1, true)
 		}
-		for _, sub := range substitutions(n, c) {
-			idx.matchFilterDenyOnly(sub, levels, depth+1, c, consider)
+		for _, sub := range substitutions(n, w.c) {
+			if sub != nil {
+				w.matchFilter(sub, levels, depth+1, true)
+			}
 		}
 		if n.plus != nil && !dollar {
-			idx.matchFilter(n.plus, levels, depth+1, c, consider)
+			w.matchFilter(n.plus, levels, depth+1, denyOnly)
 		}
 		return
 	}
 	if child := n.children[level]; child != nil {
-		idx.matchFilter(child, levels, depth+1, c, consider)
+		w.matchFilter(child, levels, depth+1, denyOnly)
 	}
 	if n.plus != nil && !dollar {
-		idx.matchFilter(n.plus, levels, depth+1, c, consider)
+		w.matchFilter(n.plus, levels, depth+1, denyOnly)
 	}
-	if n.user != nil && c.Username != "" && level == c.Username {
-		idx.matchFilter(n.user, levels, depth+1, c, consider)
+	if n.user != nil && w.c.Username != "" && level == w.c.Username {
+		w.matchFilter(n.user, levels, depth+1, denyOnly)
 	}
-	if n.client != nil && c.ClientID != "" && level == c.ClientID {
-		idx.matchFilter(n.client, levels, depth+1, c, consider)
+	if n.client != nil && w.c.ClientID != "" && level == w.c.ClientID {
+		w.matchFilter(n.client, levels, depth+1, denyOnly)
 	}
 }
 
-// matchFilterDenyOnly continues a filter walk below a branch that cannot
-// cover the filter: only Deny rules that overlap it count.
-func (idx *Index) matchFilterDenyOnly(n *node, levels []string, depth int, c Client, consider func([]ruleRef, func(ruleRef) bool)) {
-	denyOnly := func(refs []ruleRef, ok func(ruleRef) bool) {
-		consider(refs, func(r ruleRef) bool { return r.deny && ok(r) })
+// walkSubtree considers the rules of every node below n (and the '#' rules
+// of n's descendants), for a filter ending in '#'.
+func (w *walk) walkSubtree(n *node, denyOnly, skipDollar bool) {
+	for level, child := range n.children {
+		if skipDollar && strings.HasPrefix(level, "$") {
+			continue
+		}
+		w.consider(child.rules, denyOnly)
+		w.consider(child.hash, denyOnly)
+		w.walkSubtree(child, denyOnly, false)
 	}
-	idx.matchFilter(n, levels, depth, c, denyOnly)
+	for _, sub := range [...]*node{substitutions(n, w.c)[0], substitutions(n, w.c)[1], n.plus} {
+		if sub == nil {
+			continue
+		}
+		w.consider(sub.rules, denyOnly)
+		w.consider(sub.hash, denyOnly)
+		w.walkSubtree(sub, denyOnly, false)
+	}
 }
 
-// walkSubtree emits the rules of every node below n (and the '#' rules of n's
-// descendants), for a filter ending in '#'.
-func (idx *Index) walkSubtree(n *node, c Client, emit func([]ruleRef), skipDollar bool) {
-	var walk func(n *node, top bool)
-	walk = func(n *node, top bool) {
-		for level, child := range n.children {
-			if top && skipDollar && strings.HasPrefix(level, "$") {
-				continue
-			}
-			emit(child.rules)
-			emit(child.hash)
-			walk(child, false)
-		}
-		subs := substitutions(n, c)
-		if n.plus != nil {
-			subs = append(subs, n.plus)
-		}
-		for _, sub := range subs {
-			emit(sub.rules)
-			emit(sub.hash)
-			walk(sub, false)
-		}
-	}
-	walk(n, true)
-}
-
-// substitutions are the %u and %c branches of n that can match for c: an
-// anonymous client has no username to substitute.
-func substitutions(n *node, c Client) []*node {
-	var out []*node
+// substitutions are the %u and %c branches of n that can match for c (nil
+// where not): an anonymous client has no username to substitute.
+func substitutions(n *node, c Client) [2]*node {
+	var out [2]*node
 	if n.user != nil && c.Username != "" {
-		out = append(out, n.user)
+		out[0] = n.user
 	}
 	if n.client != nil && c.ClientID != "" {
-		out = append(out, n.client)
+		out[1] = n.client
 	}
 	return out
 }

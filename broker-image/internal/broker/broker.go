@@ -33,7 +33,6 @@ type Broker struct {
 	server *mqtt.Server
 	guard  *guard.Guard
 	Policy *policy.Hook
-	stats  *messageStats
 	store  *store.Hook  // nil without persistent storage
 	certs  *certs.Store // nil without TLS listeners
 	log    *slog.Logger
@@ -88,7 +87,6 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 	b := &Broker{
 		server: server,
 		guard:  &guard.Guard{Limits: guard.NewLimits(uint32(cfg.Limits.MaxPacketSize), int64(cfg.Limits.MaxConnections), ConnectTimeout), Log: log},
-		stats:  &messageStats{},
 		log:    log,
 		cfg:    cfg,
 	}
@@ -103,9 +101,6 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 	}
 	if err := server.AddHook(session.NewOrderHook(server), nil); err != nil {
 		return nil, fmt.Errorf("adding session order hook: %w", err)
-	}
-	if err := server.AddHook(&statsHook{stats: b.stats}, nil); err != nil {
-		return nil, fmt.Errorf("adding stats hook: %w", err)
 	}
 	if cfg.Storage.Persistent {
 		st, err := store.Open(store.Options{Path: filepath.Join(cfg.Storage.Path, "broker.db"), Durable: cfg.Storage.Durable, Log: log}, server)

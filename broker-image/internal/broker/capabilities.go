@@ -1,8 +1,6 @@
 package broker
 
 import (
-	"bytes"
-
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -16,7 +14,7 @@ type retainOffHook struct{ mqtt.HookBase }
 func (h *retainOffHook) ID() string { return "mqtt-operator-retain-off" }
 
 func (h *retainOffHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnPacketEncode}, []byte{b})
+	return b == mqtt.OnPacketEncode
 }
 
 func (h *retainOffHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {

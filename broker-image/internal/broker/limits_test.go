@@ -472,3 +472,15 @@ func TestSessionExpiryIsCapped(t *testing.T) {
 		t.Errorf("CONNACK session expiry %+v, want the 3600 s cap for a client asking for a day", p)
 	}
 }
+
+// maxInflight is the MQTT 5 receive maximum the broker announces: how many
+// QoS 1/2 publishes a client may have unacknowledged towards it.
+func TestMaxInflightIsTheAnnouncedReceiveMaximum(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.Limits.MaxInflight = 7
+	tb := startBroker(t, cfg, testBundle(t, 1))
+	c := mustV5(t, tb.tcp, "alice", alicePassword)
+	if p := c.connack.Properties; p == nil || p.ReceiveMaximum == nil || *p.ReceiveMaximum != 7 {
+		t.Errorf("CONNACK receive maximum %+v, want 7", p)
+	}
+}

@@ -32,7 +32,7 @@ func (b *Broker) Stats() Stats {
 		ConnectionsAccepted: g.Accepted.Load(), ConnectionsRefused: g.RefusedOverLimit.Load(),
 		PacketTooLarge: g.ClosedPacketTooLarge.Load(), Malformed: g.ClosedMalformed.Load(),
 		Panics: g.Panics.Load(), BytesIn: g.BytesIn.Load(), BytesOut: g.BytesOut.Load(),
-		MessagesDropped: b.stats.dropped.Load(), QueueFullDropped: uint64(atomic.LoadInt64(&info.InflightDropped)),
+		MessagesDropped: uint64(atomic.LoadInt64(&info.MessagesDropped)), QueueFullDropped: uint64(atomic.LoadInt64(&info.InflightDropped)),
 		QoSRefused: p.QoSRefused.Load(), RetainRefused: p.RetainRefused.Load(),
 		AuthSuccess: p.AuthSuccess.Load(), AuthFailure: p.AuthFailure.Load(), AuthCacheHits: p.AuthCacheHits.Load(),
 		ACLDeniedPublish: p.ACLDeniedPublish.Load(), ACLDeniedSubscribe: p.ACLDeniedSubscribe.Load(),
@@ -49,7 +49,7 @@ func (b *Broker) Stats() Stats {
 		s.TLSReloadsOK, s.TLSReloadsFailed = b.certs.ReloadsOK.Load(), b.certs.ReloadsFailed.Load()
 	}
 	for q := range 3 {
-		s.MessagesIn[q], s.MessagesOut[q] = b.stats.in[q].Load(), b.stats.out[q].Load()
+		s.MessagesIn[q], s.MessagesOut[q] = g.PublishIn[q].Load(), g.PublishOut[q].Load()
 	}
 	b.mu.Lock()
 	s.Generation = b.generation

@@ -10,8 +10,11 @@ package guard
 import (
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"net"
 	"sync/atomic"
+	"time"
 )
 
 // ErrPacketTooLarge closes a connection whose packet exceeds the limit.
@@ -31,11 +34,18 @@ type frameState struct {
 	remaining uint32
 }
 
-// scan advances over b and fails as soon as a frame's declared size exceeds max.
-func (f *frameState) scan(b []byte, max uint32) error {
+// scan advances over b and fails as soon as a frame's declared size exceeds
+// max. Every PUBLISH header is counted in publishes by its QoS, so message
+// metrics need no mochi hook (and no copy of every packet) on the hot path.
+func (f *frameState) scan(b []byte, max uint32, publishes *[3]atomic.Uint64) error {
 	for i := 0; i < len(b); {
 		switch f.stage {
 		case 0:
+			if b[i]>>4 == 3 { // PUBLISH
+				if qos := (b[i] >> 1) & 3; qos < 3 {
+					publishes[qos].Add(1)
+				}
+			}
 			f.stage, f.lenBytes, f.mult, f.length = 1, 0, 1, 0
 			i++
 		case 1:
@@ -72,10 +82,11 @@ func (f *frameState) scan(b []byte, max uint32) error {
 	return nil
 }
 
-// conn checks the frames a client sends and counts bytes.
+// conn checks the frames a client sends and counts bytes and messages.
 type conn struct {
 	net.Conn
-	frames  frameState
+	frames  frameState // what the client sends
+	sent    frameState // what the broker writes, for counting only
 	limits  *Limits
 	onClose func()
 	closed  atomic.Bool
@@ -86,7 +97,7 @@ func (c *conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.stats.BytesIn.Add(uint64(n))
-		if ferr := c.frames.scan(p[:n], c.limits.MaxPacketSize()); ferr != nil {
+		if ferr := c.frames.scan(p[:n], c.limits.MaxPacketSize(), &c.stats.PublishIn); ferr != nil {
 			c.stats.Rejected(ferr)
 			_ = c.Conn.Close()
 			return 0, ferr
@@ -98,12 +109,35 @@ func (c *conn) Read(p []byte) (int, error) {
 func (c *conn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.stats.BytesOut.Add(uint64(n))
+	_ = c.sent.scan(p[:n], math.MaxUint32, &c.stats.PublishOut) // the broker's own frames are never too large
 	return n, err
 }
 
+// closeLinger is how long a closed connection keeps draining what the client
+// still sends.
+const closeLinger = 500 * time.Millisecond
+
+// Close ends the connection so that the client reads everything the broker
+// wrote, the DISCONNECT with its reason code above all. Closing a socket that
+// still has unread input sends a TCP reset, which makes the client's system
+// discard data it has not read yet; a client publishing flat out when it is
+// disconnected for it would never learn why. So the broker's side is
+// shut down first, and the client's remaining input drained briefly.
 func (c *conn) Close() error {
-	if c.closed.CompareAndSwap(false, true) && c.onClose != nil {
+	if !c.closed.CompareAndSwap(false, true) {
+		return nil // closing, or closed, already: the first Close finishes it
+	}
+	if c.onClose != nil {
 		c.onClose()
 	}
-	return c.Conn.Close()
+	hc, ok := c.Conn.(interface{ CloseWrite() error })
+	if !ok || hc.CloseWrite() != nil {
+		return c.Conn.Close()
+	}
+	go func() {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(closeLinger))
+		_, _ = io.Copy(io.Discard, c.Conn)
+		_ = c.Conn.Close()
+	}()
+	return nil
 }

@@ -46,6 +46,9 @@ type Stats struct {
 	ClosedMalformed      atomic.Uint64
 	Panics               atomic.Uint64
 	BytesIn, BytesOut    atomic.Uint64
+	// PublishIn and PublishOut count PUBLISH packets by QoS: received from
+	// clients (refused ones included) and written to them.
+	PublishIn, PublishOut [3]atomic.Uint64
 }
 
 // Rejected counts a connection the guard closed for err.

@@ -6,7 +6,6 @@
 package policy
 
 import (
-	"bytes"
 	"crypto/rand"
 	"log/slog"
 	"sync"
@@ -80,10 +79,12 @@ func (h *Hook) ID() string { return "mqtt-operator-policy" }
 
 // Provides lists the events the hook handles.
 func (h *Hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect,
-		mqtt.OnPacketRead, mqtt.OnSubscribe, mqtt.OnSubscribed,
-	}, []byte{b})
+	switch b { // mochi asks this for every event of every message: no allocation, no scan
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect,
+		mqtt.OnPacketRead, mqtt.OnSubscribe, mqtt.OnSubscribed:
+		return true
+	}
+	return false
 }
 
 // Current returns the snapshot in force, or nil before the first Apply.

@@ -15,7 +15,6 @@
 package session
 
 import (
-	"bytes"
 	"slices"
 	"time"
 
@@ -40,7 +39,7 @@ func (h *OrderHook) ID() string { return "mqtt-operator-session-order" }
 
 // Provides lists the events the hook handles.
 func (h *OrderHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnSessionEstablish}, []byte{b})
+	return b == mqtt.OnSessionEstablish
 }
 
 // OnSessionEstablish runs after authentication and before mochi copies the

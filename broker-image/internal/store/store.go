@@ -23,7 +23,6 @@
 package store
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
@@ -107,14 +106,17 @@ func (h *Hook) ID() string { return "mqtt-operator-store" }
 
 // Provides lists the events the hook handles.
 func (h *Hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{
+	switch b { // mochi asks this for every event of every message: no allocation, no scan
+	case
 		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnWillSent, mqtt.OnClientExpired,
 		mqtt.OnSubscribed, mqtt.OnUnsubscribed,
 		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped,
 		mqtt.OnRetainMessage, mqtt.OnRetainedExpired,
 		mqtt.OnPublish, mqtt.OnPublished,
-		mqtt.StoredClients, mqtt.StoredSubscriptions, mqtt.StoredInflightMessages, mqtt.StoredRetainedMessages,
-	}, []byte{b})
+		mqtt.StoredClients, mqtt.StoredSubscriptions, mqtt.StoredInflightMessages, mqtt.StoredRetainedMessages:
+		return true
+	}
+	return false
 }
 
 // Stop commits what is queued and closes the database. mochi calls it last

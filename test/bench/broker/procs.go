@@ -68,12 +68,18 @@ func (p *process) alive() error {
 	}
 }
 
-// stop kills the process and waits for it. Benchmarked brokers hold no state
-// worth a graceful shutdown.
+// stop asks the process to end (SIGTERM, so a broker can write a profile
+// it was asked for), kills it after 3 s, and waits for it.
 func (p *process) stop() {
 	procsMu.Lock()
 	delete(procs, p)
 	procsMu.Unlock()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+		return
+	case <-time.After(3 * time.Second):
+	}
 	_ = p.cmd.Process.Kill()
 	select {
 	case <-p.exited:
