@@ -3,12 +3,14 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
@@ -66,18 +68,59 @@ func readyCondition(kind string, generation int64, now metav1.Time, problem *use
 	return c
 }
 
-// userFixable are the reasons that need a change by the user; they get a
-// Warning event, once, when the condition turns to them.
+// userFixable are the reasons that need a change by the user (of any of the
+// three kinds); they get a Warning event, once, when the condition turns to
+// them.
 var userFixable = map[string]bool{
 	ReasonBrokerNotFound: true, ReasonSecretNotFound: true, ReasonSecretKeyMissing: true, ReasonSecretConflict: true,
 	ReasonPasswordInvalid: true, ReasonUsernameConflict: true, ReasonInvalidRules: true,
+	ReasonInvalidSpec: true, ReasonAuthTooLarge: true,
+}
+
+// transitions remembers the last Ready status and reason an event was
+// recorded for, per object. Two reconciles can start from the same cached
+// status (the cache lags behind the operator's own writes); the second must
+// not announce the same transition again.
+type transitions struct {
+	mu   sync.Mutex
+	last map[types.NamespacedName]announced
+}
+
+type announced struct {
+	uid       types.UID // a recreated object starts afresh
+	condition string
+}
+
+// first reports whether c is a transition not yet announced for obj.
+func (t *transitions) first(obj client.Object, c metav1.Condition) bool {
+	key, now := client.ObjectKeyFromObject(obj), announced{obj.GetUID(), string(c.Status) + "/" + c.Reason}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.last == nil {
+		t.last = map[types.NamespacedName]announced{}
+	}
+	if t.last[key] == now {
+		return false
+	}
+	t.last[key] = now
+	return true
+}
+
+// forget drops a deleted object.
+func (t *transitions) forget(key types.NamespacedName) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.last, key)
 }
 
 // recordTransition records one event when the Ready condition changes status
 // or reason, never on every reconcile.
-func recordTransition(ctx context.Context, rec events.EventRecorder, obj runtime.Object, before []metav1.Condition, now metav1.Condition) {
+func recordTransition(ctx context.Context, rec events.EventRecorder, seen *transitions, obj client.Object, before []metav1.Condition, now metav1.Condition) {
 	old := meta.FindStatusCondition(before, now.Type)
 	if old != nil && old.Status == now.Status && old.Reason == now.Reason {
+		return
+	}
+	if !seen.first(obj, now) {
 		return
 	}
 	eventType := corev1.EventTypeNormal

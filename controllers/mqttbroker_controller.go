@@ -43,6 +43,7 @@ type MQTTBrokerReconciler struct {
 	// Now is the clock for condition transition times; tests may fix it.
 	Now    func() metav1.Time
 	pusher *pusher
+	seen   transitions
 }
 
 // +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttbrokers,verbs=get;list;watch
@@ -64,6 +65,7 @@ func (r *MQTTBrokerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		if apierrors.IsNotFound(err) {
 			r.Enforcement.forget(req.NamespacedName)
 			r.pusher.forget(req.NamespacedName)
+			r.seen.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -172,15 +174,8 @@ func (r *MQTTBrokerReconciler) writeStatus(ctx context.Context, s *brokerScope) 
 		}
 		return fmt.Errorf("writing MQTTBroker status: %w", err)
 	}
-	oldReady := meta.FindStatusCondition(s.before.Status.Conditions, v1alpha1.ConditionReady)
-	newReady := meta.FindStatusCondition(s.broker.Status.Conditions, v1alpha1.ConditionReady)
-	if newReady != nil && (oldReady == nil || oldReady.Status != newReady.Status || oldReady.Reason != newReady.Reason) {
-		eventType := corev1.EventTypeNormal
-		if newReady.Reason == ReasonInvalidSpec || newReady.Reason == ReasonAuthTooLarge {
-			eventType = corev1.EventTypeWarning
-		}
-		r.Recorder.Eventf(s.broker, nil, eventType, newReady.Reason, "Reconcile", "%s", newReady.Message)
-		log.FromContext(ctx).Info("broker status changed", "ready", newReady.Status, "reason", newReady.Reason)
+	if ready := meta.FindStatusCondition(s.broker.Status.Conditions, v1alpha1.ConditionReady); ready != nil {
+		recordTransition(ctx, r.Recorder, &r.seen, s.broker, s.before.Status.Conditions, *ready)
 	}
 	return nil
 }

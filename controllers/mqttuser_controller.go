@@ -39,6 +39,7 @@ type MQTTUserReconciler struct {
 	Recorder    events.EventRecorder
 	Enforcement *Enforcement
 	Now         func() metav1.Time
+	seen        transitions
 }
 
 // +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttusers/status,verbs=get;update;patch
@@ -47,6 +48,9 @@ type MQTTUserReconciler struct {
 func (r *MQTTUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, err error) {
 	user := &v1alpha1.MQTTUser{}
 	if err := r.Client.Get(ctx, req.NamespacedName, user); err != nil || !user.DeletionTimestamp.IsZero() {
+		if apierrors.IsNotFound(err) {
+			r.seen.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err) // the connection Secret goes with its owner
 	}
 	s := &userScope{user: user, before: user.DeepCopy(), username: authbundle.Username(user)}
@@ -206,7 +210,7 @@ func (r *MQTTUserReconciler) writeStatus(ctx context.Context, s *userScope) erro
 	if err := r.Client.Status().Patch(ctx, s.user, client.MergeFrom(s.before)); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	recordTransition(ctx, r.Recorder, s.user, s.before.Status.Conditions, ready)
+	recordTransition(ctx, r.Recorder, &r.seen, s.user, s.before.Status.Conditions, ready)
 	return nil
 }
 

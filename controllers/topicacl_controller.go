@@ -34,6 +34,7 @@ type TopicACLReconciler struct {
 	Recorder    events.EventRecorder
 	Enforcement *Enforcement
 	Now         func() metav1.Time
+	seen        transitions
 }
 
 // +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=topicacls/status,verbs=get;update;patch
@@ -42,6 +43,9 @@ type TopicACLReconciler struct {
 func (r *TopicACLReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	acl := &v1alpha1.TopicACL{}
 	if err := r.Client.Get(ctx, req.NamespacedName, acl); err != nil || !acl.DeletionTimestamp.IsZero() {
+		if apierrors.IsNotFound(err) {
+			r.seen.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	before := acl.DeepCopy()
@@ -71,7 +75,7 @@ func (r *TopicACLReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if err := r.Client.Status().Patch(ctx, acl, client.MergeFrom(before)); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	recordTransition(ctx, r.Recorder, acl, before.Status.Conditions, ready)
+	recordTransition(ctx, r.Recorder, &r.seen, acl, before.Status.Conditions, ready)
 	return ctrl.Result{}, nil
 }
 

@@ -17,7 +17,7 @@ import (
 )
 
 // waitEnforced waits until every sample user and ACL reports that the
-// running broker enforces it.
+// running broker enforces it, and the broker says so too.
 func waitEnforced(ctx context.Context, c client.Client) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -39,6 +39,13 @@ func waitEnforced(ctx context.Context, c client.Client) error {
 			if r := meta.FindStatusCondition(a.Status.Conditions, v1alpha1.ConditionReady); r == nil || r.Status != "True" {
 				pending = "TopicACL " + a.Name
 			}
+		}
+		var broker v1alpha1.MQTTBroker
+		if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "telemetry"}, &broker); err != nil {
+			return err
+		}
+		if r := meta.FindStatusCondition(broker.Status.Conditions, v1alpha1.ConditionAuthSynced); r == nil || r.Status != "True" {
+			pending = "the broker's AuthSynced condition"
 		}
 		if pending == "" {
 			return nil

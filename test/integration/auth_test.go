@@ -61,6 +61,16 @@ func deploySamples(t *testing.T) *deployment {
 			return err
 		})
 	}
+	eventually(t, 30*time.Second, "the broker reporting both users on its pod", func() error {
+		var b v1alpha1.MQTTBroker
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "telemetry"}, &b); err != nil {
+			return err
+		}
+		if a := b.Status.Auth; a == nil || a.Users != 2 || a.ACLs != 2 || a.PodsInSync != 1 {
+			return fmt.Errorf("status.auth %+v", a)
+		}
+		return nil
+	})
 	return &deployment{
 		ns: ns, addr: pods.PodAddr(ns, "telemetry-0") + ":1883",
 		gateway: connectionSecret(t, ns, "sensor-gateway-mqtt"), dashboard: connectionSecret(t, ns, "dashboard-mqtt"),

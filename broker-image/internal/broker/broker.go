@@ -15,6 +15,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/certs"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/guard"
@@ -89,6 +90,15 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 		guard:  &guard.Guard{Limits: guard.NewLimits(uint32(cfg.Limits.MaxPacketSize), int64(cfg.Limits.MaxConnections), ConnectTimeout), Log: log},
 		log:    log,
 		cfg:    cfg,
+	}
+	// Close a listener's clients without mochi's Clients.GetByListener, which
+	// deadlocks (see guard.Guard.CloseClients).
+	b.guard.CloseClients = func(listener string) {
+		for _, cl := range server.Clients.GetAll() {
+			if cl.Net.Listener == listener && !cl.Closed() {
+				_ = server.DisconnectClient(cl, packets.ErrServerShuttingDown)
+			}
+		}
 	}
 	b.Policy = policy.New(server, log)
 	if err := server.AddHook(b.Policy, nil); err != nil {

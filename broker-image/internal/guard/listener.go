@@ -23,6 +23,19 @@ type Guard struct {
 	Limits *Limits
 	Stats  Stats
 	Log    *slog.Logger
+	// CloseClients disconnects the clients of one listener when it closes.
+	// mochi's own (Clients.GetByListener) takes its read lock twice and can
+	// deadlock against a client being removed at the same moment, so the
+	// broker passes one that does not; nil falls back to mochi's.
+	CloseClients func(listener string)
+}
+
+func (g *Guard) closeClients(id string, mochis listeners.CloseFn) {
+	if g.CloseClients != nil {
+		g.CloseClients(id)
+		return
+	}
+	mochis(id)
 }
 
 // admit wraps a new connection, or closes it when the broker is full.
@@ -129,7 +142,7 @@ func (l *TCP) Serve(establish listeners.EstablishFn) {
 // Close stops accepting and has mochi disconnect this listener's clients.
 func (l *TCP) Close(closeClients listeners.CloseFn) {
 	l.StopAccepting()
-	closeClients(l.id)
+	l.guard.closeClients(l.id, closeClients)
 }
 
 // WebSocket is an MQTT listener over WebSocket (RFC 6455, subprotocol "mqtt")
@@ -216,7 +229,7 @@ func (l *WebSocket) Serve(establish listeners.EstablishFn) {
 // Close stops accepting and has mochi disconnect this listener's clients.
 func (l *WebSocket) Close(closeClients listeners.CloseFn) {
 	l.StopAccepting()
-	closeClients(l.id)
+	l.guard.closeClients(l.id, closeClients)
 	if l.srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()

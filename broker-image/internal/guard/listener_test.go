@@ -1,0 +1,34 @@
+package guard
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+)
+
+// mochi's own CloseFn (Clients.GetByListener) takes a read lock twice and can
+// deadlock against a client being removed at the same moment: a make test run
+// hung ten minutes in a broker shutdown. With CloseClients set, a closing
+// listener must use it and never mochi's.
+func TestClosingAListenerBypassesMochisClientList(t *testing.T) {
+	var closed []string
+	g := &Guard{
+		Limits: NewLimits(1024, 10, time.Second), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		CloseClients: func(id string) { closed = append(closed, id) },
+	}
+	mochis := func(string) { t.Error("mochi's GetByListener path was used") }
+	tcp := g.NewTCP("mqtt", "127.0.0.1:0", nil)
+	if err := tcp.Init(nil); err != nil {
+		t.Fatal(err)
+	}
+	tcp.Close(mochis)
+	ws := g.NewWebSocket("ws", "127.0.0.1:0", "/mqtt", nil)
+	if err := ws.Init(nil); err != nil {
+		t.Fatal(err)
+	}
+	ws.Close(mochis)
+	if len(closed) != 2 || closed[0] != "mqtt" || closed[1] != "ws" {
+		t.Errorf("closed %v, want [mqtt ws]", closed)
+	}
+}
