@@ -1,12 +1,10 @@
 package controllers
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,24 +30,7 @@ const operatorNamespace = "mqtt-operator-system"
 var k8s client.Client
 
 // operatorLogs holds the operator's log output for the whole suite.
-var operatorLogs lockedBuffer
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+var operatorLogs testenv.LogBuffer
 
 func TestMain(m *testing.M) {
 	code, err := runSuite(m)

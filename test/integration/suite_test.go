@@ -6,12 +6,10 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,25 +30,8 @@ import (
 var (
 	k8s   client.Client
 	pods  *localpods.Harness
-	oplog lockedBuffer
+	oplog testenv.LogBuffer
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func TestMain(m *testing.M) {
 	code, err := run(m)

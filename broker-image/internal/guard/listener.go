@@ -69,28 +69,58 @@ func (g *Guard) serveConn(id string, c *conn, establish listeners.EstablishFn) {
 	}
 }
 
-// TCP is an MQTT listener over TCP, optionally with TLS.
-type TCP struct {
+// socket is what both kinds of listener share: a name, an address, the
+// bound socket (TLS-wrapped when configured) and a way to stop accepting.
+type socket struct {
 	id, address string
 	tlsConfig   *tls.Config
 	guard       *Guard
 	ln          net.Listener
 	closing     atomic.Bool
-	wg          sync.WaitGroup
+}
+
+func (s *socket) ID() string { return s.id }
+
+func (s *socket) Address() string {
+	if s.ln != nil {
+		return s.ln.Addr().String()
+	}
+	return s.address
+}
+
+// bind binds the socket, so a port conflict fails the broker at start.
+func (s *socket) bind() error {
+	ln, err := net.Listen("tcp", s.address)
+	if err != nil {
+		return fmt.Errorf("listener %s: %w", s.id, err)
+	}
+	if s.tlsConfig != nil {
+		ln = tls.NewListener(ln, s.tlsConfig)
+	}
+	s.ln = ln
+	return nil
+}
+
+// StopAccepting closes the socket but leaves connected clients alone, for a
+// drain that disconnects them one by one.
+func (s *socket) StopAccepting() {
+	if s.closing.CompareAndSwap(false, true) && s.ln != nil {
+		_ = s.ln.Close()
+	}
+}
+
+// TCP is an MQTT listener over TCP, optionally with TLS.
+type TCP struct {
+	socket
+	wg sync.WaitGroup
 }
 
 // NewTCP returns a TCP (or, with tlsConfig, TLS) listener.
 func (g *Guard) NewTCP(id, address string, tlsConfig *tls.Config) *TCP {
-	return &TCP{id: id, address: address, tlsConfig: tlsConfig, guard: g}
+	return &TCP{socket: socket{id: id, address: address, tlsConfig: tlsConfig, guard: g}}
 }
 
-func (l *TCP) ID() string { return l.id }
-func (l *TCP) Address() string {
-	if l.ln != nil {
-		return l.ln.Addr().String()
-	}
-	return l.address
-}
+// Protocol names the listener's protocol for mochi's logs.
 func (l *TCP) Protocol() string {
 	if l.tlsConfig != nil {
 		return "tls"
@@ -98,18 +128,8 @@ func (l *TCP) Protocol() string {
 	return "tcp"
 }
 
-// Init binds the socket, so a port conflict fails the broker at start.
-func (l *TCP) Init(*slog.Logger) error {
-	ln, err := net.Listen("tcp", l.address)
-	if err != nil {
-		return fmt.Errorf("listener %s: %w", l.id, err)
-	}
-	if l.tlsConfig != nil {
-		ln = tls.NewListener(ln, l.tlsConfig)
-	}
-	l.ln = ln
-	return nil
-}
+// Init binds the socket.
+func (l *TCP) Init(*slog.Logger) error { return l.bind() }
 
 // Serve accepts until Close. Unlike mochi's own listener, a transient accept
 // error (out of file descriptors) does not end it.
@@ -148,20 +168,17 @@ func (l *TCP) Close(closeClients listeners.CloseFn) {
 // WebSocket is an MQTT listener over WebSocket (RFC 6455, subprotocol "mqtt")
 // at one path, optionally with TLS.
 type WebSocket struct {
-	id, address, path string
-	tlsConfig         *tls.Config
-	guard             *Guard
-	ln                net.Listener
-	srv               *http.Server
-	upgrader          websocket.Upgrader
-	establish         listeners.EstablishFn
-	closing           atomic.Bool
+	socket
+	path      string
+	srv       *http.Server
+	upgrader  websocket.Upgrader
+	establish listeners.EstablishFn
 }
 
 // NewWebSocket returns a WebSocket (or, with tlsConfig, secure WebSocket) listener.
 func (g *Guard) NewWebSocket(id, address, path string, tlsConfig *tls.Config) *WebSocket {
 	return &WebSocket{
-		id: id, address: address, path: path, tlsConfig: tlsConfig, guard: g,
+		socket: socket{id: id, address: address, tlsConfig: tlsConfig, guard: g}, path: path,
 		upgrader: websocket.Upgrader{
 			Subprotocols: []string{"mqtt"},
 			// MQTT clients authenticate in CONNECT, not with cookies, so a
@@ -171,13 +188,7 @@ func (g *Guard) NewWebSocket(id, address, path string, tlsConfig *tls.Config) *W
 	}
 }
 
-func (l *WebSocket) ID() string { return l.id }
-func (l *WebSocket) Address() string {
-	if l.ln != nil {
-		return l.ln.Addr().String()
-	}
-	return l.address
-}
+// Protocol names the listener's protocol for mochi's logs.
 func (l *WebSocket) Protocol() string {
 	if l.tlsConfig != nil {
 		return "wss"
@@ -187,14 +198,9 @@ func (l *WebSocket) Protocol() string {
 
 // Init binds the socket.
 func (l *WebSocket) Init(*slog.Logger) error {
-	ln, err := net.Listen("tcp", l.address)
-	if err != nil {
-		return fmt.Errorf("listener %s: %w", l.id, err)
+	if err := l.bind(); err != nil {
+		return err
 	}
-	if l.tlsConfig != nil {
-		ln = tls.NewListener(ln, l.tlsConfig)
-	}
-	l.ln = ln
 	mux := http.NewServeMux()
 	mux.HandleFunc(l.path, l.handle)
 	l.srv = &http.Server{
@@ -234,20 +240,5 @@ func (l *WebSocket) Close(closeClients listeners.CloseFn) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_ = l.srv.Shutdown(ctx)
-	}
-}
-
-// StopAccepting closes the socket but leaves connected clients alone, for a
-// drain that disconnects them one by one.
-func (l *TCP) StopAccepting() {
-	if l.closing.CompareAndSwap(false, true) && l.ln != nil {
-		_ = l.ln.Close()
-	}
-}
-
-// StopAccepting closes the socket but leaves connected clients alone.
-func (l *WebSocket) StopAccepting() {
-	if l.closing.CompareAndSwap(false, true) && l.ln != nil {
-		_ = l.ln.Close()
 	}
 }

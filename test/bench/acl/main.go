@@ -35,6 +35,7 @@ import (
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/internal/testenv"
+	"github.com/mqtt-operator/mqtt-operator/test/bench/measure"
 	"github.com/mqtt-operator/mqtt-operator/test/bench/operatorproc"
 	"github.com/mqtt-operator/mqtt-operator/test/localpods"
 )
@@ -105,8 +106,8 @@ func run(manager string, rounds, revocations, users int) error {
 		return err
 	}
 	fmt.Printf("acl_propagation_pods=1\n")
-	fmt.Printf("acl_propagation_ms_p50=%.1f\nacl_propagation_ms_p99=%.1f\n", operatorproc.Percentile(acl, 0.5), operatorproc.Percentile(acl, 0.99))
-	fmt.Printf("revocation_ms_p50=%.1f\nrevocation_ms_p99=%.1f\n", operatorproc.Percentile(rev, 0.5), operatorproc.Percentile(rev, 0.99))
+	fmt.Printf("acl_propagation_ms_p50=%.1f\nacl_propagation_ms_p99=%.1f\n", measure.Percentile(acl, 0.5), measure.Percentile(acl, 0.99))
+	fmt.Printf("revocation_ms_p50=%.1f\nrevocation_ms_p99=%.1f\n", measure.Percentile(rev, 0.5), measure.Percentile(rev, 0.99))
 	return b.scale(ctx, op, users)
 }
 
@@ -175,7 +176,7 @@ func (b *bench) aclPropagation(ctx context.Context, rounds int) ([]float64, erro
 	var out []float64
 	for i := 1; i <= rounds; i++ {
 		// Start from a quiet state: the previous change fully applied.
-		if err := operatorproc.WaitFor(30*time.Second, func() error { return aclEnforced(ctx, b.c, acl) }); err != nil {
+		if err := measure.WaitFor(30*time.Second, func() error { return aclEnforced(ctx, b.c, acl) }); err != nil {
 			return nil, err
 		}
 		_, gen, err := b.podRevision()
@@ -226,7 +227,7 @@ func (b *bench) revocation(ctx context.Context, n int) ([]float64, error) {
 		if err := b.c.Create(ctx, u); err != nil {
 			return nil, err
 		}
-		if err := operatorproc.WaitFor(30*time.Second, func() error { return userEnforced(ctx, b.c, u) }); err != nil {
+		if err := measure.WaitFor(30*time.Second, func() error { return userEnforced(ctx, b.c, u) }); err != nil {
 			return nil, err
 		}
 		var conn corev1.Secret
@@ -304,7 +305,7 @@ func (b *bench) scale(ctx context.Context, op *operatorproc.Operator, n int) err
 	logf("created in %v; waiting for the pod's bundle and the users' status", time.Since(start).Round(time.Second))
 
 	var inBundle time.Duration
-	err := operatorproc.WaitFor(30*time.Minute, func() error {
+	err := measure.WaitFor(30*time.Minute, func() error {
 		var broker v1alpha1.MQTTBroker
 		if err := b.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "telemetry"}, &broker); err != nil {
 			return err

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
 	"github.com/mqtt-operator/mqtt-operator/test/bench/broker/mqttc"
+	"github.com/mqtt-operator/mqtt-operator/test/bench/measure"
 )
 
 // Broker names as they appear in the output.
@@ -48,7 +49,7 @@ func (t *target) options(i int, clientID string, keepalive uint16, buffer int) m
 
 // waitReady polls with a real CONNECT until the broker accepts clients.
 func (t *target) waitReady() error {
-	return waitFor(20*time.Second, func() error {
+	return measure.WaitFor(20*time.Second, func() error {
 		if err := t.alive(); err != nil {
 			return err
 		}
@@ -154,7 +155,7 @@ func (s *setup) startOursWithStorage(name string, bundle *brokerconfig.AuthBundl
 		proc.stop()
 		return nil, fmt.Errorf("%s never accepted a client: %w", name, err)
 	}
-	if err := waitFor(10*time.Second, func() error { _, err := httpGet("http://" + t.healthAddr + "/readyz"); return err }); err != nil {
+	if err := measure.WaitFor(10*time.Second, func() error { _, err := httpGet("http://" + t.healthAddr + "/readyz"); return err }); err != nil {
 		proc.stop()
 		return nil, fmt.Errorf("%s never became ready: %w", name, err)
 	}
@@ -184,7 +185,7 @@ func (t *target) pushBundle(b *brokerconfig.AuthBundle) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("pushing auth bundle: %s: %s", resp.Status, body)
 	}
-	return waitFor(10*time.Second, func() error {
+	return measure.WaitFor(10*time.Second, func() error {
 		data, err := httpGetAuth("http://"+t.adminAddr+"/v1/auth-bundle/revision", t.token)
 		if err != nil {
 			return err

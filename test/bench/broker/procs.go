@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -13,6 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/test/bench/measure"
 )
 
 // process is one broker the benchmark started. Every process is registered
@@ -113,22 +113,8 @@ func tail(path string, n int) string {
 
 // rssKiB reads VmRSS of pid.
 func rssKiB(pid int) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
-			fields := strings.Fields(rest)
-			if len(fields) == 0 {
-				break
-			}
-			return strconv.ParseInt(fields[0], 10, 64)
-		}
-	}
-	return 0, errors.New("no VmRSS in /proc/" + strconv.Itoa(pid) + "/status")
+	rss, _, err := measure.Memory(pid)
+	return rss, err
 }
 
 var clockTicks = 100.0 // USER_HZ; 100 on every Linux we run on
@@ -198,18 +184,4 @@ var sourceCounter atomic.Uint32
 func sourceIP() string {
 	n := sourceCounter.Add(1)
 	return "127.0.0." + strconv.Itoa(2+int(n%253))
-}
-
-func waitFor(timeout time.Duration, check func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out after %v: %w", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

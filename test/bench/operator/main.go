@@ -26,6 +26,7 @@ import (
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/internal/testenv"
+	"github.com/mqtt-operator/mqtt-operator/test/bench/measure"
 	"github.com/mqtt-operator/mqtt-operator/test/bench/operatorproc"
 )
 
@@ -94,7 +95,7 @@ func run(managerPath string, n int, restWindow time.Duration) error {
 		}
 		created[b.Name] = time.Now()
 	}
-	if err := operatorproc.WaitFor(5*time.Minute, func() error {
+	if err := measure.WaitFor(5*time.Minute, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(seen) < n {
@@ -113,7 +114,7 @@ func run(managerPath string, n int, restWindow time.Duration) error {
 	sort.Float64s(latencies)
 
 	logf("waiting for every broker to report status")
-	if err := operatorproc.WaitFor(5*time.Minute, func() error {
+	if err := measure.WaitFor(5*time.Minute, func() error {
 		var list v1alpha1.MQTTBrokerList
 		if err := env.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
 			return err
@@ -128,7 +129,7 @@ func run(managerPath string, n int, restWindow time.Duration) error {
 		return err
 	}
 	// Let the last status writes echo through the watches before measuring rest.
-	if err := operatorproc.WaitFor(time.Minute, func() error {
+	if err := measure.WaitFor(time.Minute, func() error {
 		before, _ := reconcileTotal()
 		time.Sleep(2 * time.Second)
 		after, err := reconcileTotal()
@@ -155,8 +156,8 @@ func run(managerPath string, n int, restWindow time.Duration) error {
 	}
 
 	fmt.Printf("brokers=%d\n", n)
-	fmt.Printf("reconcile_to_children_ms_p50=%.1f\n", operatorproc.Percentile(latencies, 0.50))
-	fmt.Printf("reconcile_to_children_ms_p99=%.1f\n", operatorproc.Percentile(latencies, 0.99))
+	fmt.Printf("reconcile_to_children_ms_p50=%.1f\n", measure.Percentile(latencies, 0.50))
+	fmt.Printf("reconcile_to_children_ms_p99=%.1f\n", measure.Percentile(latencies, 0.99))
 	fmt.Printf("operator_rss_mib=%.1f\n", rss)
 	fmt.Printf("operator_peak_rss_mib=%.1f\n", hwm)
 	fmt.Printf("reconciles_at_rest_per_min=%.1f\n", (after-before)/restWindow.Minutes())

@@ -4,8 +4,6 @@
 package operatorproc
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/internal/testenv"
+	"github.com/mqtt-operator/mqtt-operator/test/bench/measure"
 )
 
 // Operator is a running operator process.
@@ -56,7 +55,7 @@ func Start(env *testenv.Env, binary string, flags ...string) (*Operator, error) 
 	if err := o.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", binary, err)
 	}
-	if err := WaitFor(30*time.Second, func() error { _, err := o.ReconcileTotal("mqttbroker"); return err }); err != nil {
+	if err := measure.WaitFor(30*time.Second, func() error { _, err := o.ReconcileTotal("mqttbroker"); return err }); err != nil {
 		o.Stop()
 		return nil, fmt.Errorf("operator metrics never came up: %w", err)
 	}
@@ -101,50 +100,6 @@ func (o *Operator) ReconcileTotal(controller string) (float64, error) {
 
 // Memory returns the process's resident and peak resident memory in MiB.
 func (o *Operator) Memory() (rss, hwm float64, err error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", o.cmd.Process.Pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
-		if len(fields) < 2 {
-			continue
-		}
-		kib, _ := strconv.ParseFloat(fields[1], 64)
-		switch fields[0] {
-		case "VmRSS:":
-			rss = kib / 1024
-		case "VmHWM:":
-			hwm = kib / 1024
-		}
-	}
-	if rss == 0 {
-		return 0, 0, errors.New("no VmRSS in /proc status")
-	}
-	return rss, hwm, s.Err()
-}
-
-// WaitFor polls check until it returns nil or timeout passes.
-func WaitFor(timeout time.Duration, check func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out after %v: %w", timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// Percentile of sorted values (nearest rank below).
-func Percentile(sorted []float64, p float64) float64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	return sorted[int(float64(len(sorted)-1)*p)]
+	r, h, err := measure.Memory(o.cmd.Process.Pid)
+	return float64(r) / 1024, float64(h) / 1024, err
 }
