@@ -1,0 +1,78 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Endpoint is one way to reach the broker from inside the cluster.
+type Endpoint struct {
+	// name of the listener: tcp, tls, websocket or secureWebsocket.
+	Name string `json:"name"`
+	// host is the client Service's in-cluster DNS name.
+	Host string `json:"host"`
+	// port of the listener on that Service.
+	Port int32 `json:"port"`
+	// url is a ready-to-use client URL, such as mqtt://host:1883.
+	URL string `json:"url"`
+}
+
+// MQTTBrokerStatus is what the operator observed of the broker.
+type MQTTBrokerStatus struct {
+	// observedGeneration is the spec generation the rest of this status
+	// describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready (summary), Available (accepting clients) and
+	// Progressing (a rollout or scale change under way).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// replicas is the number of broker pods that exist.
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+
+	// readyReplicas is the number of broker pods that are ready.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+
+	// selector is the label selector of the broker pods, for the scale
+	// subresource and HorizontalPodAutoscalers.
+	// +optional
+	Selector string `json:"selector,omitempty"`
+
+	// endpoints lists where clients inside the cluster connect.
+	// +optional
+	// +listType=atomic
+	Endpoints []Endpoint `json:"endpoints,omitempty"`
+
+	// auth reports the users and ACLs the broker pods enforce.
+	// +optional
+	Auth *AuthStatus `json:"auth,omitempty"`
+}
+
+// AuthStatus says which auth bundle (users with password hashes, and ACLs)
+// the operator rendered and how many ready pods enforce it.
+type AuthStatus struct {
+	// revision identifies the content of the rendered bundle.
+	// +optional
+	Revision string `json:"revision,omitempty"`
+	// generation increases with every bundle the operator writes.
+	// +optional
+	Generation int64 `json:"generation,omitempty"`
+	// users is the number of MQTTUsers in the bundle.
+	// +optional
+	Users int32 `json:"users"`
+	// acls is the number of TopicACLs in the bundle.
+	// +optional
+	ACLs int32 `json:"acls"`
+	// readyPods is the number of ready broker pods.
+	// +optional
+	ReadyPods int32 `json:"readyPods"`
+	// podsInSync is the number of ready pods that reported enforcing this
+	// revision.
+	// +optional
+	PodsInSync int32 `json:"podsInSync"`
+}
