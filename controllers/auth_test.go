@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -129,30 +129,45 @@ func TestGeneratedPasswordConnectionSecretAndBundle(t *testing.T) {
 		t.Fatal("the plain password is in the auth bundle")
 	}
 
-	// Another reconcile (any metadata change) keeps password and bundle.
-	gen := authSecret.Annotations[resources.AnnotationAuthGeneration]
-	patchUser(t, u, func(u *v1alpha1.MQTTUser) { u.Labels = map[string]string{"touched": "yes"} })
-	patchUser(t, u, func(u *v1alpha1.MQTTUser) { u.Annotations = map[string]string{"other": "x"} })
-	// Absence cannot be polled for: give a wrongful regeneration, if any, the
-	// time the reconciles above take here (well under 100 ms).
-	time.Sleep(300 * time.Millisecond)
-	conn, _ = get(t, ns, "sensor-gateway-mqtt", &corev1.Secret{})
-	_, authSecret = bundle(t, ns)
-	if string(conn.Data["password"]) != password || authSecret.Annotations[resources.AnnotationAuthGeneration] != gen {
-		t.Fatal("the generated password or the bundle changed without a reason")
+	// Another reconcile keeps password and bundle; asking for rotation makes
+	// a new password and a new bundle. The Secret's history, watched from
+	// before the first change, must show exactly one new password, made for
+	// the rotation: reconciles of one object run in order, so a wrongful
+	// regeneration by the first would show up first.
+	gen, _ := strconv.Atoi(authSecret.Annotations[resources.AnnotationAuthGeneration])
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	history, err := watcher.Watch(ctx, &corev1.SecretList{}, client.InNamespace(ns),
+		client.MatchingFields{"metadata.name": "sensor-gateway-mqtt"}, &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: conn.ResourceVersion}})
+	if err != nil {
+		t.Fatal(err)
 	}
-
-	// Asking for rotation generates a new password, and a new bundle.
+	defer history.Stop()
+	patchUser(t, u, func(u *v1alpha1.MQTTUser) { u.Annotations = map[string]string{"other": "x"} })
 	patchUser(t, u, func(u *v1alpha1.MQTTUser) { u.Annotations[resources.AnnotationRotatePassword] = "2026-11-28" })
-	eventually(t, wait, "a rotated password in the bundle", func() error {
-		conn, _ = get(t, ns, "sensor-gateway-mqtt", &corev1.Secret{})
-		rotated := string(conn.Data["password"])
-		b, _ := bundle(t, ns)
-		if rotated == password {
-			return errors.New("password not rotated")
+	var rotated string
+	for rotated == "" {
+		select {
+		case ev := <-history.ResultChan():
+			s, ok := ev.Object.(*corev1.Secret)
+			if !ok || string(s.Data["password"]) == password {
+				continue
+			}
+			if s.Annotations[resources.AnnotationRotatePassword] != "2026-11-28" {
+				t.Fatalf("the password changed without a rotation being asked for")
+			}
+			rotated = string(s.Data["password"])
+		case <-ctx.Done():
+			t.Fatal("the password was not rotated")
 		}
+	}
+	eventually(t, wait, "the rotated password in the bundle, one generation on", func() error {
+		b, s := bundle(t, ns)
 		if ok, _ := passwordhash.Verify(hashOf(b, "sensor-gateway"), rotated); !ok {
 			return errors.New("bundle not updated")
+		}
+		if g := s.Annotations[resources.AnnotationAuthGeneration]; g != strconv.Itoa(gen+1) {
+			t.Fatalf("bundle generation %s after one rotation from %d: it changed without a reason", g, gen)
 		}
 		return nil
 	})

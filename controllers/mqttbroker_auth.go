@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
@@ -131,10 +132,8 @@ func (r *MQTTBrokerReconciler) previousAuth(ctx context.Context, b *v1alpha1.MQT
 		return previous, err
 	}
 	// Damaged or missing bookkeeping only costs rehashing.
-	if bundle, err := brokerconfig.ParseBundle(out.secret.Data[brokerconfig.BundleFileName]); err == nil {
-		for _, u := range bundle.Users {
-			previous[u.Username] = previousHash{hash: u.PasswordHash}
-		}
+	for username, hash := range r.bundleHashes.of(client.ObjectKeyFromObject(b), out.secret) {
+		previous[username] = previousHash{hash: hash}
 	}
 	if out.state, err = r.getSecret(ctx, b.Namespace, resources.AuthStateSecretName(b)); err != nil {
 		return nil, err
@@ -252,4 +251,44 @@ func nextGeneration(previous *corev1.Secret) int64 {
 	}
 	g, _ := strconv.ParseInt(previous.Annotations[resources.AnnotationAuthGeneration], 10, 64)
 	return g + 1
+}
+
+// bundleHashes keeps, per broker, the password hashes of its bundle Secret
+// as last parsed, so a reconcile parses (and gunzips) the bundle only when
+// the Secret changed, not on every pod or Secret event.
+type bundleHashes struct {
+	mu     sync.Mutex
+	parsed map[types.NamespacedName]parsedBundle
+}
+
+type parsedBundle struct {
+	resourceVersion string
+	hashes          map[string]string
+}
+
+// of returns username -> hash of the bundle in secret. The map is shared:
+// callers only read it.
+func (c *bundleHashes) of(broker types.NamespacedName, secret *corev1.Secret) map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.parsed[broker]; ok && p.resourceVersion == secret.ResourceVersion {
+		return p.hashes
+	}
+	hashes := map[string]string{}
+	if bundle, err := brokerconfig.ParseBundle(secret.Data[brokerconfig.BundleFileName]); err == nil {
+		for _, u := range bundle.Users {
+			hashes[u.Username] = u.PasswordHash
+		}
+	}
+	if c.parsed == nil {
+		c.parsed = map[types.NamespacedName]parsedBundle{}
+	}
+	c.parsed[broker] = parsedBundle{secret.ResourceVersion, hashes}
+	return hashes
+}
+
+func (c *bundleHashes) forget(broker types.NamespacedName) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.parsed, broker)
 }

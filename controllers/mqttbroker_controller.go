@@ -41,9 +41,10 @@ type MQTTBrokerReconciler struct {
 	Options     resources.Options
 	Enforcement *Enforcement
 	// Now is the clock for condition transition times; tests may fix it.
-	Now    func() metav1.Time
-	pusher *pusher
-	seen   transitions
+	Now          func() metav1.Time
+	pusher       *pusher
+	seen         transitions
+	bundleHashes bundleHashes
 }
 
 // +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttbrokers,verbs=get;list;watch
@@ -66,6 +67,7 @@ func (r *MQTTBrokerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			r.Enforcement.forget(req.NamespacedName)
 			r.pusher.forget(req.NamespacedName)
 			r.seen.forget(req.NamespacedName)
+			r.bundleHashes.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}

@@ -29,6 +29,9 @@ const operatorNamespace = "mqtt-operator-system"
 
 var k8s client.Client
 
+// watcher watches objects for tests that check a sequence of changes.
+var watcher client.WithWatch
+
 // operatorLogs holds the operator's log output for the whole suite.
 var operatorLogs testenv.LogBuffer
 
@@ -48,6 +51,9 @@ func runSuite(m *testing.M) (int, error) {
 	}
 	defer func() { _ = env.Stop() }()
 	k8s = env.Client
+	if watcher, err = client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme}); err != nil {
+		return 1, err
+	}
 	// Everything the operator logs, at info level, goes to operatorLogs so
 	// tests can check that no secret ever appears in it; TEST_VERBOSE_LOGS
 	// also prints it.

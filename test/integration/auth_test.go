@@ -134,20 +134,22 @@ func TestACLChangeAppliesToLiveSessions(t *testing.T) {
 	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: d.ns, Name: "dashboard"}, acl); err != nil {
 		t.Fatal(err)
 	}
-	acl.Spec.Rules[0].Topic = "telemetry/building-b/#" // no longer the gateway's readings
+	acl.Spec.Rules[0].Topic = "telemetry/sensor-gateway/humidity" // no longer the temperature
 	start := time.Now()
 	if err := k8s.Update(context.Background(), acl); err != nil {
 		t.Fatal(err)
 	}
-	// Enforced means the next delivery is checked against the new rules.
+	// Enforced means the next delivery is checked against the new rules: a
+	// temperature probe followed by a still-allowed humidity marker must
+	// bring the marker alone (one publisher, one subscriber: in order).
 	eventually(t, 5*time.Second, "the narrowed ACL on the live session", func() error {
 		gw.publish(t, "telemetry/sensor-gateway/temp", "probe")
-		select {
-		case p := <-dash.received:
-			return fmt.Errorf("still delivered %q", p.Payload)
-		case <-time.After(100 * time.Millisecond):
-			return nil
+		gw.publish(t, "telemetry/sensor-gateway/humidity", "marker")
+		if got := dash.next(t); got != "marker" {
+			dash.next(t) // the marker behind it
+			return fmt.Errorf("still delivered %q", got)
 		}
+		return nil
 	})
 	t.Logf("ACL change enforced on the live session within %v", time.Since(start).Round(time.Millisecond))
 	eventually(t, 10*time.Second, "TopicACL Ready again", func() error {

@@ -349,6 +349,3 @@ func substitutions(n *node, c Client) [2]*node {
 	}
 	return out
 }
-
-// Rules returns how many rules the index holds, for metrics.
-func (idx *Index) ACLs() int { return len(idx.acls) }

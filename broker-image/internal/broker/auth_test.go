@@ -12,6 +12,7 @@ import (
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
+	"github.com/mqtt-operator/mqtt-operator/internal/passwordhash"
 )
 
 func TestAuthentication(t *testing.T) {
@@ -184,7 +185,7 @@ func TestRevocationDisconnectsWithinASecond(t *testing.T) {
 }
 
 func hashesFor(password string) (string, error) {
-	return passwordHashChosen(password)
+	return passwordhash.HashChosen(password)
 }
 
 func TestNarrowedACLAppliesToTheNextMessage(t *testing.T) {

@@ -348,17 +348,7 @@ func TestMaxQoSIsAdvertisedGrantedAndEnforced(t *testing.T) {
 
 	// paho refuses to send above the advertised maximum, so a raw MQTT
 	// 3.1.1 client does (3.1.1 has no way to learn the maximum).
-	conn, err := net.Dial("tcp", tb.tcp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_, _ = conn.Write(mqttConnect("raw-alice", "alice", alicePassword, true))
-	readPacket(t, conn) // CONNACK
-	topic, payload := "devices/alice/temp", "qos2-refused"
-	body := append([]byte{0, byte(len(topic))}, topic...)
-	body = append(append(body, 0, 9), payload...)
-	_, _ = conn.Write(append([]byte{0x34, byte(len(body))}, body...))
+	conn := rawPublish(t, tb.tcp, 0x04, 9, "devices/alice/temp", "qos2-refused")
 	if !closedWithin(conn, 2*time.Second) {
 		t.Error("a QoS 2 publish above maxQoS 1 did not close the connection")
 	}
@@ -379,16 +369,7 @@ func TestRetainOffRefusesRetainedPublishes(t *testing.T) {
 	}
 	// paho then refuses to send a retained message, so a raw MQTT 3.1.1
 	// client does.
-	conn, err := net.Dial("tcp", tb.tcp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_, _ = conn.Write(mqttConnect("raw-alice", "alice", alicePassword, true))
-	readPacket(t, conn) // CONNACK
-	topic := "devices/alice/status"
-	body := append(append([]byte{0, byte(len(topic))}, topic...), "online"...)
-	_, _ = conn.Write(append([]byte{0x31, byte(len(body))}, body...))
+	conn := rawPublish(t, tb.tcp, 0x01, 0, "devices/alice/status", "online")
 	if !closedWithin(conn, 2*time.Second) {
 		t.Error("a retained publish with retain off did not close the connection")
 	}

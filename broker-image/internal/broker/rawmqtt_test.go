@@ -45,3 +45,25 @@ func readPacket(t *testing.T, conn net.Conn) []byte {
 	}
 	return append(out, body...)
 }
+
+// rawPublish logs in as alice over MQTT 3.1.1 and sends one PUBLISH with the
+// given flags (bits 0-3 of the fixed header: QoS << 1, retain) and packet ID
+// (used for QoS > 0), bypassing the checks a client library makes. The
+// connection is returned for the test to watch, and closed at its end.
+func rawPublish(t *testing.T, addr string, flags byte, packetID uint16, topic, payload string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	_, _ = conn.Write(mqttConnect("raw-alice", "alice", alicePassword, true))
+	readPacket(t, conn) // CONNACK
+	body := append([]byte{0, byte(len(topic))}, topic...)
+	if flags&0x06 != 0 {
+		body = append(body, byte(packetID>>8), byte(packetID))
+	}
+	body = append(body, payload...)
+	_, _ = conn.Write(append([]byte{0x30 | flags, byte(len(body))}, body...))
+	return conn
+}
