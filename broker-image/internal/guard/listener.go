@@ -77,6 +77,58 @@ type socket struct {
 	guard       *Guard
 	ln          net.Listener
 	closing     atomic.Bool
+
+	// The connections being served, so Close can end them and return only
+	// when none is left in mochi: mochi adds to its client WaitGroup inside
+	// EstablishConnection and waits on it right after closing the
+	// listeners; a connection still on its way in would otherwise add to it
+	// while it is being waited on.
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+	wg    sync.WaitGroup
+}
+
+// serve runs mochi on c unless the listener is closing.
+func (s *socket) serve(c *conn, establish listeners.EstablishFn) {
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		_ = c.Close()
+		return
+	}
+	if s.conns == nil {
+		s.conns = map[*conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.wg.Done()
+	}()
+	s.guard.serveConn(s.id, c, establish)
+}
+
+// closeTimeout bounds how long Close waits for connections to end.
+const closeTimeout = 5 * time.Second
+
+// endConnections closes what mochi has not (connections that never sent
+// CONNECT) and waits until every connection has left mochi.
+func (s *socket) endConnections() {
+	s.mu.Lock()
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(closeTimeout):
+		s.guard.Log.Warn("connections still open after the listener closed", "listener", s.id)
+	}
 }
 
 func (s *socket) ID() string { return s.id }
@@ -104,7 +156,10 @@ func (s *socket) bind() error {
 // StopAccepting closes the socket but leaves connected clients alone, for a
 // drain that disconnects them one by one.
 func (s *socket) StopAccepting() {
-	if s.closing.CompareAndSwap(false, true) && s.ln != nil {
+	s.mu.Lock()
+	first := s.closing.CompareAndSwap(false, true)
+	s.mu.Unlock()
+	if first && s.ln != nil {
 		_ = s.ln.Close()
 	}
 }
@@ -112,7 +167,6 @@ func (s *socket) StopAccepting() {
 // TCP is an MQTT listener over TCP, optionally with TLS.
 type TCP struct {
 	socket
-	wg sync.WaitGroup
 }
 
 // NewTCP returns a TCP (or, with tlsConfig, TLS) listener.
@@ -151,11 +205,7 @@ func (l *TCP) Serve(establish listeners.EstablishFn) {
 		if !ok {
 			continue
 		}
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			l.guard.serveConn(l.id, c, establish)
-		}()
+		go l.serve(c, establish)
 	}
 }
 
@@ -163,6 +213,7 @@ func (l *TCP) Serve(establish listeners.EstablishFn) {
 func (l *TCP) Close(closeClients listeners.CloseFn) {
 	l.StopAccepting()
 	l.guard.closeClients(l.id, closeClients)
+	l.endConnections()
 }
 
 // WebSocket is an MQTT listener over WebSocket (RFC 6455, subprotocol "mqtt")
@@ -221,7 +272,7 @@ func (l *WebSocket) handle(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	l.guard.serveConn(l.id, c, l.establish)
+	l.serve(c, l.establish)
 }
 
 // Serve serves HTTP until Close.
@@ -236,6 +287,7 @@ func (l *WebSocket) Serve(establish listeners.EstablishFn) {
 func (l *WebSocket) Close(closeClients listeners.CloseFn) {
 	l.StopAccepting()
 	l.guard.closeClients(l.id, closeClients)
+	l.endConnections()
 	if l.srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
