@@ -51,11 +51,21 @@ type AuthBundle struct {
 	ACLs       []ACL  `json:"acls"`
 }
 
-// User is one identity clients log in as.
+// User is one identity clients log in as: with a password (PasswordHash),
+// or with a TLS client certificate (CertificateSHA256), never both.
 type User struct {
 	Username     string `json:"username"`
-	PasswordHash string `json:"passwordHash"`
+	PasswordHash string `json:"passwordHash,omitempty"`
+	// CertificateSHA256 are the SHA-256 fingerprints (lowercase hex of the
+	// DER bytes) of the client certificates this user may present: the one
+	// in its connection Secret and, while it is still valid, the one it
+	// replaced. A certificate must also chain to the broker's client CA and
+	// carry the username as its subject common name.
+	CertificateSHA256 []string `json:"certificateSHA256,omitempty"`
 }
+
+// UsesCertificate reports whether u logs in with a client certificate.
+func (u *User) UsesCertificate() bool { return len(u.CertificateSHA256) > 0 }
 
 // ACL is one TopicACL.
 type ACL struct {
@@ -109,8 +119,19 @@ func (b *AuthBundle) Validate() error {
 			errs = append(errs, fmt.Errorf("users[%d]: username %q appears twice", i, u.Username))
 		}
 		seen[u.Username] = true
-		if err := passwordhash.Validate(u.PasswordHash); err != nil {
-			errs = append(errs, fmt.Errorf("users[%d] (%s): %w", i, u.Username, err))
+		switch {
+		case u.UsesCertificate() && u.PasswordHash != "":
+			errs = append(errs, fmt.Errorf("users[%d] (%s): has both a password hash and certificate fingerprints", i, u.Username))
+		case u.UsesCertificate():
+			for _, fp := range u.CertificateSHA256 {
+				if !ValidFingerprint(fp) {
+					errs = append(errs, fmt.Errorf("users[%d] (%s): certificate fingerprint %q is not 64 lowercase hex digits", i, u.Username, fp))
+				}
+			}
+		default:
+			if err := passwordhash.Validate(u.PasswordHash); err != nil {
+				errs = append(errs, fmt.Errorf("users[%d] (%s): %w", i, u.Username, err))
+			}
 		}
 	}
 	for i, a := range b.ACLs {
@@ -257,4 +278,24 @@ func ValidateTopicFilter(f string) error {
 		}
 	}
 	return nil
+}
+
+// CertificateFingerprint is how the bundle names a certificate: the
+// lowercase hex SHA-256 of its DER bytes.
+func CertificateFingerprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
+}
+
+// ValidFingerprint reports whether fp is a fingerprint as CertificateFingerprint writes it.
+func ValidFingerprint(fp string) bool {
+	if len(fp) != 2*sha256.Size {
+		return false
+	}
+	for _, c := range fp {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

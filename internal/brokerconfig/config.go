@@ -59,6 +59,11 @@ type TLS struct {
 	CertFile string `json:"certFile"`
 	// KeyFile holds the private key.
 	KeyFile string `json:"keyFile"`
+	// ClientCAFile, when set, holds the CA certificates (PEM) a client
+	// certificate must chain to. Clients may then log in with a
+	// certificate instead of a password; those that present none still
+	// can with a password. Reloaded in place like the pair.
+	ClientCAFile string `json:"clientCAFile,omitempty"`
 }
 
 // Listener is one MQTT endpoint.

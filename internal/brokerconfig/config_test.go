@@ -117,3 +117,48 @@ func TestLargeBundlesAreCompressedAndParse(t *testing.T) {
 		t.Fatalf("parsing the compressed bundle: %v", err)
 	}
 }
+
+// A user logs in with a password or with certificates, never both, and a
+// fingerprint is exactly what CertificateFingerprint writes.
+func TestCertificateUsers(t *testing.T) {
+	const hash = "$sha256$MDEyMzQ1Njc4OWFiY2RlZg$ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGk"
+	fp := CertificateFingerprint([]byte("some DER bytes"))
+	if len(fp) != 64 || strings.ToLower(fp) != fp {
+		t.Fatalf("fingerprint %q is not 64 lowercase hex digits", fp)
+	}
+	bundle := func(u User) *AuthBundle {
+		b := &AuthBundle{Users: []User{u}}
+		b.Seal()
+		return b
+	}
+	for name, u := range map[string]User{
+		"password":        {Username: "alice", PasswordHash: hash},
+		"one certificate": {Username: "sensor", CertificateSHA256: []string{fp}},
+		"renewal overlap": {Username: "sensor", CertificateSHA256: []string{fp, CertificateFingerprint([]byte("the next one"))}},
+	} {
+		if err := bundle(u).Validate(); err != nil {
+			t.Errorf("%s: refused: %v", name, err)
+		}
+	}
+	for name, tc := range map[string]struct {
+		u    User
+		want string
+	}{
+		"both":       {User{Username: "sensor", PasswordHash: hash, CertificateSHA256: []string{fp}}, "has both a password hash and certificate fingerprints"},
+		"neither":    {User{Username: "sensor"}, "users[0] (sensor)"},
+		"upper case": {User{Username: "sensor", CertificateSHA256: []string{strings.ToUpper(fp)}}, "is not 64 lowercase hex digits"},
+		"short":      {User{Username: "sensor", CertificateSHA256: []string{fp[:63]}}, "is not 64 lowercase hex digits"},
+		"not hex":    {User{Username: "sensor", CertificateSHA256: []string{fp[:63] + "g"}}, "is not 64 lowercase hex digits"},
+		"empty":      {User{Username: "sensor", CertificateSHA256: []string{""}}, "is not 64 lowercase hex digits"},
+	} {
+		err := bundle(tc.u).Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error with %q", name, err, tc.want)
+		}
+	}
+	// Password users keep their JSON: the new field is omitted.
+	data, err := MarshalBundle(bundle(User{Username: "alice", PasswordHash: hash}))
+	if err != nil || strings.Contains(string(data), "certificateSHA256") {
+		t.Errorf("a password user's bundle: %v %s", err, data)
+	}
+}

@@ -124,7 +124,7 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 		b.store = st
 	}
 	if cfg.TLS != nil {
-		certStore, err := certs.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		certStore, err := certs.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.ClientCAFile)
 		if err != nil {
 			return nil, err
 		}
@@ -220,31 +220,32 @@ func (b *Broker) Revision() string {
 	return ""
 }
 
-// ReloadCertificate reads the TLS certificate files again. New handshakes
-// use the new pair; established connections are untouched. An invalid pair
-// is refused and the one in use stays.
+// ReloadCertificate reads the TLS certificate files and the client CA file
+// again. New handshakes use the new pair and CAs; established connections are
+// untouched. An invalid pair or CA file is refused and the one in use stays.
 func (b *Broker) ReloadCertificate() error {
 	if b.certs == nil {
 		return nil
 	}
 	changed, err := b.certs.Reload()
-	switch {
-	case err != nil:
-		b.log.Error("refused the new TLS certificate; keeping the one in use", "error", err.Error(),
+	if err != nil {
+		b.log.Error("refused new TLS files; keeping the ones in use", "error", err.Error(),
 			"inUseExpires", b.certs.NotAfter().UTC().Format(time.RFC3339))
-	case changed:
-		b.log.Info("TLS certificate reloaded", "expires", b.certs.NotAfter().UTC().Format(time.RFC3339))
+	}
+	if changed {
+		// Also after a partial refusal: the file that was valid is in use.
+		b.log.Info("TLS files reloaded", "expires", b.certs.NotAfter().UTC().Format(time.RFC3339))
 	}
 	return err
 }
 
-// CertificateFiles are the TLS files to watch; empty without TLS.
+// CertificateFiles are the TLS files to watch (the pair and the client CA
+// file); empty without TLS.
 func (b *Broker) CertificateFiles() []string {
 	if b.certs == nil {
 		return nil
 	}
-	c, k := b.certs.Files()
-	return []string{c, k}
+	return b.certs.Files()
 }
 
 // Server exposes mochi's server, for tests and metrics.

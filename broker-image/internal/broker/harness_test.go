@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -189,11 +190,26 @@ type v5opts struct {
 	keepAlive                uint16
 	cleanStart               bool
 	sessionExpiry            uint32
+	tls                      *tls.Config // MQTT over TLS when set
+}
+
+// refusedError is a CONNACK that refused the client, as opposed to a
+// connection that failed before MQTT (a TLS handshake, say).
+type refusedError struct{ code byte }
+
+func (e *refusedError) Error() string { return fmt.Sprintf("CONNACK refused: reason 0x%02x", e.code) }
+
+func dial(addr string, cfg *tls.Config) (net.Conn, error) {
+	d := &net.Dialer{Timeout: 2 * time.Second}
+	if cfg == nil {
+		return d.Dial("tcp", addr)
+	}
+	return (&tls.Dialer{NetDialer: d, Config: cfg}).Dial("tcp", addr)
 }
 
 func connectV5(t *testing.T, addr string, o v5opts) (*v5, error) {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	conn, err := dial(addr, o.tls)
 	if err != nil {
 		return nil, err
 	}
@@ -224,6 +240,9 @@ func connectV5(t *testing.T, addr string, o v5opts) (*v5, error) {
 	c.connack, err = c.Connect(ctx, cp)
 	if err != nil {
 		_ = conn.Close()
+		if c.connack != nil {
+			return nil, &refusedError{code: c.connack.ReasonCode}
+		}
 		return nil, err
 	}
 	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })

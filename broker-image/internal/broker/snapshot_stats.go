@@ -13,7 +13,7 @@ type Stats struct {
 	StoreCommitFailures, DurableWrites, DurableRefused                   uint64
 	TLSCertNotAfter                                                      int64 // unix seconds; 0 without TLS
 	TLSReloadsOK, TLSReloadsFailed                                       uint64
-	AuthSuccess, AuthFailure, AuthCacheHits                              uint64
+	AuthSuccess, AuthFailure, AuthCacheHits, AuthCertificate             uint64
 	ACLDeniedPublish, ACLDeniedSubscribe, RateLimited, SubscriptionQuota uint64
 	SessionsRevoked, ReloadsOK, ReloadsFailed                            uint64
 	Revision                                                             string
@@ -34,7 +34,7 @@ func (b *Broker) Stats() Stats {
 		Panics: g.Panics.Load(), BytesIn: g.BytesIn.Load(), BytesOut: g.BytesOut.Load(),
 		MessagesDropped: uint64(atomic.LoadInt64(&info.MessagesDropped)), QueueFullDropped: uint64(atomic.LoadInt64(&info.InflightDropped)),
 		QoSRefused: p.QoSRefused.Load(), RetainRefused: p.RetainRefused.Load(),
-		AuthSuccess: p.AuthSuccess.Load(), AuthFailure: p.AuthFailure.Load(), AuthCacheHits: p.AuthCacheHits.Load(),
+		AuthSuccess: p.AuthSuccess.Load(), AuthFailure: p.AuthFailure.Load(), AuthCacheHits: p.AuthCacheHits.Load(), AuthCertificate: p.AuthCertificate.Load(),
 		ACLDeniedPublish: p.ACLDeniedPublish.Load(), ACLDeniedSubscribe: p.ACLDeniedSubscribe.Load(),
 		RateLimited: p.RateLimited.Load(), SubscriptionQuota: p.SubscriptionQuota.Load(),
 		SessionsRevoked: p.Revoked.Load(), ReloadsOK: b.reloadOK.Load(), ReloadsFailed: b.reloadFailed.Load(),

@@ -1,14 +1,17 @@
-// Package certs serves the broker's TLS certificate and replaces it in place
-// when the mounted files change. New handshakes get the new certificate;
-// connections already established keep theirs, so a rotation drops nobody.
+// Package certs serves the broker's TLS certificate, and the CA certificates
+// client certificates must chain to, and replaces them in place when the
+// mounted files change. New handshakes get the new files; connections already
+// established keep what they were verified with, so a rotation drops nobody.
 // A pair that does not load (half-written files, a key that does not match,
-// an expired certificate) is refused and the last good one stays in use.
+// an expired certificate) or a CA file that does not parse is refused and the
+// last good one stays in use.
 package certs
 
 import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -17,39 +20,65 @@ import (
 	"time"
 )
 
-// Store holds the certificate in use.
+// Store holds the certificate and client CAs in use.
 type Store struct {
 	certFile, keyFile string
+	clientCAFile      string // "" when clients log in with passwords only
 	now               func() time.Time
 
-	mu      sync.Mutex // serialises reloads
-	lastPEM []byte     // cert+key bytes of the pair in use, to skip no-op reloads
-	current atomic.Pointer[tls.Certificate]
+	mu        sync.Mutex     // serialises reloads
+	lastPEM   []byte         // cert+key bytes of the pair in use, to skip no-op reloads
+	lastCAPEM []byte         // bytes of the client CA file in use
+	clientCAs *x509.CertPool // nil without a client CA file
+	current   atomic.Pointer[tls.Certificate]
+	// config is what every new handshake uses, rebuilt whenever the pair or
+	// the client CAs change, so one handshake never sees half of a reload.
+	config atomic.Pointer[tls.Config]
 
 	ReloadsOK, ReloadsFailed atomic.Uint64
 }
 
-// Load reads the pair; the broker does not start without a valid one.
-func Load(certFile, keyFile string) (*Store, error) {
-	s := &Store{certFile: certFile, keyFile: keyFile, now: time.Now}
+// Load reads the pair and, when clientCAFile is not empty, the CA
+// certificates client certificates must chain to. The broker does not start
+// without valid ones.
+func Load(certFile, keyFile, clientCAFile string) (*Store, error) {
+	s := &Store{certFile: certFile, keyFile: keyFile, clientCAFile: clientCAFile, now: time.Now}
 	if _, err := s.Reload(); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// Reload reads the files again and switches to them if they hold a valid
-// pair that differs from the one in use. It reports whether it switched.
+// Reload reads the files again and switches to those that hold something
+// valid and different from what is in use. The pair and the CA file are
+// judged apart: they may come from different volumes, and a broken one must
+// not hold back a good renewal of the other. It reports whether anything
+// switched, and every file it refused.
 func (s *Store) Reload() (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	pairChanged, pairErr := s.reloadPair()
+	caChanged, caErr := s.reloadClientCAs()
+	changed := pairChanged || caChanged
+	if changed {
+		s.config.Store(s.handshakeConfig())
+		s.ReloadsOK.Add(1)
+	}
+	err := errors.Join(pairErr, caErr)
+	if err != nil {
+		s.ReloadsFailed.Add(1)
+	}
+	return changed, err
+}
+
+func (s *Store) reloadPair() (bool, error) {
 	certPEM, err := os.ReadFile(s.certFile)
 	if err != nil {
-		return false, s.failed(fmt.Errorf("reading TLS certificate: %w", err))
+		return false, fmt.Errorf("reading TLS certificate: %w", err)
 	}
 	keyPEM, err := os.ReadFile(s.keyFile)
 	if err != nil {
-		return false, s.failed(fmt.Errorf("reading TLS key: %w", err))
+		return false, fmt.Errorf("reading TLS key: %w", err)
 	}
 	joined := append(append([]byte{}, certPEM...), keyPEM...)
 	if s.current.Load() != nil && bytes.Equal(joined, s.lastPEM) {
@@ -59,25 +88,86 @@ func (s *Store) Reload() (bool, error) {
 	if err != nil {
 		// The error names what is wrong (no PEM, key mismatch) and never
 		// includes key material.
-		return false, s.failed(fmt.Errorf("loading TLS key pair from %s and %s: %w", s.certFile, s.keyFile, err))
+		return false, fmt.Errorf("loading TLS key pair from %s and %s: %w", s.certFile, s.keyFile, err)
 	}
 	if pair.Leaf == nil {
 		if pair.Leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
-			return false, s.failed(fmt.Errorf("parsing TLS certificate: %w", err))
+			return false, fmt.Errorf("parsing TLS certificate: %w", err)
 		}
 	}
 	if now := s.now(); now.After(pair.Leaf.NotAfter) {
-		return false, s.failed(fmt.Errorf("TLS certificate expired at %s", pair.Leaf.NotAfter.UTC().Format(time.RFC3339)))
+		return false, fmt.Errorf("TLS certificate expired at %s", pair.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	s.current.Store(&pair)
 	s.lastPEM = joined
-	s.ReloadsOK.Add(1)
 	return true, nil
 }
 
-func (s *Store) failed(err error) error {
-	s.ReloadsFailed.Add(1)
-	return err
+func (s *Store) reloadClientCAs() (bool, error) {
+	if s.clientCAFile == "" {
+		return false, nil
+	}
+	data, err := os.ReadFile(s.clientCAFile)
+	if err != nil {
+		return false, fmt.Errorf("reading client CA file: %w", err)
+	}
+	if s.clientCAs != nil && bytes.Equal(data, s.lastCAPEM) {
+		return false, nil
+	}
+	pool, err := parseCAs(data)
+	if err != nil {
+		return false, fmt.Errorf("client CA file %s: %w", s.clientCAFile, err)
+	}
+	s.clientCAs, s.lastCAPEM = pool, data
+	return true, nil
+}
+
+// parseCAs reads PEM CA certificates strictly: at least one, every block a
+// certificate that parses. x509.CertPool.AppendCertsFromPEM would skip what
+// it cannot read, so a half-written file would silently drop the CA that
+// clients chain to, and a CA file pointed at the wrong file (a key, say)
+// would trust nothing without a word.
+func parseCAs(data []byte) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	n := 0
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			// Text around the blocks is allowed (bundles carry comments);
+			// a block that starts but does not decode is a truncated file.
+			if bytes.Contains(rest, []byte("-----BEGIN")) {
+				return nil, fmt.Errorf("PEM block %d does not decode (truncated file?)", n+1)
+			}
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("PEM block %d is a %q, want CERTIFICATE", n+1, block.Type)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", n+1, err)
+		}
+		pool.AddCert(cert)
+		n++
+	}
+	if n == 0 {
+		return nil, errors.New("no PEM certificate in it")
+	}
+	return pool, nil
+}
+
+// handshakeConfig builds the settings of the handshakes from now on: the
+// pair in use and, with a client CA, a request for a client certificate that
+// is verified when given. Clients without one still complete the handshake
+// and log in with a password.
+func (s *Store) handshakeConfig() *tls.Config {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*s.current.Load()}}
+	if s.clientCAs != nil {
+		cfg.ClientCAs = s.clientCAs
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return cfg
 }
 
 // GetCertificate is the tls.Config callback: every handshake reads the pair
@@ -90,6 +180,12 @@ func (s *Store) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return c, nil
 }
 
+// getConfigForClient is the tls.Config callback that hands every handshake
+// the settings of that moment.
+func (s *Store) getConfigForClient(*tls.ClientHelloInfo) (*tls.Config, error) {
+	return s.config.Load(), nil
+}
+
 // NotAfter is the expiry of the certificate in use.
 func (s *Store) NotAfter() time.Time {
 	if c := s.current.Load(); c != nil && c.Leaf != nil {
@@ -99,10 +195,20 @@ func (s *Store) NotAfter() time.Time {
 }
 
 // Files are the paths the store reads, for the caller's file watch.
-func (s *Store) Files() (certFile, keyFile string) { return s.certFile, s.keyFile }
+func (s *Store) Files() []string {
+	files := []string{s.certFile, s.keyFile}
+	if s.clientCAFile != "" {
+		files = append(files, s.clientCAFile)
+	}
+	return files
+}
 
 // ServerConfig returns the TLS settings of the broker's listeners: TLS 1.2 or
-// later and the certificate of the moment.
+// later, the certificate of the moment and, when configured, client
+// certificates verified against the CAs of the moment. Session tickets stay
+// on: they are encrypted with this config's keys, which reloads leave alone,
+// and Go verifies a resumed session's client certificate chain against the
+// CAs in use at resumption, so a replaced CA cannot be bypassed that way.
 func (s *Store) ServerConfig() *tls.Config {
-	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.GetCertificate}
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.GetCertificate, GetConfigForClient: s.getConfigForClient}
 }

@@ -32,6 +32,7 @@ var metricHelp = map[string]string{
 	"mqtt_inflight_messages":                        "Unacknowledged QoS 1 and 2 messages.",
 	"mqtt_auth_total":                               "CONNECT authentications, by result.",
 	"mqtt_auth_cache_hits_total":                    "Authentications answered from the verified-credential cache.",
+	"mqtt_auth_certificate_total":                   "Successful authentications with a client certificate (also in mqtt_auth_total).",
 	"mqtt_acl_denied_total":                         "Publish and subscribe/deliver checks denied by ACL, by access.",
 	"mqtt_quota_exceeded_total":                     "Clients or filters refused by a per-client quota, by quota.",
 	"mqtt_sessions_revoked_total":                   "Sessions disconnected because a new auth bundle no longer admits them.",
@@ -103,6 +104,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter("mqtt_auth_total", s.AuthSuccess, "success")
 	counter("mqtt_auth_total", s.AuthFailure, "failure")
 	counter("mqtt_auth_cache_hits_total", s.AuthCacheHits)
+	counter("mqtt_auth_certificate_total", s.AuthCertificate)
 	counter("mqtt_acl_denied_total", s.ACLDeniedPublish, "publish")
 	counter("mqtt_acl_denied_total", s.ACLDeniedSubscribe, "subscribe")
 	counter("mqtt_quota_exceeded_total", s.RateLimited, "publish_rate")

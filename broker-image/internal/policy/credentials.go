@@ -44,6 +44,9 @@ func (c *credentialCache) mac(password []byte) [sha256.Size]byte {
 }
 
 func (c *credentialCache) verify(username, hash string, known bool, password []byte, counters *Counters) bool {
+	// A certificate user has no hash: no password logs it in, and its
+	// refusal takes as long as an unknown user's.
+	known = known && hash != ""
 	mac := c.mac(password)
 	if known {
 		c.mu.RLock()
@@ -72,7 +75,8 @@ func (c *credentialCache) verify(username, hash string, known bool, password []b
 	return true
 }
 
-// forget drops entries of users that are gone or whose hash changed.
+// forget drops entries of users that are gone, whose hash changed, or that
+// now log in with a certificate.
 func (c *credentialCache) forget(keep func(username, hash string) bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

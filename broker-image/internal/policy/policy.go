@@ -15,16 +15,24 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/acl"
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/guard"
 	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
 )
 
 // Snapshot is one consistent view of users, ACLs and quotas.
 type Snapshot struct {
 	Revision       string
-	users          map[string]string // username -> password hash
+	users          map[string]account
 	index          *acl.Index
 	AllowAnonymous bool
 	Quotas         Quotas
+}
+
+// account is how one user logs in: with a password, or with one of the
+// client certificates listed for it, never both.
+type account struct {
+	passwordHash string              // "" for a certificate user
+	certificates map[string]struct{} // SHA-256 fingerprints; nil for a password user
 }
 
 // Quotas are the per-client limits that reload in place.
@@ -40,11 +48,33 @@ type Quotas struct {
 
 // NewSnapshot indexes a validated bundle.
 func NewSnapshot(b *brokerconfig.AuthBundle, allowAnonymous bool, q Quotas) *Snapshot {
-	s := &Snapshot{Revision: b.Revision, users: make(map[string]string, len(b.Users)), index: acl.NewIndex(b.ACLs), AllowAnonymous: allowAnonymous, Quotas: q}
+	s := &Snapshot{Revision: b.Revision, users: make(map[string]account, len(b.Users)), index: acl.NewIndex(b.ACLs), AllowAnonymous: allowAnonymous, Quotas: q}
 	for _, u := range b.Users {
-		s.users[u.Username] = u.PasswordHash
+		a := account{passwordHash: u.PasswordHash}
+		if u.UsesCertificate() {
+			a = account{certificates: make(map[string]struct{}, len(u.CertificateSHA256))}
+			for _, fp := range u.CertificateSHA256 {
+				a.certificates[fp] = struct{}{}
+			}
+		}
+		s.users[u.Username] = a
 	}
 	return s
+}
+
+// passwordHash is the hash a password login as username is checked against;
+// known is false for unknown users and for certificate users, who have none.
+func (s *Snapshot) passwordHash(username string) (hash string, known bool) {
+	a := s.users[username]
+	return a.passwordHash, a.passwordHash != ""
+}
+
+// certificateAllowed reports whether username is a certificate user that may
+// present the certificate with this fingerprint. Fingerprints are not
+// secret, so a map lookup is as good as a constant-time comparison.
+func (s *Snapshot) certificateAllowed(username, fingerprint string) bool {
+	_, ok := s.users[username].certificates[fingerprint]
+	return ok
 }
 
 // Counters are the hook's metrics; the metrics package exports them.
@@ -54,6 +84,10 @@ type Counters struct {
 	RateLimited, SubscriptionQuota          atomic.Uint64
 	QoSRefused, RetainRefused               atomic.Uint64
 	Revoked                                 atomic.Uint64
+
+	// AuthCertificate counts the successes that logged in with a client
+	// certificate (they are in AuthSuccess too).
+	AuthCertificate atomic.Uint64
 }
 
 // Hook implements mqtt.Hook.
@@ -90,44 +124,105 @@ func (h *Hook) Provides(b byte) bool {
 // Current returns the snapshot in force, or nil before the first Apply.
 func (h *Hook) Current() *Snapshot { return h.snap.Load() }
 
-// OnConnectAuthenticate checks the username and password, the will topic, and
-// that the client ID is not held by another user.
+// OnConnectAuthenticate checks who the client is (client certificate, or
+// username and password, or anonymous), the will topic, and that the client
+// ID is not held by another user.
 func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	ok := h.authenticate(cl, pk)
-	if ok {
-		h.Counters.AuthSuccess.Add(1)
-	} else {
+	id, ok := h.authenticate(cl, pk)
+	if !ok {
 		h.Counters.AuthFailure.Add(1)
-	}
-	return ok
-}
-
-func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	s := h.snap.Load()
-	if s == nil || cl.ID == "inline" { // "inline" would take over mochi's internal client
+		// mochi calls OnDisconnect only for clients it admitted: the state
+		// OnConnect stored would otherwise stay, and the client with it.
+		h.clients.Delete(cl)
 		return false
 	}
-	username := string(cl.Properties.Username)
-	if username == "" {
-		if !s.AllowAnonymous || len(pk.Connect.Password) > 0 {
-			return false
+	h.Counters.AuthSuccess.Add(1)
+	if id.certificate != "" {
+		h.Counters.AuthCertificate.Add(1)
+		// Apply reads it to decide whether the session survives a new bundle.
+		if st := h.state(cl); st != nil {
+			st.certificate.Store(&id.certificate)
 		}
-	} else {
-		hash, known := s.users[username]
-		if !h.creds.verify(username, hash, known, pk.Connect.Password, &h.Counters) {
-			return false
-		}
+	}
+	return true
+}
+
+// identity is who a CONNECT authenticated as.
+type identity struct {
+	username string // "" for anonymous
+	// certificate is the fingerprint of the client certificate the client
+	// logged in with; "" for password and anonymous logins.
+	certificate string
+}
+
+func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) (identity, bool) {
+	s := h.snap.Load()
+	if s == nil || cl.ID == "inline" { // "inline" would take over mochi's internal client
+		return identity{}, false
+	}
+	id, ok := h.identify(s, cl, pk)
+	if !ok {
+		return id, false
+	}
+	if id.certificate != "" {
+		// From here on the client is this user: ACLs (%u), the client ID
+		// check below, the store and later reloads all read the username.
+		cl.Properties.Username = []byte(id.username)
 	}
 	// One tenant's user must not kick another user's session off by reusing
 	// its client ID.
-	if existing, found := h.server.Clients.Get(cl.ID); found && !existing.Closed() && string(existing.Properties.Username) != username {
+	if existing, found := h.server.Clients.Get(cl.ID); found && !existing.Closed() && string(existing.Properties.Username) != id.username {
 		h.log.Info("refused a client ID held by another user", "clientId", cl.ID)
-		return false
+		return id, false
 	}
-	if pk.Connect.WillFlag && !s.index.Allowed(acl.Client{Username: username, ClientID: cl.ID}, acl.Publish, pk.Connect.WillTopic) {
-		return false
+	if pk.Connect.WillFlag && !s.index.Allowed(acl.Client{Username: id.username, ClientID: cl.ID}, acl.Publish, pk.Connect.WillTopic) {
+		return id, false
 	}
-	return true
+	return id, true
+}
+
+// identify decides who the client is: the certificate user its verified
+// client certificate names, or else the user whose password it gives, or
+// else anonymous when that is allowed. A certificate that names no
+// certificate user, or one not listed for it, proves nothing, so the client
+// is judged as if it had sent none.
+func (h *Hook) identify(s *Snapshot, cl *mqtt.Client, pk packets.Packet) (identity, bool) {
+	claimed := string(cl.Properties.Username)
+	if id, ok := h.certificateIdentity(s, cl, claimed); ok {
+		return id, true
+	}
+	if claimed == "" {
+		return identity{}, s.AllowAnonymous && len(pk.Connect.Password) == 0
+	}
+	// A certificate user has no hash: verify refuses it, after as long as
+	// a wrong password takes, like an unknown user.
+	hash, known := s.passwordHash(claimed)
+	return identity{username: claimed}, h.creds.verify(claimed, hash, known, pk.Connect.Password, &h.Counters)
+}
+
+// certificateIdentity maps the client's verified certificate to the
+// certificate user its subject common name names, if that user lists the
+// certificate's fingerprint and the client claims no other username. The
+// password, if one was sent, is not looked at: the certificate proves more.
+func (h *Hook) certificateIdentity(s *Snapshot, cl *mqtt.Client, claimed string) (identity, bool) {
+	leaf := guard.PeerCertificate(cl.Net.Conn)
+	if leaf == nil {
+		return identity{}, false
+	}
+	cn := leaf.Subject.CommonName
+	if cn == "" || (claimed != "" && claimed != cn) {
+		return identity{}, false
+	}
+	fp := brokerconfig.CertificateFingerprint(leaf.Raw)
+	if !s.certificateAllowed(cn, fp) {
+		if _, isUser := s.users[cn]; isUser {
+			// A revoked or not yet listed certificate of a real user: worth
+			// a line. Fingerprints are not secret.
+			h.log.Info("client certificate is not listed for its user", "clientId", cl.ID, "user", cn, "fingerprint", fp)
+		}
+		return identity{}, false
+	}
+	return identity{username: cn, certificate: fp}, true
 }
 
 // OnACLCheck authorises a publish (write) or a subscription and each message

@@ -17,6 +17,9 @@ type clientState struct {
 	// refusing holds the filters of the SUBSCRIBE being processed that exceed
 	// the subscription quota; OnACLCheck refuses them, OnSubscribed clears it.
 	refusing atomic.Pointer[map[string]struct{}]
+	// certificate is the fingerprint of the client certificate the client
+	// logged in with, nil after a password or anonymous login.
+	certificate atomic.Pointer[string]
 }
 
 func (st *clientState) refused(filter string) bool {

@@ -1,32 +1,28 @@
 package policy
 
 import (
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // Apply makes s the snapshot in force and disconnects the sessions it no
-// longer admits: users removed or whose password changed, and anonymous
+// longer admits: users removed or whose password changed, certificate logins
+// whose certificate is no longer listed for their user, and anonymous
 // clients when anonymous access was turned off. MQTT 5 clients get reason
 // 0x87 (not authorized). Narrowed ACLs need nothing here: every publish,
 // subscribe and delivery reads the new snapshot from now on.
 func (h *Hook) Apply(s *Snapshot) (revoked int) {
 	old := h.snap.Swap(s)
-	h.creds.forget(func(username, hash string) bool { return s.users[username] == hash })
+	// Certificate users have no hash, so their name never keeps an entry.
+	h.creds.forget(func(username, hash string) bool {
+		newHash, known := s.passwordHash(username)
+		return known && newHash == hash
+	})
 	if old == nil {
 		return 0
 	}
 	for _, cl := range h.server.Clients.GetAll() {
-		if cl.Net.Inline || cl.Closed() {
-			continue
-		}
-		username := string(cl.Properties.Username)
-		keep := s.AllowAnonymous
-		if username != "" {
-			oldHash, wasKnown := old.users[username]
-			newHash, isKnown := s.users[username]
-			keep = isKnown && (!wasKnown || oldHash == newHash)
-		}
-		if keep {
+		if cl.Net.Inline || cl.Closed() || h.admits(old, s, cl) {
 			continue
 		}
 		revoked++
@@ -35,4 +31,25 @@ func (h *Hook) Apply(s *Snapshot) (revoked int) {
 		_ = h.server.DisconnectClient(cl, packets.ErrNotAuthorized)
 	}
 	return revoked
+}
+
+// admits reports whether the session of cl, admitted under old, stays under
+// s. A certificate login stays while its user lists the certificate: a
+// renewal that keeps the old fingerprint during the overlap drops nobody. A
+// password login stays while its user has the same hash (or, admitted by an
+// even older snapshot, has one at all): a user that switched to
+// certificates has none.
+func (h *Hook) admits(old, s *Snapshot, cl *mqtt.Client) bool {
+	username := string(cl.Properties.Username)
+	if st := h.state(cl); st != nil {
+		if fp := st.certificate.Load(); fp != nil {
+			return s.certificateAllowed(username, *fp)
+		}
+	}
+	if username == "" {
+		return s.AllowAnonymous
+	}
+	oldHash, wasKnown := old.passwordHash(username)
+	newHash, isKnown := s.passwordHash(username)
+	return isKnown && (!wasKnown || oldHash == newHash)
 }
