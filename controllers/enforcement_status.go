@@ -29,6 +29,8 @@ const (
 	ReasonInvalidRules     = "InvalidRules"
 	ReasonUnknownUsers     = "UnknownUsers"
 	ReasonAllResolved      = "AllResolved"
+	ReasonBrokerTLSOff     = "BrokerTLSDisabled"
+	ReasonCertificateWait  = "CertificatePending"
 
 	// ConditionSubjectsResolved says whether every user a TopicACL names
 	// exists.

@@ -19,6 +19,9 @@ const (
 	// indexBrokerUsername is "<broker>/<username>": the claimants of one
 	// username, without listing every user of a broker.
 	indexBrokerUsername = "broker.username"
+	// indexTLSSecret finds the brokers that take their certificate from a
+	// Secret (mode ExistingSecret).
+	indexTLSSecret = "spec.tls.secretName"
 )
 
 func brokerUsername(broker, username string) string { return broker + "/" + username }
@@ -48,6 +51,14 @@ func registerIndexes(ctx context.Context, mgr ctrl.Manager) error {
 		return nil
 	}); err != nil {
 		return fmt.Errorf("indexing MQTTUsers by password Secret: %w", err)
+	}
+	if err := fi.IndexField(ctx, &v1alpha1.MQTTBroker{}, indexTLSSecret, func(o client.Object) []string {
+		if t := o.(*v1alpha1.MQTTBroker).Spec.TLS; t != nil && t.Mode == v1alpha1.TLSExistingSecret && t.SecretName != "" {
+			return []string{t.SecretName}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing MQTTBrokers by TLS Secret: %w", err)
 	}
 	return nil
 }

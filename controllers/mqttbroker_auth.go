@@ -19,6 +19,7 @@ import (
 	"github.com/mqtt-operator/mqtt-operator/internal/authbundle"
 	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
 	"github.com/mqtt-operator/mqtt-operator/internal/passwordhash"
+	"github.com/mqtt-operator/mqtt-operator/internal/pki"
 	"github.com/mqtt-operator/mqtt-operator/internal/resources"
 )
 
@@ -34,9 +35,9 @@ type renderedAuth struct {
 	token   string            // the admin API token
 }
 
-// passwordSource names the Secret and key holding a user's password: the
+// passwordSource names the Secret and key holding a user's credential: the
 // referenced Secret, or the connection Secret the user controller writes a
-// generated password into.
+// generated password or a client certificate into.
 func passwordSource(u *v1alpha1.MQTTUser) (name, key string) {
 	if ref := u.Spec.PasswordSecretRef; ref != nil {
 		key = ref.Key
@@ -44,6 +45,9 @@ func passwordSource(u *v1alpha1.MQTTUser) (name, key string) {
 			key = resources.ConnectionPasswordKey
 		}
 		return ref.Name, key
+	}
+	if u.Spec.Authentication == v1alpha1.AuthenticationClientCertificate {
+		return resources.ConnectionSecretName(u), resources.ConnectionClientCertKey
 	}
 	return resources.ConnectionSecretName(u), resources.ConnectionPasswordKey
 }
@@ -76,6 +80,7 @@ func (r *MQTTBrokerReconciler) gatherAuth(ctx context.Context, b *v1alpha1.MQTTB
 	}
 	owners, _ := authbundle.Owners(users)
 	var jobs []hashJob
+	var certUsers []authbundle.User
 	for i := range users {
 		u := &users[i]
 		username := authbundle.Username(u)
@@ -89,6 +94,13 @@ func (r *MQTTBrokerReconciler) gatherAuth(ctx context.Context, b *v1alpha1.MQTTB
 		} else if err != nil {
 			return nil, fmt.Errorf("reading the password Secret of MQTTUser %s: %w", u.Name, err)
 		}
+		if u.Spec.Authentication == v1alpha1.AuthenticationClientCertificate {
+			if fps := certificateFingerprints(secret, key); len(fps) > 0 {
+				out.users[u.Name] = member{generation: u.Generation, source: sourceVersion(secret, key)}
+				certUsers = append(certUsers, authbundle.User{Username: username, CertificateSHA256: fps})
+			}
+			continue
+		}
 		password := string(secret.Data[key])
 		chosen := u.Spec.PasswordSecretRef != nil
 		if password == "" || (chosen && passwordhash.ValidateChosen(password) != nil) {
@@ -98,7 +110,8 @@ func (r *MQTTBrokerReconciler) gatherAuth(ctx context.Context, b *v1alpha1.MQTTB
 			version: sourceVersion(secret, key), chosen: chosen, previous: previous[username]})
 	}
 	hashAll(jobs)
-	bundleUsers := make([]authbundle.User, 0, len(jobs))
+	bundleUsers := make([]authbundle.User, 0, len(jobs)+len(certUsers))
+	bundleUsers = append(bundleUsers, certUsers...)
 	for _, j := range jobs {
 		if j.hash == "" {
 			continue
@@ -115,6 +128,22 @@ func (r *MQTTBrokerReconciler) gatherAuth(ctx context.Context, b *v1alpha1.MQTTB
 	}
 	out.bundle = bundle
 	return out, nil
+}
+
+// certificateFingerprints are the client certificates a certificate user
+// may log in with: the one in its connection Secret and the one that
+// replaced (recorded by the user controller). None while the user controller
+// has not issued one yet.
+func certificateFingerprints(secret *corev1.Secret, key string) []string {
+	cert, err := pki.ParseCertificate(secret.Data[key])
+	if err != nil {
+		return nil
+	}
+	fps := []string{brokerconfig.CertificateFingerprint(cert.Raw)}
+	if prev := secret.Annotations[resources.AnnotationPreviousCertificate]; brokerconfig.ValidFingerprint(prev) && prev != fps[0] {
+		fps = append(fps, prev)
+	}
+	return fps
 }
 
 // previousAuth reads what was written last time: the bundle's hashes and the

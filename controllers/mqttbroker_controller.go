@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -41,7 +42,10 @@ type MQTTBrokerReconciler struct {
 	Options     resources.Options
 	Enforcement *Enforcement
 	// Now is the clock for condition transition times; tests may fix it.
-	Now          func() metav1.Time
+	Now func() metav1.Time
+	// Clock decides certificate renewal and CA rollover; tests move it
+	// forward instead of waiting. Nil is the system clock.
+	Clock        func() time.Time
 	pusher       *pusher
 	seen         transitions
 	bundleHashes bundleHashes
@@ -57,6 +61,7 @@ type MQTTBrokerReconciler struct {
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;create;patch
 
 // Reconcile applies the broker's children, renders and pushes its auth
 // bundle, and reports what it observes.
@@ -88,22 +93,39 @@ func (r *MQTTBrokerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		s.failure = failure
 		return ctrl.Result{}, nil
 	}
+	// Certificates before the StatefulSet: its pods mount them.
+	if s.tls, err = r.reconcileTLS(ctx, broker); err != nil {
+		return ctrl.Result{}, err
+	}
+	result := ctrl.Result{}
+	if s.tls != nil {
+		result.RequeueAfter = s.tls.after // renewals and CA rollover happen on time, not on the next event
+	}
 	auth, err := r.gatherAuth(ctx, broker)
 	if err != nil {
-		return ctrl.Result{}, err
+		return result, err
 	}
 	authErr := r.applyAuth(ctx, broker, auth)
 	if authErr != nil && !errors.Is(authErr, errAuthTooLarge) {
-		return ctrl.Result{}, authErr
+		return result, authErr
 	}
 	if err := r.applyChildren(ctx, s, children); err != nil || s.failure != nil {
-		return ctrl.Result{}, err
+		return result, err
 	}
 	if authErr != nil { // the pods keep the last bundle that fitted
 		s.failure = &specFailure{ReasonAuthTooLarge, authErr.Error()}
-		return ctrl.Result{}, nil
+		return result, nil
 	}
-	return ctrl.Result{}, r.syncAuth(ctx, s, auth)
+	return result, r.syncAuth(ctx, s, auth)
+}
+
+// clock is the reconciler's time source: Clock when set (tests), else the
+// system clock.
+func (r *MQTTBrokerReconciler) clock() time.Time {
+	if r.Clock != nil {
+		return r.Clock()
+	}
+	return time.Now()
 }
 
 // brokerScope carries what one reconcile learns to the status write.
@@ -114,6 +136,7 @@ type brokerScope struct {
 	failure *specFailure
 	auth    *v1alpha1.AuthStatus
 	pushErr error
+	tls     *tlsOutcome
 }
 
 // gatherChildren builds every child of the broker, in the order they are
@@ -167,6 +190,7 @@ func (r *MQTTBrokerReconciler) writeStatus(ctx context.Context, s *brokerScope) 
 	}
 	s.broker.Status = computeStatus(s.before, s.sts, s.failure, now)
 	setAuthStatus(&s.broker.Status, s.broker.Generation, s.auth, s.pushErr, now)
+	setTLSStatus(&s.broker.Status, s.broker.Generation, s.tls, resources.TLSEnabled(s.broker), now)
 	if equality.Semantic.DeepEqual(s.before.Status, s.broker.Status) {
 		return nil
 	}
@@ -232,9 +256,10 @@ func brokerOfPod(_ context.Context, o client.Object) []reconcile.Request {
 	return brokerRequest(o.GetNamespace(), l[resources.LabelInstance])
 }
 
-// brokersOfPasswordSecret maps a Secret to the brokers whose users take their
-// password from it: a connection Secret names its broker in a label; a
-// Secret a user references is found through the index.
+// brokersOfPasswordSecret maps a Secret to the brokers that read it: a
+// connection Secret (and the Secret cert-manager issues for a broker) names
+// its broker in a label; a password Secret a user references, and a TLS
+// Secret a broker references, are found through indexes.
 func (r *MQTTBrokerReconciler) brokersOfPasswordSecret(ctx context.Context, o client.Object) []reconcile.Request {
 	if broker := o.GetLabels()[resources.LabelBroker]; broker != "" {
 		return brokerRequest(o.GetNamespace(), broker)
@@ -247,6 +272,14 @@ func (r *MQTTBrokerReconciler) brokersOfPasswordSecret(ctx context.Context, o cl
 	var out []reconcile.Request
 	for _, u := range users.Items {
 		out = append(out, brokerRequest(u.Namespace, u.Spec.BrokerRef.Name)...)
+	}
+	var brokers v1alpha1.MQTTBrokerList
+	if err := r.Client.List(ctx, &brokers, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexTLSSecret: o.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "finding the brokers of a TLS Secret", "secret", o.GetName())
+		return out
+	}
+	for _, b := range brokers.Items {
+		out = append(out, brokerRequest(b.Namespace, b.Name)...)
 	}
 	return out
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -39,7 +40,9 @@ type MQTTUserReconciler struct {
 	Recorder    events.EventRecorder
 	Enforcement *Enforcement
 	Now         func() metav1.Time
-	seen        transitions
+	// Clock decides client certificate renewal; nil is the system clock.
+	Clock func() time.Time
+	seen  transitions
 }
 
 // +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttusers/status,verbs=get;update;patch
@@ -62,13 +65,28 @@ func (r *MQTTUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_
 	if err := r.gatherBroker(ctx, s); err != nil || s.problem != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.gatherPassword(ctx, s); err != nil || s.problem != nil {
+	creds := resources.Credentials{Username: s.username}
+	result := ctrl.Result{}
+	var precondition string // resourceVersion the connection Secret must still have
+	if user.Spec.Authentication == v1alpha1.AuthenticationClientCertificate {
+		if result, precondition, err = r.gatherCertificate(ctx, s, &creds); err != nil || s.problem != nil {
+			return ctrl.Result{}, err
+		}
+	} else {
+		if err := r.gatherPassword(ctx, s); err != nil || s.problem != nil {
+			return ctrl.Result{}, err
+		}
+		creds.Password, creds.Rotation = s.password, s.rotation
+	}
+	if creds.CA, err = r.serverCA(ctx, s.broker); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := apply(ctx, r.Client, resources.ConnectionSecret(user, s.broker, s.username, s.password, s.rotation)); err != nil {
+	conn := resources.ConnectionSecret(user, s.broker, creds)
+	conn.ResourceVersion = precondition
+	if err := apply(ctx, r.Client, conn); err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{}, r.observeEnforcement(ctx, s)
+	return result, r.observeEnforcement(ctx, s)
 }
 
 // userScope carries what one reconcile learns to the status write. It never
@@ -142,13 +160,7 @@ func (r *MQTTUserReconciler) gatherPassword(ctx context.Context, s *userScope) e
 		return nil
 	}
 	want := u.Annotations[resources.AnnotationRotatePassword]
-	conn := &corev1.Secret{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: u.Namespace, Name: resources.ConnectionSecretName(u)}, conn)
-	if apierrors.IsNotFound(err) {
-		// The cache may lag behind our own write: never regenerate a
-		// password that exists.
-		err = r.APIReader.Get(ctx, client.ObjectKey{Namespace: u.Namespace, Name: resources.ConnectionSecretName(u)}, conn)
-	}
+	conn, err := r.readConnectionSecret(ctx, u)
 	switch {
 	case err == nil && metav1.IsControlledBy(conn, u) && len(conn.Data[resources.ConnectionPasswordKey]) >= minGeneratedPassword &&
 		conn.Annotations[resources.AnnotationRotatePassword] == want:
@@ -164,6 +176,21 @@ func (r *MQTTUserReconciler) gatherPassword(ctx context.Context, s *userScope) e
 		return fmt.Errorf("reading the connection Secret: %w", err)
 	}
 	return nil
+}
+
+// readConnectionSecret reads the user's connection Secret, past the cache
+// when the cache has not seen it: what it holds (a generated password, a
+// client certificate) must never be replaced because of a stale cache.
+func (r *MQTTUserReconciler) readConnectionSecret(ctx context.Context, u *v1alpha1.MQTTUser) (*corev1.Secret, error) {
+	conn := &corev1.Secret{}
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: u.Namespace, Name: resources.ConnectionSecretName(u)}, conn)
+	if apierrors.IsNotFound(err) {
+		err = r.APIReader.Get(ctx, client.ObjectKey{Namespace: u.Namespace, Name: resources.ConnectionSecretName(u)}, conn)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return conn, nil
 }
 
 // minGeneratedPassword is the length of a generated password (32 random
@@ -275,6 +302,11 @@ func (r *MQTTUserReconciler) sameUsername(ctx context.Context, o client.Object) 
 }
 
 func (r *MQTTUserReconciler) usersOfSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	// A broker's TLS and CA Secrets: every user's connection Secret carries
+	// the CA bundle, and certificate users are issued from the CA.
+	if l := o.GetLabels(); l[resources.LabelBroker] != "" && l[resources.LabelUser] == "" {
+		return r.requestsFor(ctx, o.GetNamespace(), l[resources.LabelBroker])
+	}
 	var users v1alpha1.MQTTUserList
 	if err := r.Client.List(ctx, &users, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexPasswordSecretRef: o.GetName()}); err != nil {
 		log.FromContext(ctx).Error(err, "finding the users of a password Secret", "secret", o.GetName())

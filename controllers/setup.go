@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 
@@ -14,6 +15,9 @@ type Config struct {
 	Options resources.Options
 	// Concurrency is how many objects of each kind reconcile in parallel.
 	Concurrency int
+	// Clock decides certificate renewals and CA rollovers; nil is the
+	// system clock. Tests move it instead of waiting.
+	Clock func() time.Time
 }
 
 // Setup registers every controller of the operator with mgr. The operator's
@@ -27,12 +31,12 @@ func Setup(mgr ctrl.Manager, cfg Config) error {
 	recorder := mgr.GetEventRecorder(resources.OperatorName)
 	if err := (&MQTTBrokerReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder,
-		Options: cfg.Options, Enforcement: enforcement,
+		Options: cfg.Options, Enforcement: enforcement, Clock: cfg.Clock,
 	}).SetupWithManager(mgr, cfg.Concurrency); err != nil {
 		return err
 	}
 	if err := (&MQTTUserReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder, Enforcement: enforcement,
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder, Enforcement: enforcement, Clock: cfg.Clock,
 	}).SetupWithManager(mgr, cfg.Concurrency); err != nil {
 		return err
 	}

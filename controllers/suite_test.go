@@ -80,6 +80,7 @@ func runSuite(m *testing.M) (int, error) {
 	if err := Setup(mgr, Config{
 		Options:     resources.Options{BrokerImage: "mqtt-operator/broker:test", OperatorNamespace: operatorNamespace},
 		Concurrency: 4,
+		Clock:       testClock.Now,
 	}); err != nil {
 		return 1, err
 	}

@@ -24,4 +24,7 @@ const (
 	// ConditionAuthSynced is True when every ready broker pod enforces the
 	// latest users and ACLs.
 	ConditionAuthSynced = "AuthSynced"
+	// ConditionTLSReady is True when the broker's server certificate is
+	// valid and in its pods' TLS Secret; present only with a TLS listener.
+	ConditionTLSReady = "TLSReady"
 )

@@ -51,6 +51,44 @@ type MQTTBrokerStatus struct {
 	// auth reports the users and ACLs the broker pods enforce.
 	// +optional
 	Auth *AuthStatus `json:"auth,omitempty"`
+
+	// tls reports the certificates in use, when a TLS listener is enabled.
+	// +optional
+	TLS *TLSStatus `json:"tls,omitempty"`
+}
+
+// TLSStatus describes the broker's certificates. It never holds key
+// material.
+type TLSStatus struct {
+	// mode the certificate comes from.
+	// +optional
+	Mode TLSMode `json:"mode,omitempty"`
+	// secretName is the Secret the pods mount (tls.crt, tls.key, ca.crt,
+	// client-ca.crt), written by the operator after checking the pair.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+	// notAfter is when the server certificate in use expires.
+	// +optional
+	NotAfter *metav1.Time `json:"notAfter,omitempty"`
+	// renewalTime is when the operator replaces the server certificate
+	// (OperatorManaged), or when it expects the issuer to (CertManager).
+	// +optional
+	RenewalTime *metav1.Time `json:"renewalTime,omitempty"`
+	// serialNumber of the server certificate in use, in hex.
+	// +optional
+	SerialNumber string `json:"serialNumber,omitempty"`
+	// dnsNames the server certificate carries.
+	// +optional
+	// +listType=atomic
+	DNSNames []string `json:"dnsNames,omitempty"`
+	// caNotAfter is when the certificate authority that signs client
+	// certificates expires.
+	// +optional
+	CANotAfter *metav1.Time `json:"caNotAfter,omitempty"`
+	// trustedCAs is the number of CA certificates in the trust bundle: 2
+	// during a CA rollover.
+	// +optional
+	TrustedCAs int32 `json:"trustedCAs,omitempty"`
 }
 
 // AuthStatus says which auth bundle (users with password hashes, and ACLs)

@@ -7,7 +7,7 @@ import (
 )
 
 // MQTTBrokerSpec is the desired state of one MQTT broker.
-// +kubebuilder:validation:XValidation:rule="!has(self.tls)",message="spec.tls is not supported by this operator version yet: operator-managed, existing-Secret and cert-manager certificates arrive with TLS support; remove spec.tls and use the tcp or websocket listener"
+// +kubebuilder:validation:XValidation:rule="!has(self.tls) || self.listeners.tls.enabled || self.listeners.secureWebsocket.enabled",message="spec.tls is set but neither the tls nor the secureWebsocket listener is enabled; enable one (listeners.tls.enabled: true) or remove spec.tls"
 // +kubebuilder:validation:XValidation:rule="!has(self.autoscaling)",message="spec.autoscaling is not supported yet: it needs brokers that form a cluster (more than one replica), which this operator version does not run; remove spec.autoscaling"
 type MQTTBrokerSpec struct {
 	// replicas is the number of broker pods. 0 stops the broker and keeps its
@@ -75,8 +75,9 @@ type MQTTBrokerSpec struct {
 	// +optional
 	AllowAnonymous bool `json:"allowAnonymous,omitempty"`
 
-	// tls configures certificates for the tls and secureWebsocket listeners.
-	// Reserved: this operator version refuses it (see the validation message).
+	// tls configures the certificates of the tls and secureWebsocket
+	// listeners. When one of them is enabled and tls is empty, the operator
+	// manages a certificate authority and the server certificate itself.
 	// +optional
 	TLS *TLSSpec `json:"tls,omitempty"`
 
@@ -132,7 +133,6 @@ const (
 
 // Listeners are the broker's MQTT endpoints.
 // +kubebuilder:validation:XValidation:rule="self.tcp.enabled || self.tls.enabled || self.websocket.enabled || self.secureWebsocket.enabled",message="at least one listener must be enabled, or no client could connect"
-// +kubebuilder:validation:XValidation:rule="!self.tls.enabled && !self.secureWebsocket.enabled",message="the tls and secureWebsocket listeners need certificates, which this operator version cannot provide yet; use the tcp or websocket listener"
 // +kubebuilder:validation:XValidation:rule="[self.tcp.enabled ? self.tcp.port : -1, self.tls.enabled ? self.tls.port : -2, self.websocket.enabled ? self.websocket.port : -3, self.secureWebsocket.enabled ? self.secureWebsocket.port : -4].all(p, [self.tcp.enabled ? self.tcp.port : -1, self.tls.enabled ? self.tls.port : -2, self.websocket.enabled ? self.websocket.port : -3, self.secureWebsocket.enabled ? self.secureWebsocket.port : -4].filter(q, q == p).size() == 1)",message="enabled listeners must use different ports"
 type Listeners struct {
 	// tcp is MQTT over plain TCP (default: on, port 1883).
@@ -368,26 +368,109 @@ type Limits struct {
 // +kubebuilder:validation:Enum=OperatorManaged;ExistingSecret;CertManager
 type TLSMode string
 
-// TLSSpec configures the broker's certificates. Reserved for a later version.
+const (
+	// TLSOperatorManaged: the operator runs a CA for the broker and issues
+	// and renews the server certificate.
+	TLSOperatorManaged TLSMode = "OperatorManaged"
+	// TLSExistingSecret: a kubernetes.io/tls Secret you manage.
+	TLSExistingSecret TLSMode = "ExistingSecret"
+	// TLSCertManager: a cert-manager Certificate the operator creates.
+	TLSCertManager TLSMode = "CertManager"
+)
+
+// TLSSpec configures the broker's certificates.
+//
+// Whatever the mode, the operator also runs a certificate authority per
+// broker for client certificates (MQTTUsers with authentication
+// ClientCertificate), and copies the server certificate into a Secret it
+// owns only after checking it, so a broken certificate never reaches a pod.
+// +kubebuilder:validation:XValidation:rule="self.mode != 'ExistingSecret' || has(self.secretName)",message="mode ExistingSecret needs secretName: the kubernetes.io/tls Secret holding tls.crt and tls.key"
+// +kubebuilder:validation:XValidation:rule="self.mode == 'ExistingSecret' || !has(self.secretName)",message="secretName only applies to mode ExistingSecret"
+// +kubebuilder:validation:XValidation:rule="self.mode != 'CertManager' || has(self.issuerRef)",message="mode CertManager needs issuerRef: the cert-manager Issuer or ClusterIssuer that signs the certificate"
+// +kubebuilder:validation:XValidation:rule="self.mode == 'CertManager' || !has(self.issuerRef)",message="issuerRef only applies to mode CertManager"
+// +kubebuilder:validation:XValidation:rule="duration(self.renewBefore) < duration(self.certificateDuration)",message="renewBefore must be shorter than certificateDuration"
+// +kubebuilder:validation:XValidation:rule="duration(self.caRenewBefore) < duration(self.caDuration)",message="caRenewBefore must be shorter than caDuration"
+// +kubebuilder:validation:XValidation:rule="duration(self.certificateDuration) <= duration(self.caDuration)",message="certificateDuration must not be longer than caDuration: a certificate cannot outlive its CA"
 type TLSSpec struct {
-	// mode is OperatorManaged, ExistingSecret or CertManager.
+	// mode is OperatorManaged (default), ExistingSecret or CertManager.
+	// +kubebuilder:default=OperatorManaged
 	// +optional
 	Mode TLSMode `json:"mode,omitempty"`
 
-	// secretName of a kubernetes.io/tls Secret, for mode ExistingSecret.
+	// secretName of a kubernetes.io/tls Secret in this namespace with tls.crt
+	// (leaf first, then intermediates), tls.key and optionally ca.crt, for
+	// mode ExistingSecret. The operator watches it: a valid new pair reaches
+	// the pods without a restart; a broken one is refused (condition
+	// TLSReady=False) and the pods keep the last good one.
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
 
-	// issuerName of a cert-manager Issuer or ClusterIssuer, for mode CertManager.
-	// +kubebuilder:validation:MaxLength=253
+	// issuerRef names the cert-manager issuer, for mode CertManager.
 	// +optional
-	IssuerName string `json:"issuerName,omitempty"`
+	IssuerRef *IssuerReference `json:"issuerRef,omitempty"`
 
-	// issuerKind is Issuer or ClusterIssuer, for mode CertManager.
+	// dnsNames are extra names the server certificate carries, such as the
+	// external name of a LoadBalancer Service. The in-cluster names (the
+	// client Service, the headless Service and every pod) are always there.
+	// Modes OperatorManaged and CertManager.
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +listType=set
+	// +optional
+	DNSNames []string `json:"dnsNames,omitempty"`
+
+	// certificateDuration is how long server and client certificates the
+	// operator issues are valid (default 90 days).
+	// +kubebuilder:default="2160h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h')",message="certificateDuration must be at least 1h"
+	// +optional
+	CertificateDuration *metav1.Duration `json:"certificateDuration,omitempty"`
+
+	// renewBefore is how long before expiry a certificate is replaced
+	// (default 30 days).
+	// +kubebuilder:default="720h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5m')",message="renewBefore must be at least 5m"
+	// +optional
+	RenewBefore *metav1.Duration `json:"renewBefore,omitempty"`
+
+	// caDuration is how long a certificate authority the operator creates is
+	// valid (default 5 years).
+	// +kubebuilder:default="43800h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('2h')",message="caDuration must be at least 2h"
+	// +optional
+	CADuration *metav1.Duration `json:"caDuration,omitempty"`
+
+	// caRenewBefore is how long before the CA expires its successor is
+	// created (default 1 year). The successor is trusted at once (it joins
+	// ca.crt in every connection Secret) and starts signing half of
+	// caRenewBefore later, so clients have that long to pick up the new
+	// bundle; the old CA stays trusted until it expires.
+	// +kubebuilder:default="8760h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10m')",message="caRenewBefore must be at least 10m"
+	// +optional
+	CARenewBefore *metav1.Duration `json:"caRenewBefore,omitempty"`
+}
+
+// IssuerReference names a cert-manager issuer.
+type IssuerReference struct {
+	// name of the Issuer (in this namespace) or ClusterIssuer.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// kind is Issuer (default) or ClusterIssuer.
+	// +kubebuilder:default=Issuer
 	// +kubebuilder:validation:Enum=Issuer;ClusterIssuer
 	// +optional
-	IssuerKind string `json:"issuerKind,omitempty"`
+	Kind string `json:"kind,omitempty"`
+	// group of the issuer kind (default cert-manager.io; external issuers
+	// have their own).
+	// +kubebuilder:default=cert-manager.io
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	Group string `json:"group,omitempty"`
 }
 
 // AutoscalingSpec bounds and drives automatic scaling. Reserved for a later

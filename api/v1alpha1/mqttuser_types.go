@@ -38,7 +38,6 @@ type SecretKeyReference struct {
 }
 
 // MQTTUserSpec is an identity MQTT clients log in with.
-// +kubebuilder:validation:XValidation:rule="self.authentication != 'ClientCertificate'",message="authentication ClientCertificate needs TLS on the broker, which this operator version does not support yet; use Password"
 // +kubebuilder:validation:XValidation:rule="self.authentication == 'Password' || !has(self.passwordSecretRef)",message="passwordSecretRef only applies to authentication Password"
 type MQTTUserSpec struct {
 	// brokerRef names the MQTTBroker, in this namespace, this user logs in to.
@@ -50,7 +49,12 @@ type MQTTUserSpec struct {
 	// +optional
 	Username Username `json:"username,omitempty"`
 
-	// authentication is Password (default) or ClientCertificate.
+	// authentication is Password (default) or ClientCertificate. A
+	// certificate user gets a client certificate (CN = username) and key,
+	// issued by its broker's certificate authority, in its connection
+	// Secret, and logs in over TLS with no password. The broker checks the
+	// certificate's fingerprint against the user, so deleting the user
+	// rejects the certificate at once. Needs a TLS listener on the broker.
 	// +kubebuilder:default=Password
 	// +optional
 	Authentication AuthenticationType `json:"authentication,omitempty"`
@@ -62,7 +66,9 @@ type MQTTUserSpec struct {
 	PasswordSecretRef *SecretKeyReference `json:"passwordSecretRef,omitempty"`
 
 	// connectionSecretName is the Secret the operator writes for applications:
-	// host, port, username, password and a ready-to-use uri. Empty uses
+	// host, ports, username, password (or tls.crt and tls.key for a
+	// certificate user), ca.crt when the broker has TLS, and a ready-to-use
+	// uri. Empty uses
 	// "<MQTTUser name>-mqtt".
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="connectionSecretName must be a valid Secret name: lowercase letters, digits, '-' and '.'"

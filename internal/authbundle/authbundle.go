@@ -66,6 +66,9 @@ func Owners(users []v1alpha1.MQTTUser) (owners map[string]string, conflicts map[
 type User struct {
 	Username     string
 	PasswordHash string
+	// CertificateSHA256 are the fingerprints of a certificate user's
+	// client certificates; such a user has no password hash.
+	CertificateSHA256 []string
 }
 
 // Render builds the bundle of users and ACLs. ACLs are ordered by name (the
@@ -77,7 +80,7 @@ type User struct {
 func Render(users []User, acls []v1alpha1.TopicACL) (bundle *brokerconfig.AuthBundle, rejected map[string]error) {
 	bundle = &brokerconfig.AuthBundle{Users: []brokerconfig.User{}, ACLs: []brokerconfig.ACL{}}
 	for _, u := range users {
-		bundle.Users = append(bundle.Users, brokerconfig.User{Username: u.Username, PasswordHash: u.PasswordHash})
+		bundle.Users = append(bundle.Users, brokerconfig.User{Username: u.Username, PasswordHash: u.PasswordHash, CertificateSHA256: u.CertificateSHA256})
 	}
 	sorted := slices.Clone(acls)
 	slices.SortFunc(sorted, func(a, b v1alpha1.TopicACL) int { return strings.Compare(a.Name, b.Name) })

@@ -47,7 +47,7 @@ func TestRenderIsStableAndLeavesOutWhatTheBrokerWouldRefuse(t *testing.T) {
 	good := acl("b-good", v1alpha1.ACLSubjects{Users: []v1alpha1.Username{"alice"}}, v1alpha1.ACLRule{Topic: "devices/%u/#", Access: v1alpha1.AccessPublish})
 	other := acl("a-other", v1alpha1.ACLSubjects{AllAuthenticated: true}, v1alpha1.ACLRule{Topic: "status/+", Access: v1alpha1.AccessSubscribe, Effect: v1alpha1.EffectDeny})
 	bad := acl("c-bad", v1alpha1.ACLSubjects{AllAuthenticated: true}, v1alpha1.ACLRule{Topic: "a/#/b", Access: v1alpha1.AccessPublish})
-	users := []User{{"bob", "$sha256$MDEyMzQ1Njc4OWFiY2RlZg$" + "ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGk"}, {"alice", "$sha256$MDEyMzQ1Njc4OWFiY2RlZg$" + "ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGk"}}
+	users := []User{{Username: "bob", PasswordHash: "$sha256$MDEyMzQ1Njc4OWFiY2RlZg$" + "ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGk"}, {Username: "alice", PasswordHash: "$sha256$MDEyMzQ1Njc4OWFiY2RlZg$" + "ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGk"}}
 	b1, rejected := Render(users, []v1alpha1.TopicACL{good, bad, other})
 	b2, _ := Render([]User{users[1], users[0]}, []v1alpha1.TopicACL{other, good, bad})
 	if b1.Revision != b2.Revision {

@@ -97,6 +97,13 @@ func BrokerConfig(b *v1alpha1.MQTTBroker) (*brokerconfig.Config, error) {
 		}
 		cfg.Listeners = append(cfg.Listeners, bl)
 	}
+	if TLSEnabled(b) {
+		cfg.TLS = &brokerconfig.TLS{
+			CertFile:     tlsDir + "/" + TLSCertKey,
+			KeyFile:      tlsDir + "/" + TLSKeyKey,
+			ClientCAFile: tlsDir + "/" + TLSClientCAKey,
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("rendering broker config: %w", err)
 	}

@@ -84,34 +84,72 @@ func ConnectionSecretName(u *v1alpha1.MQTTUser) string {
 	return u.Name + "-mqtt"
 }
 
+// Credentials are what a connection Secret hands an application.
+type Credentials struct {
+	Username string
+	// Password and Rotation (the rotate-password annotation value it was
+	// generated for) of a password user.
+	Password, Rotation string
+	// ClientCert and ClientKey (PEM) of a certificate user, and the
+	// fingerprint of the certificate they replaced, if any.
+	ClientCert, ClientKey []byte
+	PreviousCertificate   string
+	// CA is the bundle that verifies the broker's server certificate, when
+	// the broker has a TLS listener.
+	CA []byte
+}
+
 // ConnectionSecret is what applications read to connect as u: the broker's
-// in-cluster host and ports, the username and password, and a URI. It is
-// owned by the MQTTUser, so deleting the user deletes it. rotation is the
-// rotate-password annotation value the password was generated for.
-func ConnectionSecret(u *v1alpha1.MQTTUser, b *v1alpha1.MQTTBroker, username, password, rotation string) *corev1.Secret {
-	data := map[string][]byte{
-		ConnectionUsernameKey: []byte(username),
-		ConnectionPasswordKey: []byte(password),
+// in-cluster host and ports, the credentials, the CA bundle when the broker
+// has TLS, and a URI (TLS preferred). It is owned by the MQTTUser, so
+// deleting the user deletes it.
+func ConnectionSecret(u *v1alpha1.MQTTUser, b *v1alpha1.MQTTBroker, c Credentials) *corev1.Secret {
+	data := map[string][]byte{ConnectionUsernameKey: []byte(c.Username)}
+	annotations := map[string]string{}
+	if len(c.ClientCert) > 0 {
+		data[ConnectionClientCertKey], data[ConnectionClientKeyKey] = c.ClientCert, c.ClientKey
+		if c.PreviousCertificate != "" {
+			annotations[AnnotationPreviousCertificate] = c.PreviousCertificate
+		}
+	} else {
+		data[ConnectionPasswordKey] = []byte(c.Password)
+		annotations[AnnotationRotatePassword] = c.Rotation
+	}
+	if len(c.CA) > 0 {
+		data[ConnectionCAKey] = c.CA
 	}
 	host := fmt.Sprintf("%s.%s.svc", ClientServiceName(b), b.Namespace)
-	var uri *url.URL
+	uris := map[string]*url.URL{}
 	for _, l := range enabledListeners(b) {
 		port := strconv.Itoa(int(l.port))
 		switch l.name {
 		case "mqtt":
 			data[ConnectionPortKey] = []byte(port)
-			uri = &url.URL{Scheme: "mqtt", Host: host + ":" + port}
+			uris[l.name] = &url.URL{Scheme: "mqtt", Host: host + ":" + port}
+		case "mqtts":
+			data[ConnectionTLSPortKey] = []byte(port)
+			uris[l.name] = &url.URL{Scheme: "mqtts", Host: host + ":" + port}
 		case "ws":
 			data[ConnectionWSPortKey] = []byte(port)
-			if uri == nil {
-				uri = &url.URL{Scheme: "ws", Host: host + ":" + port, Path: "/mqtt"}
-			}
+			uris[l.name] = &url.URL{Scheme: "ws", Host: host + ":" + port, Path: "/mqtt"}
+		case "wss":
+			data[ConnectionWSSPortKey] = []byte(port)
+			uris[l.name] = &url.URL{Scheme: "wss", Host: host + ":" + port, Path: "/mqtt"}
 		}
 	}
 	data[ConnectionHostKey] = []byte(host)
-	if uri != nil {
-		uri.User = url.UserPassword(username, password)
+	for _, name := range []string{"mqtts", "mqtt", "wss", "ws"} {
+		uri, ok := uris[name]
+		if !ok {
+			continue
+		}
+		if len(c.ClientCert) > 0 {
+			uri.User = url.User(c.Username)
+		} else {
+			uri.User = url.UserPassword(c.Username, c.Password)
+		}
 		data[ConnectionURIKey] = []byte(uri.String())
+		break
 	}
 	isController := true
 	return &corev1.Secret{
@@ -125,7 +163,7 @@ func ConnectionSecret(u *v1alpha1.MQTTUser, b *v1alpha1.MQTTBroker, username, pa
 				LabelBroker:    b.Name,
 				LabelUser:      u.Name,
 			},
-			Annotations: map[string]string{AnnotationRotatePassword: rotation},
+			Annotations: annotations,
 			OwnerReferences: []metav1.OwnerReference{{
 				APIVersion: v1alpha1.GroupVersion.String(), Kind: "MQTTUser", Name: u.Name, UID: u.UID,
 				Controller: &isController, BlockOwnerDeletion: &isController,

@@ -143,6 +143,12 @@ func StatefulSet(b *v1alpha1.MQTTBroker, cfg *brokerconfig.Config, opts Options)
 		}}},
 		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("64Mi"))}}},
 	}
+	if TLSEnabled(b) {
+		container.VolumeMounts = append(container.VolumeMounts, corev1.VolumeMount{Name: "tls", MountPath: tlsDir, ReadOnly: true})
+		volumes = append(volumes, corev1.Volume{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: TLSSecretName(b), DefaultMode: ptr.To(int32(0o440)),
+		}}})
+	}
 	var claims []corev1.PersistentVolumeClaim
 	if b.Spec.Storage.Type == v1alpha1.StoragePersistent {
 		claims = []corev1.PersistentVolumeClaim{dataClaim(b)}

@@ -91,6 +91,8 @@ func run(m *testing.M) (int, error) {
 	}
 	pods, err = localpods.Start(ctx, env.Config, localpods.Options{
 		BrokerBinary: broker, WorkDir: work, VolumeSyncDelay: 10 * time.Minute, Log: brokerLog,
+		// Certificates reach a broker only through its files.
+		VolumeSyncDelayOf: map[string]time.Duration{"tls": time.Second},
 	})
 	if err != nil {
 		return 1, err

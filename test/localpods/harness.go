@@ -45,6 +45,11 @@ type Options struct {
 	// DefaultVolumeSyncDelay. Set it long to prove a change arrived another
 	// way (the operator's push), short to prove the file path.
 	VolumeSyncDelay time.Duration
+	// VolumeSyncDelayOf overrides VolumeSyncDelay for the volumes it names
+	// (by volume name in the pod spec): a suite can keep the auth volume
+	// slow, to prove pushes, while certificates, which reach a broker only
+	// through its files, sync fast.
+	VolumeSyncDelayOf map[string]time.Duration
 	// Namespaces limits the harness to pods in these namespaces, so tests
 	// can run one harness each; empty means every namespace.
 	Namespaces []string

@@ -178,7 +178,11 @@ func (h *Harness) refreshVolumes(ctx context.Context, rt *podRuntime, pod *corev
 		if st.pendingSince.IsZero() {
 			st.pendingSince = now
 		}
-		if wait := h.opts.VolumeSyncDelay - now.Sub(st.pendingSince); wait > 0 {
+		delay, custom := h.opts.VolumeSyncDelayOf[v.Name]
+		if !custom {
+			delay = h.opts.VolumeSyncDelay
+		}
+		if wait := delay - now.Sub(st.pendingSince); wait > 0 {
 			if retry == 0 || wait < retry {
 				retry = wait
 			}

@@ -89,6 +89,9 @@ func rewriteBrokerConfig(data []byte, ip string, mounts mountTable) ([]byte, err
 	if cfg.TLS != nil {
 		cfg.TLS.CertFile, _ = mounts.resolve(cfg.TLS.CertFile)
 		cfg.TLS.KeyFile, _ = mounts.resolve(cfg.TLS.KeyFile)
+		if cfg.TLS.ClientCAFile != "" {
+			cfg.TLS.ClientCAFile, _ = mounts.resolve(cfg.TLS.ClientCAFile)
+		}
 	}
 	out, err := brokerconfig.Marshal(cfg)
 	if err != nil {
