@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +15,9 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/gorilla/websocket"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -312,3 +315,48 @@ func (s *wsStream) Write(p []byte) (int, error) {
 }
 
 func (s *wsStream) Close() error { return s.ws.Close() }
+
+// Private keys live only in their Secrets: the CA's, the pods' TLS Secret
+// and a certificate user's connection Secret. Never in a log, event,
+// status, ConfigMap or pod spec.
+func TestPrivateKeysAppearNowhereElse(t *testing.T) {
+	d := deployTLS(t)
+	if _, _, err := d.dialTLS(t, d.device, credentials{}, "device-scan"); err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string][]byte{
+		"server key":        secretOf(t, d.ns, "telemetry-tls").Data["tls.key"],
+		"CA key":            secretOf(t, d.ns, "telemetry-ca").Data["tls.key"],
+		"client key":        d.device.Data["tls.key"],
+		"app password":      d.app.Data["password"],
+		"a PEM private key": []byte("PRIVATE KEY-----"),
+	}
+	places := map[string]string{"operator log": oplog.String(), "broker log": pods.Output(d.ns, "telemetry-0")}
+	for name, list := range map[string]client.ObjectList{
+		"events": &eventsv1.EventList{}, "configmaps": &corev1.ConfigMapList{}, "pods": &corev1.PodList{},
+		"statefulsets": &appsv1.StatefulSetList{}, "brokers": &v1alpha1.MQTTBrokerList{}, "users": &v1alpha1.MQTTUserList{},
+	} {
+		if err := k8s.List(context.Background(), list, client.InNamespace(d.ns)); err != nil {
+			t.Fatal(err)
+		}
+		data, _ := json.Marshal(list)
+		places[name] = string(data)
+	}
+	if !strings.Contains(places["brokers"], "notAfter") || !strings.Contains(places["operator log"], "TLS Secret") {
+		t.Fatal("nothing about TLS to scan: the test would prove nothing")
+	}
+	for what, key := range keys {
+		if len(key) == 0 {
+			t.Fatalf("no %s to look for", what)
+		}
+		needle := strings.TrimSpace(string(key))
+		if lines := strings.Split(needle, "\n"); strings.HasPrefix(needle, "-----BEGIN") && len(lines) > 2 {
+			needle = lines[1] // the base64 body, in case something re-encoded the PEM
+		}
+		for where, text := range places {
+			if strings.Contains(text, needle) {
+				t.Errorf("the %s appears in the %s", what, where)
+			}
+		}
+	}
+}
