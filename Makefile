@@ -122,3 +122,7 @@ bench-acl: build ## Users and ACLs reaching live brokers: propagation and revoca
 .PHONY: bench-operator
 bench-operator: build ## 200 brokers in envtest: reconcile latency, operator RSS, reconciles at rest.
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) run ./test/bench/operator --manager=bin/manager
+
+.PHONY: bench-tls
+bench-tls: broker ## TLS handshakes per second (connect + CONNACK over TLS), ours vs mosquitto, same certificate.
+	MOSQUITTO=$$(hack/ensure-mosquitto.sh) && $(GO) run ./test/bench/tls --broker=bin/broker --mosquitto=$$MOSQUITTO

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
+	"github.com/mqtt-operator/mqtt-operator/test/bench/benchproc"
 	"github.com/mqtt-operator/mqtt-operator/test/bench/broker/mqttc"
 	"github.com/mqtt-operator/mqtt-operator/test/bench/measure"
 )
@@ -50,7 +51,7 @@ func (t *target) options(i int, clientID string, keepalive uint16, buffer int) m
 // waitReady polls with a real CONNECT until the broker accepts clients.
 func (t *target) waitReady() error {
 	return measure.WaitFor(20*time.Second, func() error {
-		if err := t.alive(); err != nil {
+		if err := t.Alive(); err != nil {
 			return err
 		}
 		c, err := mqttc.Dial(t.addr, t.options(0, "bench-ready-probe", 30, 512))
@@ -80,7 +81,7 @@ func (s *setup) file(name string, data []byte) (string, error) {
 func ports(n int) ([]int, error) {
 	out := make([]int, n)
 	for i := range out {
-		p, err := freePort()
+		p, err := benchproc.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -152,11 +153,11 @@ func (s *setup) startOursWithStorage(name string, bundle *brokerconfig.AuthBundl
 	t := &target{process: proc, healthAddr: cfg.HealthAddress, adminAddr: cfg.AdminAddress, token: token, generation: bundle.Generation,
 		creds: func(i int) (string, string) { u := users[i%len(users)]; return u.name, u.password }}
 	if err := t.waitReady(); err != nil {
-		proc.stop()
+		proc.Stop()
 		return nil, fmt.Errorf("%s never accepted a client: %w", name, err)
 	}
 	if err := measure.WaitFor(10*time.Second, func() error { _, err := httpGet("http://" + t.healthAddr + "/readyz"); return err }); err != nil {
-		proc.stop()
+		proc.Stop()
 		return nil, fmt.Errorf("%s never became ready: %w", name, err)
 	}
 	return t, nil
@@ -228,7 +229,7 @@ func httpGetAuth(url, token string) ([]byte, error) {
 
 // startMochi runs plain mochi (./mochiplain): default options, allow-all.
 func (s *setup) startMochi(name string) (*target, error) {
-	p, err := freePort()
+	p, err := benchproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +239,7 @@ func (s *setup) startMochi(name string) (*target, error) {
 	}
 	t := &target{process: proc, creds: anonymous}
 	if err := t.waitReady(); err != nil {
-		proc.stop()
+		proc.Stop()
 		return nil, fmt.Errorf("%s never accepted a client: %w", name, err)
 	}
 	return t, nil
@@ -251,7 +252,7 @@ func (s *setup) startMochi(name string) (*target, error) {
 // segments and is faster in these floods. withPasswords switches from
 // anonymous clients to a password file of the benchmark users.
 func (s *setup) startMosquitto(name string, withPasswords bool) (*target, error) {
-	p, err := freePort()
+	p, err := benchproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -289,7 +290,7 @@ func (s *setup) startMosquitto(name string, withPasswords bool) (*target, error)
 	}
 	t := &target{process: proc, creds: creds}
 	if err := t.waitReady(); err != nil {
-		proc.stop()
+		proc.Stop()
 		return nil, fmt.Errorf("%s never accepted a client: %w", name, err)
 	}
 	return t, nil

@@ -21,13 +21,13 @@ func durablePhase(s *setup, f *flags, out *report) error {
 	if err != nil {
 		return err
 	}
-	defer memT.stop()
+	defer memT.Stop()
 	durT, err := s.startOursWithStorage("ours_durable", smallBundle(s.users, 1),
 		brokerconfig.Storage{Path: dataDir, Persistent: true, Durable: true})
 	if err != nil {
 		return err
 	}
-	defer durT.stop()
+	defer durT.Stop()
 	sc := scenario{qos: 1}
 	logf("durability: %d runs of QoS 1 fan-in, in memory vs fsync before PUBACK (data on %s)", f.runs, dataDir)
 	results := map[string][]result{}
@@ -35,13 +35,13 @@ func durablePhase(s *setup, f *flags, out *report) error {
 		for _, t := range []*target{memT, durT} {
 			res, err := runLoad(t, sc, f.load, r+1)
 			if err != nil {
-				return fmt.Errorf("%s: %w", t.name, err)
+				return fmt.Errorf("%s: %w", t.Name, err)
 			}
-			results[t.name] = append(results[t.name], res)
-			logf("run %d %-12s %9.0f msg/s delivered %d/%d", r+1, t.name, res.rate(), res.delivered, res.expected)
+			results[t.Name] = append(results[t.Name], res)
+			logf("run %d %-12s %9.0f msg/s delivered %d/%d", r+1, t.Name, res.rate(), res.delivered, res.expected)
 		}
 	}
-	mem, dur := medianRun(results[memT.name]), medianRun(results[durT.name])
+	mem, dur := medianRun(results[memT.Name]), medianRun(results[durT.Name])
 	out.add("ours_durable_qos1_fanin_msgs_per_s", "%.0f", dur.rate())
 	out.add("ours_durable_qos1_fanin_delivered", "%d/%d", dur.delivered, dur.expected)
 	out.add("ours_memory_qos1_fanin_msgs_per_s", "%.0f", mem.rate())

@@ -29,7 +29,7 @@ func (r idleResult) perConn() float64 {
 // set, runs while all clients are still connected.
 func measureIdle(t *target, n, concurrency int, atPeak func()) (res idleResult, err error) {
 	time.Sleep(time.Second) // let start-up allocations settle
-	if res.before, err = rssKiB(t.pid()); err != nil {
+	if res.before, err = rssKiB(t.PID()); err != nil {
 		return res, err
 	}
 	conns := make([]*mqttc.Conn, n)
@@ -72,7 +72,7 @@ func measureIdle(t *target, n, concurrency int, atPeak func()) (res idleResult, 
 	if firstErr != nil {
 		return res, firstErr
 	}
-	if err := t.alive(); err != nil {
+	if err := t.Alive(); err != nil {
 		return res, err
 	}
 	res.conns = n
@@ -82,7 +82,7 @@ func measureIdle(t *target, n, concurrency int, atPeak func()) (res idleResult, 
 	t1 := time.Now()
 	var samples []int64
 	for time.Since(t1) < 10*time.Second {
-		rss, err := rssKiB(t.pid())
+		rss, err := rssKiB(t.PID())
 		if err != nil {
 			return res, err
 		}
@@ -153,7 +153,7 @@ func idlePhase(s *setup, f *flags, out *report) error {
 			atPeak = func() { after, _ = scrapeMetrics(t.healthAddr) }
 		}
 		res, err := measureIdle(t, f.idleConns, f.idleConcurrency, atPeak)
-		t.stop()
+		t.Stop()
 		if err != nil {
 			return fmt.Errorf("%s idle: %w", st.name, err)
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/test/bench/broker/mqttc"
+	"github.com/mqtt-operator/mqtt-operator/test/bench/measure"
 )
 
 // scenario is one throughput measurement shape.
@@ -248,7 +249,7 @@ func runLoad(t *target, sc scenario, cfg loadConfig, run int) (result, error) {
 	pubsDone := make(chan struct{})
 	go func() { wg.Wait(); close(pubsDone) }()
 
-	cpu0, gen0 := cpuSeconds(t.pid()), selfCPUSeconds()
+	cpu0, gen0 := measure.CPUSeconds(t.PID()), measure.SelfCPUSeconds()
 	t0 := time.Now()
 	close(start)
 	var res result
@@ -288,7 +289,7 @@ func runLoad(t *target, sc scenario, cfg loadConfig, run int) (result, error) {
 			res.note = fmt.Sprintf("timed out after %v", cfg.timeout)
 			break
 		}
-		if err := t.alive(); err != nil {
+		if err := t.Alive(); err != nil {
 			return result{}, err
 		}
 	}
@@ -297,7 +298,7 @@ func runLoad(t *target, sc scenario, cfg loadConfig, run int) (result, error) {
 	if n > 0 {
 		res.elapsed = time.Unix(0, last).Sub(t0)
 	}
-	res.brokerCPU, res.genCPU = cpuSeconds(t.pid())-cpu0, selfCPUSeconds()-gen0
+	res.brokerCPU, res.genCPU = measure.CPUSeconds(t.PID())-cpu0, measure.SelfCPUSeconds()-gen0
 	// Everything may be delivered before the last PUBACKs reach the
 	// publishers; give them a moment, then unblock any that still write or wait.
 	select {

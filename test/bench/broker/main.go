@@ -30,6 +30,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/test/bench/benchproc"
 )
 
 type flags struct {
@@ -78,7 +80,7 @@ func main() {
 	go func() {
 		s := <-sigs
 		fmt.Fprintf(os.Stderr, "bench-broker: %v; stopping brokers\n", s)
-		killAll()
+		benchproc.KillAll()
 		if d := workDir.Load(); d != nil {
 			_ = os.RemoveAll(*d)
 		}
@@ -86,7 +88,7 @@ func main() {
 	}()
 
 	err := run(&f)
-	killAll()
+	benchproc.KillAll()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench-broker:", err)
 		os.Exit(1)

@@ -17,19 +17,19 @@ func throughputPhases(s *setup, f *flags, phases map[string]bool, out *report) e
 	if err != nil {
 		return err
 	}
-	defer oursT.stop()
+	defer oursT.Stop()
 	var targets []*target
 	if phases["throughput"] {
 		mochiT, err := s.startMochi(mochi)
 		if err != nil {
 			return err
 		}
-		defer mochiT.stop()
+		defer mochiT.Stop()
 		mosqT, err := s.startMosquitto(mosquitto, false)
 		if err != nil {
 			return err
 		}
-		defer mosqT.stop()
+		defer mosqT.Stop()
 		targets = []*target{oursT, mochiT, mosqT}
 	} else {
 		targets = []*target{oursT}
@@ -43,7 +43,7 @@ func throughputPhases(s *setup, f *flags, phases map[string]bool, out *report) e
 		for _, sc := range []scenario{{qos: 0}, {qos: 1}} {
 			res, err := runLoad(t, sc, warm, 0)
 			if err != nil {
-				return fmt.Errorf("%s warm-up: %w", t.name, err)
+				return fmt.Errorf("%s warm-up: %w", t.Name, err)
 			}
 			if t == oursT {
 				countedOurs += res.delivered
@@ -69,25 +69,25 @@ func throughputPhases(s *setup, f *flags, phases map[string]bool, out *report) e
 				res, err := runLoad(t, sc, f.load, runID)
 				runID++
 				if err != nil {
-					return fmt.Errorf("%s %s: %w", t.name, sc, err)
+					return fmt.Errorf("%s %s: %w", t.Name, sc, err)
 				}
-				key := t.name + "_" + sc.String()
+				key := t.Name + "_" + sc.String()
 				results[key] = append(results[key], res)
 				genCPU += res.genCPU
-				genCPUBy[t.name] += res.genCPU
-				deliveredBy[t.name] += res.delivered
+				genCPUBy[t.Name] += res.genCPU
+				deliveredBy[t.Name] += res.delivered
 				brokerCPU += res.brokerCPU
 				if t == oursT {
 					countedOurs += res.delivered
 				}
 				logf("run %d %-9s %-11s %9.0f msg/s  delivered %d/%d in %v  broker cpu %.2fs generator cpu %.2fs %s",
-					r+1, t.name, sc, res.rate(), res.delivered, res.expected, res.elapsed.Round(1e6), res.brokerCPU, res.genCPU, res.note)
+					r+1, t.Name, sc, res.rate(), res.delivered, res.expected, res.elapsed.Round(1e6), res.brokerCPU, res.genCPU, res.note)
 			}
 		}
 	}
 	for _, sc := range scenarios {
 		for _, t := range targets {
-			key := t.name + "_" + sc.String()
+			key := t.Name + "_" + sc.String()
 			med := medianRun(results[key])
 			out.add(key+"_msgs_per_s", "%.0f", med.rate())
 			out.add(key+"_delivered", "%d/%d", med.delivered, med.expected)
@@ -112,7 +112,7 @@ func throughputPhases(s *setup, f *flags, phases map[string]bool, out *report) e
 	}
 	logf("  the generator used %.0f%% of the CPU the generator and the measured broker used together", 100*genCPU/math.Max(1e-9, genCPU+brokerCPU))
 	for _, t := range targets {
-		logf("  generator CPU per delivered message with %-9s %.1f us", t.name, 1e6*genCPUBy[t.name]/math.Max(1, float64(deliveredBy[t.name])))
+		logf("  generator CPU per delivered message with %-9s %.1f us", t.Name, 1e6*genCPUBy[t.Name]/math.Max(1, float64(deliveredBy[t.Name])))
 	}
 
 	// Our broker's own metrics must agree with what the subscribers counted.

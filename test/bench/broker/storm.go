@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/test/bench/broker/mqttc"
+	"github.com/mqtt-operator/mqtt-operator/test/bench/measure"
 )
 
 type stormResult struct {
@@ -25,9 +26,9 @@ func authStorm(t *target, n, warmup, concurrency int, label string) (stormResult
 	if _, err := stormCycles(t, warmup, concurrency, label+"-warm"); err != nil {
 		return stormResult{}, fmt.Errorf("warm-up: %w", err)
 	}
-	cpu0 := cpuSeconds(t.pid())
+	cpu0 := measure.CPUSeconds(t.PID())
 	res, err := stormCycles(t, n, concurrency, label)
-	res.brokerCPU = cpuSeconds(t.pid()) - cpu0
+	res.brokerCPU = measure.CPUSeconds(t.PID()) - cpu0
 	return res, err
 }
 
@@ -59,7 +60,7 @@ func stormCycles(t *target, n, concurrency int, label string) (stormResult, erro
 	wg.Wait()
 	res := stormResult{cycles: int64(n), failures: failures.Load(), elapsed: time.Since(t0)}
 	if e := firstErr.Load(); e != nil {
-		if err := t.alive(); err != nil {
+		if err := t.Alive(); err != nil {
 			return res, err
 		}
 		if res.failures*100 > int64(n) { // more than 1%: not a measurement
@@ -97,7 +98,7 @@ func stormPhase(s *setup, f *flags, out *report) error {
 				out.add("ours_storm_auth_cache_hits_total", "%.0f", hits)
 			}
 		}
-		t.stop()
+		t.Stop()
 		if err != nil {
 			return fmt.Errorf("%s storm: %w", st.name, err)
 		}
