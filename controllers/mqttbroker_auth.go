@@ -180,9 +180,15 @@ func (r *MQTTBrokerReconciler) previousAuth(ctx context.Context, b *v1alpha1.MQT
 	return previous, nil
 }
 
+// getSecret reads a Secret from the cache; nil when it does not exist.
 func (r *MQTTBrokerReconciler) getSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	return readSecret(ctx, r.Client, namespace, name)
+}
+
+// readSecret reads a Secret through c; nil when it does not exist.
+func readSecret(ctx context.Context, c client.Reader, namespace, name string) (*corev1.Secret, error) {
 	secret := &corev1.Secret{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, secret)
+	err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, secret)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}

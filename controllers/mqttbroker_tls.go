@@ -6,10 +6,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
@@ -115,7 +113,7 @@ func (r *MQTTBrokerReconciler) reconcileTLS(ctx context.Context, b *v1alpha1.MQT
 func (r *MQTTBrokerReconciler) reconcileAuthority(ctx context.Context, b *v1alpha1.MQTTBroker, s *resources.TLSSettings, now time.Time) (*pki.Authority, time.Time, error) {
 	secret, err := r.getSecret(ctx, b.Namespace, resources.CASecretName(b))
 	if err == nil && secret == nil {
-		secret, err = r.getSecretUncached(ctx, b.Namespace, resources.CASecretName(b))
+		secret, err = readSecret(ctx, r.APIReader, b.Namespace, resources.CASecretName(b)) // the cache may not have seen it yet
 	}
 	if err != nil {
 		return nil, time.Time{}, err
@@ -144,18 +142,6 @@ func (r *MQTTBrokerReconciler) reconcileAuthority(ctx context.Context, b *v1alph
 		r.Recorder.Eventf(b, nil, corev1.EventTypeNormal, "CertificateAuthorityRotated", "Rotate", "%s", changed)
 	}
 	return authority, next, nil
-}
-
-func (r *MQTTBrokerReconciler) getSecretUncached(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
-	secret := &corev1.Secret{}
-	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, secret)
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading Secret %s: %w", name, err)
-	}
-	return secret, nil
 }
 
 // operatorIssued returns the server pair the pods should have in mode

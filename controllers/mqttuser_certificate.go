@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
@@ -32,15 +30,15 @@ func (r *MQTTUserReconciler) gatherCertificate(ctx context.Context, s *userScope
 		s.problem = &userProblem{ReasonBrokerTLSOff, fmt.Sprintf("MQTTBroker %q has no TLS listener, and certificate users log in over TLS; enable listeners.tls or listeners.secureWebsocket", b.Name)}
 		return ctrl.Result{}, "", nil
 	}
-	ca := &corev1.Secret{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: b.Namespace, Name: resources.CASecretName(b)}, ca); apierrors.IsNotFound(err) {
-		s.problem = &userProblem{ReasonCertificateWait, fmt.Sprintf("waiting for MQTTBroker %q's certificate authority", b.Name)}
-		return ctrl.Result{}, "", nil
-	} else if err != nil {
-		return ctrl.Result{}, "", fmt.Errorf("reading the broker's certificate authority: %w", err)
+	ca, err := readSecret(ctx, r.Client, b.Namespace, resources.CASecretName(b))
+	if err != nil {
+		return ctrl.Result{}, "", err
 	}
-	authority := pki.LoadAuthority(ca.Data)
-	if authority.Active == nil {
+	var authority *pki.Authority
+	if ca != nil {
+		authority = pki.LoadAuthority(ca.Data)
+	}
+	if authority == nil || authority.Active == nil {
 		s.problem = &userProblem{ReasonCertificateWait, fmt.Sprintf("waiting for MQTTBroker %q's certificate authority", b.Name)}
 		return ctrl.Result{}, "", nil
 	}
@@ -91,13 +89,9 @@ func (r *MQTTUserReconciler) serverCA(ctx context.Context, b *v1alpha1.MQTTBroke
 	if !resources.TLSEnabled(b) {
 		return nil, nil
 	}
-	secret := &corev1.Secret{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: b.Namespace, Name: resources.TLSSecretName(b)}, secret)
-	if apierrors.IsNotFound(err) {
-		return nil, nil // its write brings every user of the broker back
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading the broker's TLS Secret: %w", err)
+	secret, err := readSecret(ctx, r.Client, b.Namespace, resources.TLSSecretName(b))
+	if secret == nil || err != nil {
+		return nil, err // not there yet: its write brings every user of the broker back
 	}
 	return secret.Data[resources.TLSCAKey], nil
 }

@@ -42,6 +42,14 @@ func dial(t *testing.T, addr string, c credentials, clientID string) (*mqttClien
 	if err != nil {
 		return nil, err
 	}
+	return connectOver(t, conn, c, clientID)
+}
+
+// connectOver runs MQTT 5 over an established connection (TCP, TLS or
+// WebSocket). Without a username (a certificate user) it sends no username
+// or password.
+func connectOver(t *testing.T, conn net.Conn, c credentials, clientID string) (*mqttClient, error) {
+	t.Helper()
 	m := &mqttClient{received: make(chan *paho.Publish, 100), disconnected: make(chan struct{})}
 	closed := false
 	end := func() {
@@ -61,8 +69,11 @@ func dial(t *testing.T, addr string, c credentials, clientID string) (*mqttClien
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ack, err := m.Connect(ctx, &paho.Connect{ClientID: clientID, KeepAlive: 30, CleanStart: true,
-		Username: c.username, UsernameFlag: true, Password: []byte(c.password), PasswordFlag: true})
+	cp := &paho.Connect{ClientID: clientID, KeepAlive: 30, CleanStart: true}
+	if c.username != "" {
+		cp.Username, cp.UsernameFlag, cp.Password, cp.PasswordFlag = c.username, true, []byte(c.password), true
+	}
+	ack, err := m.Connect(ctx, cp)
 	if err != nil {
 		_ = conn.Close()
 		if ack != nil {

@@ -10,10 +10,10 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/eclipse/paho.golang/paho"
 	"github.com/gorilla/websocket"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -104,45 +104,6 @@ func (d *tlsDeployment) clientTLS(t *testing.T, conn *corev1.Secret) *tls.Config
 		cfg.Certificates = []tls.Certificate{pair}
 	}
 	return cfg
-}
-
-// connectOver runs MQTT 5 over an established connection; a certificate
-// user sends no username or password.
-func connectOver(t *testing.T, conn net.Conn, c credentials, clientID string) (*mqttClient, error) {
-	t.Helper()
-	m := &mqttClient{received: make(chan *paho.Publish, 100), disconnected: make(chan struct{})}
-	closed := false
-	end := func() {
-		if !closed {
-			closed = true
-			close(m.disconnected)
-		}
-	}
-	m.Client = paho.NewClient(paho.ClientConfig{
-		Conn: conn,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			m.received <- pr.Packet
-			return true, nil
-		}},
-		OnServerDisconnect: func(*paho.Disconnect) { end() },
-		OnClientError:      func(error) { end() },
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	cp := &paho.Connect{ClientID: clientID, KeepAlive: 30, CleanStart: true}
-	if c.username != "" {
-		cp.Username, cp.UsernameFlag, cp.Password, cp.PasswordFlag = c.username, true, []byte(c.password), true
-	}
-	ack, err := m.Connect(ctx, cp)
-	if err != nil {
-		_ = conn.Close()
-		if ack != nil {
-			return nil, fmt.Errorf("CONNACK reason 0x%02x: %w", ack.ReasonCode, err)
-		}
-		return nil, err
-	}
-	t.Cleanup(func() { _ = m.Disconnect(&paho.Disconnect{}) })
-	return m, nil
 }
 
 func (d *tlsDeployment) dialTLS(t *testing.T, conn *corev1.Secret, c credentials, clientID string) (*mqttClient, *tls.Conn, error) {
@@ -280,10 +241,13 @@ func (d *tlsDeployment) dialWSS(t *testing.T, conn *corev1.Secret) net.Conn {
 }
 
 // wsStream reads and writes MQTT bytes as binary WebSocket messages.
+// The MQTT client writes from more than one goroutine (its pinger, too),
+// and a WebSocket connection takes one writer at a time.
 type wsStream struct {
 	net.Conn
-	ws     *websocket.Conn
-	reader io.Reader
+	ws      *websocket.Conn
+	reader  io.Reader
+	writeMu sync.Mutex
 }
 
 func (s *wsStream) Read(p []byte) (int, error) {
@@ -308,6 +272,8 @@ func (s *wsStream) Read(p []byte) (int, error) {
 }
 
 func (s *wsStream) Write(p []byte) (int, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	if err := s.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
@@ -136,4 +137,31 @@ var sourceCounter atomic.Uint32
 func SourceIP() net.IP {
 	n := sourceCounter.Add(1)
 	return net.IPv4(127, 0, 0, byte(2+n%253))
+}
+
+// WorkDir is the benchmark's temporary directory, once it has one; Main
+// removes it on Ctrl-C too. A benchmark asked to keep it never sets it.
+var WorkDir atomic.Pointer[string]
+
+// Main runs a benchmark's body and ends every process it started, on every
+// exit path: a returned error (printed, exit 1) and Ctrl-C or SIGTERM
+// (WorkDir removed, exit 130) alike.
+func Main(name string, run func() error) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sigs
+		fmt.Fprintf(os.Stderr, "%s: %v; stopping brokers\n", name, s)
+		KillAll()
+		if d := WorkDir.Load(); d != nil {
+			_ = os.RemoveAll(*d)
+		}
+		os.Exit(130)
+	}()
+	err := run()
+	KillAll()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
 }

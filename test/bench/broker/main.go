@@ -24,11 +24,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/test/bench/benchproc"
@@ -74,29 +71,8 @@ func main() {
 	flag.BoolVar(&f.keepDir, "keep", false, "keep the working directory (configs, broker logs)")
 	flag.Parse()
 
-	// Ctrl-C or SIGTERM: end every broker we started, then exit.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		s := <-sigs
-		fmt.Fprintf(os.Stderr, "bench-broker: %v; stopping brokers\n", s)
-		benchproc.KillAll()
-		if d := workDir.Load(); d != nil {
-			_ = os.RemoveAll(*d)
-		}
-		os.Exit(130)
-	}()
-
-	err := run(&f)
-	benchproc.KillAll()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-broker:", err)
-		os.Exit(1)
-	}
+	benchproc.Main("bench-broker", func() error { return run(&f) })
 }
-
-// workDir is removed on Ctrl-C too (unless --keep).
-var workDir atomic.Pointer[string]
 
 func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, "# "+format+"\n", args...) }
 
@@ -121,7 +97,7 @@ func run(f *flags) error {
 	if f.keepDir {
 		logf("working directory (kept): %s", dir)
 	} else {
-		workDir.Store(&dir)
+		benchproc.WorkDir.Store(&dir)
 		defer os.RemoveAll(dir)
 	}
 
