@@ -90,6 +90,11 @@ func (r *MQTTUserReconciler) serverCA(ctx context.Context, b *v1alpha1.MQTTBroke
 		return nil, nil
 	}
 	secret, err := readSecret(ctx, r.Client, b.Namespace, resources.TLSSecretName(b))
+	if secret == nil && err == nil {
+		// Just written, likely: the cache lags. A connection Secret should
+		// be complete when an application first reads it.
+		secret, err = readSecret(ctx, r.APIReader, b.Namespace, resources.TLSSecretName(b))
+	}
 	if secret == nil || err != nil {
 		return nil, err // not there yet: its write brings every user of the broker back
 	}

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -419,9 +420,18 @@ func TestClientCertificateUser(t *testing.T) {
 		t.Error("a certificate user's connection Secret holds a password")
 	}
 	ca, _ := get(t, ns, "telemetry-ca", &corev1.Secret{})
-	if signedByOneOf(cert, trusted(t, ca.Data["ca.crt"])) == nil || len(conn.Data["ca.crt"]) == 0 {
-		t.Error("the client certificate is not signed by the broker's CA, or ca.crt is missing")
+	if signedByOneOf(cert, trusted(t, ca.Data["ca.crt"])) == nil {
+		t.Error("the client certificate is not signed by the broker's CA")
 	}
+	// The CA bundle follows the broker's TLS Secret, which the operator
+	// writes right after the CA.
+	eventually(t, wait, "ca.crt in the connection Secret", func() error {
+		conn, _ := get(t, ns, "sensor-mqtt", &corev1.Secret{})
+		if len(conn.Data["ca.crt"]) == 0 {
+			return errors.New("no ca.crt")
+		}
+		return nil
+	})
 	if got := string(conn.Data["uri"]); got != "mqtts://sensor-7@telemetry."+ns+".svc:8883" {
 		t.Errorf("uri %q", got)
 	}
