@@ -22,10 +22,10 @@ import (
 
 func main() {
 	var (
-		metricsAddr, probeAddr, brokerImage, watchNamespaces, operatorNamespace string
-		leaderElect                                                             bool
-		concurrency, burst                                                      int
-		qps                                                                     float64
+		metricsAddr, probeAddr, brokerImage, watchNamespaces, operatorNamespace, clusterDomain string
+		leaderElect                                                                            bool
+		concurrency, burst                                                                     int
+		qps                                                                                    float64
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 turns it off")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
@@ -34,6 +34,7 @@ func main() {
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "comma-separated namespaces to watch; empty watches all")
 	flag.StringVar(&operatorNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"),
 		"namespace the operator runs in; only its pods may reach broker admin ports")
+	flag.StringVar(&clusterDomain, "cluster-domain", resources.DefaultClusterDomain, "DNS suffix of Services in this cluster, for the names in broker server certificates")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "brokers reconciled in parallel")
 	// Each MQTTUser costs a connection Secret and a few status writes, so
 	// client-go's defaults (5/10) would take an hour for 10,000 users; the
@@ -71,7 +72,7 @@ func main() {
 		os.Exit(1)
 	}
 	if err := controllers.Setup(mgr, controllers.Config{
-		Options:     resources.Options{BrokerImage: brokerImage, OperatorNamespace: operatorNamespace},
+		Options:     resources.Options{BrokerImage: brokerImage, OperatorNamespace: operatorNamespace, ClusterDomain: clusterDomain},
 		Concurrency: concurrency,
 	}); err != nil {
 		log.Error(err, "setting up the controllers")

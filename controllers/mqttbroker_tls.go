@@ -65,7 +65,7 @@ func (r *MQTTBrokerReconciler) reconcileTLS(ctx context.Context, b *v1alpha1.MQT
 	case v1alpha1.TLSExistingSecret:
 		want = r.pairFromSecret(ctx, b.Namespace, settings.SecretName, "ExistingSecret", now, out)
 	case v1alpha1.TLSCertManager:
-		if err := apply(ctx, r.Client, resources.CertManagerCertificate(b, settings)); meta.IsNoMatchError(err) {
+		if err := apply(ctx, r.Client, resources.CertManagerCertificate(b, settings, r.Options)); meta.IsNoMatchError(err) {
 			out.ready = notReady(ReasonCertManagerNotInstalled, "mode CertManager needs cert-manager, and its Certificate kind (cert-manager.io/v1) is not installed in this cluster; install cert-manager or choose another tls.mode")
 			out.after = time.Minute
 		} else if err != nil {
@@ -74,7 +74,7 @@ func (r *MQTTBrokerReconciler) reconcileTLS(ctx context.Context, b *v1alpha1.MQT
 			want = r.pairFromSecret(ctx, b.Namespace, resources.CertManagerSecretName(b), "CertManager", now, out)
 		}
 	default:
-		want, err = operatorIssued(b, settings, authority, current, now)
+		want, err = operatorIssued(b, settings, r.Options, authority, current, now)
 		if err != nil {
 			return nil, err
 		}
@@ -146,9 +146,9 @@ func (r *MQTTBrokerReconciler) reconcileAuthority(ctx context.Context, b *v1alph
 
 // operatorIssued returns the server pair the pods should have in mode
 // OperatorManaged: the one they have while it is still good, else a new one.
-func operatorIssued(b *v1alpha1.MQTTBroker, s *resources.TLSSettings, authority *pki.Authority, current *corev1.Secret, now time.Time) (*tlsPair, error) {
+func operatorIssued(b *v1alpha1.MQTTBroker, s *resources.TLSSettings, opts resources.Options, authority *pki.Authority, current *corev1.Secret, now time.Time) (*tlsPair, error) {
 	cn := fmt.Sprintf("%s.%s.svc", resources.ClientServiceName(b), b.Namespace)
-	names := resources.ServerDNSNames(b, s.ExtraDNSNames)
+	names := resources.ServerDNSNames(b, s.ExtraDNSNames, opts)
 	var certPEM, keyPEM []byte
 	if current != nil {
 		certPEM, keyPEM = current.Data[resources.TLSCertKey], current.Data[resources.TLSKeyKey]

@@ -20,6 +20,9 @@ type Options struct {
 	// OperatorNamespace is where the operator runs; only operator pods there may
 	// reach a broker's admin port. Empty closes the admin port to everyone.
 	OperatorNamespace string
+	// ClusterDomain is the DNS suffix of Services in this cluster, for the
+	// names in server certificates. Empty means DefaultClusterDomain.
+	ClusterDomain string
 }
 
 // Label keys and values the operator puts on everything it creates.

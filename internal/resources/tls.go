@@ -107,21 +107,25 @@ func TLS(b *v1alpha1.MQTTBroker) *TLSSettings {
 // client Service and the headless Service in their short and full forms,
 // every pod (by wildcard on the headless Service, so scaling reissues
 // nothing), and the user's extra names.
-func ServerDNSNames(b *v1alpha1.MQTTBroker, extra []string) []string {
+func ServerDNSNames(b *v1alpha1.MQTTBroker, extra []string, opts Options) []string {
+	domain := opts.ClusterDomain
+	if domain == "" {
+		domain = DefaultClusterDomain
+	}
 	var names []string
 	for _, svc := range []string{ClientServiceName(b), HeadlessServiceName(b)} {
 		names = append(names, svc,
 			svc+"."+b.Namespace,
 			svc+"."+b.Namespace+".svc",
-			svc+"."+b.Namespace+".svc."+ClusterDomain)
+			svc+"."+b.Namespace+".svc."+domain)
 	}
 	headless := HeadlessServiceName(b) + "." + b.Namespace
-	names = append(names, "*."+headless+".svc", "*."+headless+".svc."+ClusterDomain)
+	names = append(names, "*."+headless+".svc", "*."+headless+".svc."+domain)
 	return append(names, extra...)
 }
 
-// ClusterDomain is the DNS suffix of the cluster the operator runs in.
-var ClusterDomain = "cluster.local"
+// DefaultClusterDomain is the DNS suffix of most clusters' Services.
+const DefaultClusterDomain = "cluster.local"
 
 // CASecret holds the broker's certificate authority.
 func CASecret(b *v1alpha1.MQTTBroker, data map[string][]byte) *corev1.Secret {
@@ -159,10 +163,10 @@ func TLSSecret(b *v1alpha1.MQTTBroker, certPEM, keyPEM, serverCA, clientCA []byt
 // CertManager, as an unstructured object so that cert-manager is not a
 // dependency: where its CRDs are absent, applying it fails with a clear
 // condition and nothing else is affected.
-func CertManagerCertificate(b *v1alpha1.MQTTBroker, s *TLSSettings) *unstructured.Unstructured {
+func CertManagerCertificate(b *v1alpha1.MQTTBroker, s *TLSSettings, opts Options) *unstructured.Unstructured {
 	meta := objectMeta(b, b.Name)
 	owner := meta.OwnerReferences[0]
-	names := ServerDNSNames(b, s.ExtraDNSNames)
+	names := ServerDNSNames(b, s.ExtraDNSNames, opts)
 	dnsNames := make([]any, len(names))
 	for i, n := range names {
 		dnsNames[i] = n
