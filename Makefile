@@ -22,15 +22,16 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: ## Generate CRDs and RBAC from the API types and kubebuilder markers.
+manifests: ## Generate CRDs and RBAC from the API types and kubebuilder markers (and copy them into the Helm chart).
 	$(CONTROLLER_GEN) rbac:roleName=mqtt-operator crd paths="./..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	hack/sync-chart.sh
 
 .PHONY: generate
 generate: ## Generate DeepCopy methods.
 	$(CONTROLLER_GEN) object paths="./api/..."
 
 .PHONY: verify
-verify: ## Fail when generated files (CRDs, RBAC, deepcopy, go.mod) are stale.
+verify: ## Fail when generated files (CRDs, RBAC, deepcopy, the chart's copies, go.mod) are stale.
 	hack/verify-generated.sh
 
 .PHONY: fmt
@@ -100,6 +101,15 @@ install: manifests ## Install the CRDs into the cluster of the current kubeconfi
 .PHONY: uninstall
 uninstall: ## Remove the CRDs (and with them every MQTTBroker, MQTTUser and TopicACL).
 	kubectl delete --ignore-not-found -f config/crd/bases
+
+.PHONY: helm-lint
+helm-lint: ## helm lint the chart (helm is built from its Go module on first use, ~2 min).
+	HELM=$$(hack/helm.sh) && $$HELM lint --strict charts/mqtt-operator && \
+	  $$HELM lint --strict charts/mqtt-operator --set 'watchNamespaces={tenant-a,tenant-b}' --set metrics.serviceMonitor.enabled=true
+
+.PHONY: build-installer
+build-installer: manifests ## Render the chart into dist/install.yaml (namespace, CRDs, RBAC, operator) for kubectl apply.
+	hack/build-installer.sh dist/install.yaml $(IMG) $(BROKER_IMG)
 
 .PHONY: deploy
 deploy: manifests ## Deploy the operator with kustomize (kubectl -k) into mqtt-operator-system.

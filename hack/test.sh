@@ -17,6 +17,10 @@ export KUBEBUILDER_ASSETS
 step "mosquitto clients for the interoperability tests (Debian package, ~30 s when missing)"
 # Best effort: without them those tests skip and say why.
 hack/ensure-mosquitto.sh >/dev/null || echo "mosquitto not installed; the mosquitto interoperability tests will skip"
+step "helm (built from its Go module on first use, ~2 min cold) and helm lint"
+HELM="$(hack/helm.sh)"
+export HELM
+make -s helm-lint
 step "go test (unit, envtest)"
 go test -race -count=1 ./...
 echo

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-generated=(config/crd/bases config/rbac/role.yaml api/v1alpha1/zz_generated.deepcopy.go go.mod go.sum)
+generated=(config/crd/bases config/rbac/role.yaml api/v1alpha1/zz_generated.deepcopy.go
+  charts/mqtt-operator/crds charts/mqtt-operator/files/rules.yaml go.mod go.sum)
 before="$(mktemp -d)"
 trap 'rm -rf "${before}"' EXIT
 for f in "${generated[@]}"; do

@@ -1,0 +1,344 @@
+// Package chart tests the Helm chart the way it is used: rendered by helm
+// with the values users set, checked against what the operator needs, and
+// installed into a real API server, where the operator then runs with
+// exactly the rights the chart gives it.
+package chart
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
+
+	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/controllers"
+	"github.com/mqtt-operator/mqtt-operator/internal/resources"
+	"github.com/mqtt-operator/mqtt-operator/internal/testenv"
+)
+
+var (
+	env  *testenv.Env
+	helm string
+)
+
+func TestMain(m *testing.M) {
+	helm = os.Getenv("HELM")
+	if helm == "" {
+		fmt.Fprintln(os.Stderr, "HELM is not set: run through `make test` (or export HELM=$(hack/helm.sh))")
+		os.Exit(1)
+	}
+	var err error
+	if env, err = testenv.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+// render runs helm template on the chart and parses what it prints.
+func render(t *testing.T, namespace string, args ...string) []*unstructured.Unstructured {
+	t.Helper()
+	cmd := exec.Command(helm, append([]string{"template", "mqtt-operator", filepath.Join(testenv.RepoRoot(), "charts", "mqtt-operator"), "--namespace", namespace}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helm template %v: %v\n%s", args, err, stderr.String())
+	}
+	return parse(t, out)
+}
+
+func parse(t *testing.T, data []byte) []*unstructured.Unstructured {
+	t.Helper()
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var objs []*unstructured.Unstructured
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
+			return objs
+		} else if err != nil {
+			t.Fatalf("rendered YAML does not parse: %v", err)
+		}
+		if len(u.Object) > 0 {
+			objs = append(objs, u)
+		}
+	}
+}
+
+func find(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == kind {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func typed[T any](t *testing.T, u *unstructured.Unstructured, into *T) *T {
+	t.Helper()
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into); err != nil {
+		t.Fatalf("%s %s: %v", u.GetKind(), u.GetName(), err)
+	}
+	return into
+}
+
+func deployment(t *testing.T, objs []*unstructured.Unstructured) *appsv1.Deployment {
+	t.Helper()
+	d := find(objs, "Deployment")
+	if len(d) != 1 {
+		t.Fatalf("%d Deployments rendered", len(d))
+	}
+	return typed(t, d[0], &appsv1.Deployment{})
+}
+
+func generatedRules(t *testing.T) []rbacv1.PolicyRule {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	role := &rbacv1.ClusterRole{}
+	if err := yaml.Unmarshal(data, role); err != nil {
+		t.Fatal(err)
+	}
+	return role.Rules
+}
+
+func TestDefaultRender(t *testing.T) {
+	objs := render(t, "ops")
+	kinds := map[string]int{}
+	for _, o := range objs {
+		kinds[o.GetKind()]++
+	}
+	want := map[string]int{"ServiceAccount": 1, "ClusterRole": 1, "ClusterRoleBinding": 1, "Role": 1, "RoleBinding": 1, "Service": 1, "Deployment": 1}
+	if fmt.Sprint(kinds) != fmt.Sprint(want) {
+		t.Errorf("rendered %v, want %v", kinds, want)
+	}
+
+	d := deployment(t, objs)
+	pod := d.Spec.Template.Spec
+	c := pod.Containers[0]
+	// Restricted Pod Security Standard.
+	if psc := pod.SecurityContext; psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod security context %+v", pod.SecurityContext)
+	}
+	if sc := c.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Errorf("container security context %+v", c.SecurityContext)
+	}
+	if c.LivenessProbe == nil || c.ReadinessProbe == nil || c.Resources.Limits.Memory().IsZero() {
+		t.Error("the operator needs probes and a memory limit")
+	}
+	for _, arg := range []string{"--leader-elect", "--metrics-bind-address=:8080", "--broker-image=mqtt-operator/broker:0.1.0-dev", "--zap-log-level=info", "--cluster-domain=cluster.local"} {
+		if !slices.Contains(c.Args, arg) {
+			t.Errorf("args %v lack %s", c.Args, arg)
+		}
+	}
+	if c.Image != "mqtt-operator/operator:0.1.0-dev" {
+		t.Errorf("image %s", c.Image)
+	}
+	// Broker NetworkPolicies admit the admin port only from pods with this label.
+	if d.Spec.Template.Labels[resources.LabelName] != resources.OperatorName {
+		t.Errorf("operator pods are labelled %v; broker NetworkPolicies admit %s=%s", d.Spec.Template.Labels, resources.LabelName, resources.OperatorName)
+	}
+	if find(objs, "ServiceMonitor") != nil {
+		t.Error("a ServiceMonitor without metrics.serviceMonitor.enabled")
+	}
+
+	// The rules are the ones generated from the code, which the envtest
+	// suites run the operator with.
+	role := typed(t, find(objs, "ClusterRole")[0], &rbacv1.ClusterRole{})
+	if fmt.Sprint(role.Rules) != fmt.Sprint(generatedRules(t)) {
+		t.Errorf("the chart's ClusterRole differs from config/rbac/role.yaml:\n%v\n%v", role.Rules, generatedRules(t))
+	}
+}
+
+func TestValues(t *testing.T) {
+	objs := render(t, "ops", "--set", "watchNamespaces={tenant-a,tenant-b}", "--set", "metrics.enabled=false",
+		"--set", "image.repository=registry.example.com/mqtt-operator", "--set", "image.tag=1.2.3", "--set", "logLevel=debug")
+	if len(find(objs, "ClusterRole")) != 0 || len(find(objs, "ClusterRoleBinding")) != 0 {
+		t.Error("watching listed namespaces must not need cluster-wide rights")
+	}
+	var ns []string
+	for _, r := range find(objs, "Role") {
+		ns = append(ns, r.GetNamespace()+"/"+r.GetName())
+	}
+	slices.Sort(ns)
+	if want := []string{"ops/mqtt-operator-leader-election", "tenant-a/mqtt-operator", "tenant-b/mqtt-operator"}; !slices.Equal(ns, want) {
+		t.Errorf("Roles %v, want %v", ns, want)
+	}
+	if len(find(objs, "RoleBinding")) != 3 || len(find(objs, "Service")) != 0 {
+		t.Errorf("%d RoleBindings (want 3), %d Services (want none without metrics)", len(find(objs, "RoleBinding")), len(find(objs, "Service")))
+	}
+	c := deployment(t, objs).Spec.Template.Spec.Containers[0]
+	for _, arg := range []string{"--watch-namespaces=tenant-a,tenant-b", "--metrics-bind-address=0", "--zap-log-level=debug"} {
+		if !slices.Contains(c.Args, arg) {
+			t.Errorf("args %v lack %s", c.Args, arg)
+		}
+	}
+	if c.Image != "registry.example.com/mqtt-operator:1.2.3" {
+		t.Errorf("image %s", c.Image)
+	}
+
+	objs = render(t, "ops", "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.serviceMonitor.labels.release=prom")
+	sm := find(objs, "ServiceMonitor")
+	if len(sm) != 1 || sm[0].GetLabels()["release"] != "prom" {
+		t.Fatalf("ServiceMonitor %v", sm)
+	}
+	svc := typed(t, find(objs, "Service")[0], &corev1.Service{})
+	if svc.Spec.Ports[0].Name != "metrics" || !strings.Contains(fmt.Sprint(sm[0].Object["spec"]), "port:metrics") {
+		t.Errorf("the ServiceMonitor does not scrape the metrics port: %v", sm[0].Object["spec"])
+	}
+}
+
+// TestCRDsAreTheGeneratedOnes guards what `make verify` also checks: helm
+// installs the chart's crds/ directory, which must be config/crd/bases.
+func TestCRDsAreTheGeneratedOnes(t *testing.T) {
+	root := testenv.RepoRoot()
+	generated, _ := filepath.Glob(filepath.Join(root, "config", "crd", "bases", "*.yaml"))
+	inChart, _ := filepath.Glob(filepath.Join(root, "charts", "mqtt-operator", "crds", "*.yaml"))
+	if len(generated) == 0 || len(generated) != len(inChart) {
+		t.Fatalf("%d generated CRDs, %d in the chart", len(generated), len(inChart))
+	}
+	for _, g := range generated {
+		a, _ := os.ReadFile(g)
+		b, _ := os.ReadFile(filepath.Join(root, "charts", "mqtt-operator", "crds", filepath.Base(g)))
+		if !bytes.Equal(a, b) {
+			t.Errorf("the chart's %s differs from config/crd/bases: run make manifests", filepath.Base(g))
+		}
+	}
+}
+
+func create(t *testing.T, c client.Client, objs []*unstructured.Unstructured) {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetKind() == "CustomResourceDefinition" {
+			continue // envtest installed them from config/crd/bases, which the chart's equal
+		}
+		if err := c.Create(context.Background(), o); err != nil {
+			t.Fatalf("the API server refused %s %s: %v", o.GetKind(), o.GetName(), err)
+		}
+	}
+}
+
+func createNamespaces(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if err := env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestInstalledChartRunsTheOperator installs the chart watching one
+// namespace (Roles only, no cluster-wide rights) into a real API server and
+// runs the operator as the chart's ServiceAccount: a broker with TLS and a
+// user in that namespace get everything they should.
+func TestInstalledChartRunsTheOperator(t *testing.T) {
+	createNamespaces(t, "ops", "tenant")
+	objs := render(t, "ops", "--set", "watchNamespaces={tenant}")
+	create(t, env.Client, objs)
+
+	sa := find(objs, "ServiceAccount")[0]
+	cfg, err := env.ConfigFor("system:serviceaccount:ops:" + sa.GetName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
+		Cache: controllers.CacheOptions([]string{"tenant"}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := controllers.Setup(mgr, controllers.Config{Options: resources.Options{BrokerImage: "b:1", OperatorNamespace: "ops"}, Concurrency: 2}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("operator: %v", err)
+		}
+	})
+
+	b := &v1alpha1.MQTTBroker{ObjectMeta: metav1.ObjectMeta{Name: "telemetry"}}
+	b.Namespace = "tenant"
+	b.Spec.Listeners.TLS = v1alpha1.TLSListener{Enabled: true, Port: 8883}
+	u := &v1alpha1.MQTTUser{ObjectMeta: metav1.ObjectMeta{Name: "gateway"}, Spec: v1alpha1.MQTTUserSpec{BrokerRef: v1alpha1.BrokerReference{Name: "telemetry"}}}
+	u.Namespace = "tenant"
+	for _, o := range []client.Object{b, u} {
+		if err := env.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, want := range []struct {
+		name string
+		obj  client.Object
+	}{
+		{"telemetry", &appsv1.StatefulSet{}}, {"telemetry-tls", &corev1.Secret{}}, {"telemetry-auth", &corev1.Secret{}}, {"gateway-mqtt", &corev1.Secret{}},
+	} {
+		for {
+			err := env.Client.Get(ctx, client.ObjectKey{Namespace: "tenant", Name: want.name}, want.obj)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%T %s not created by the operator running with the chart's rights: %v", want.obj, want.name, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// TestInstaller renders dist/install.yaml as `make build-installer` does
+// and installs it.
+func TestInstaller(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "install.yaml")
+	cmd := exec.Command(filepath.Join(testenv.RepoRoot(), "hack", "build-installer.sh"), out, "registry.example.com/operator:1.0.0", "registry.example.com/broker:1.0.0")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build-installer: %v\n%s", err, msg)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := parse(t, data)
+	if objs[0].GetKind() != "Namespace" || objs[0].GetLabels()["pod-security.kubernetes.io/enforce"] != "restricted" {
+		t.Errorf("the installer must start with its namespace, enforcing the restricted standard: %v", objs[0].Object)
+	}
+	if n := len(find(objs, "CustomResourceDefinition")); n != 3 {
+		t.Errorf("%d CRDs in the installer", n)
+	}
+	c := deployment(t, objs).Spec.Template.Spec.Containers[0]
+	if c.Image != "registry.example.com/operator:1.0.0" || !slices.Contains(c.Args, "--broker-image=registry.example.com/broker:1.0.0") {
+		t.Errorf("image %s args %v", c.Image, c.Args)
+	}
+	create(t, env.Client, objs)
+}
