@@ -76,6 +76,14 @@ build: ## Build the operator binary into bin/manager.
 run: manifests ## Run the operator against the cluster of the current kubeconfig.
 	$(GO) run -ldflags "$(LDFLAGS)" ./cmd --broker-image=$(BROKER_IMG)
 
+.PHONY: demo
+demo: ## kind cluster + operator (Helm) + samples + an MQTT publish/subscribe through the broker. Idempotent.
+	hack/demo.sh
+
+.PHONY: demo-down
+demo-down: ## Delete the demo's kind cluster.
+	hack/kind/cluster-down.sh
+
 .PHONY: dev
 dev: ## Throwaway local control plane + operator + samples; leaves bin/dev/kubeconfig.
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) run ./test/dev
