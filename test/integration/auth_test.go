@@ -15,6 +15,7 @@ import (
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/internal/testenv"
+	"github.com/mqtt-operator/mqtt-operator/test/mqtttest"
 )
 
 const (
@@ -81,38 +82,38 @@ func deploySamples(t *testing.T) *deployment {
 // reads them and commands the gateway, and everything else is refused.
 func TestSamplesEnforceExactlyTheirACLs(t *testing.T) {
 	d := deploySamples(t)
-	gw := mustDial(t, d.addr, d.gateway, gatewayID)
-	dash := mustDial(t, d.addr, d.dashboard, dashboardID)
+	gw := mqtttest.MustDial(t, d.addr, d.gateway, gatewayID)
+	dash := mqtttest.MustDial(t, d.addr, d.dashboard, dashboardID)
 
-	if code := dash.subscribe(t, "telemetry/#"); code >= 0x80 {
+	if code := dash.Subscribe(t, "telemetry/#"); code >= 0x80 {
 		t.Fatalf("dashboard may read telemetry, SUBACK 0x%02x", code)
 	}
-	if code := dash.subscribe(t, "commands/#"); code != notAllowed {
+	if code := dash.Subscribe(t, "commands/#"); code != notAllowed {
 		t.Errorf("dashboard must not read commands, SUBACK 0x%02x", code)
 	}
-	if code := gw.subscribe(t, "commands/sensor-gateway/+"); code >= 0x80 {
+	if code := gw.Subscribe(t, "commands/sensor-gateway/+"); code >= 0x80 {
 		t.Fatalf("gateway may read its commands, SUBACK 0x%02x", code)
 	}
-	if code := gw.subscribe(t, "telemetry/#"); code != notAllowed {
+	if code := gw.Subscribe(t, "telemetry/#"); code != notAllowed {
 		t.Errorf("gateway must not read telemetry, SUBACK 0x%02x", code)
 	}
 
-	if code := gw.publish(t, "telemetry/other-gateway/temp", "impersonation"); code != notAllowed {
+	if code := gw.Publish(t, "telemetry/other-gateway/temp", "impersonation"); code != notAllowed {
 		t.Errorf("gateway published as another gateway, PUBACK 0x%02x", code)
 	}
-	if code := gw.publish(t, "telemetry/sensor-gateway/temp", "21.5"); code >= 0x80 {
+	if code := gw.Publish(t, "telemetry/sensor-gateway/temp", "21.5"); code >= 0x80 {
 		t.Fatalf("gateway reading refused, PUBACK 0x%02x", code)
 	}
-	if got := dash.next(t); got != "21.5" {
+	if got := dash.Next(t); got != "21.5" {
 		t.Errorf("dashboard received %q first, want the reading (the refused one must never arrive)", got)
 	}
-	if code := dash.publish(t, "commands/sensor-gateway/reboot", "now"); code >= 0x80 {
+	if code := dash.Publish(t, "commands/sensor-gateway/reboot", "now"); code >= 0x80 {
 		t.Fatalf("dashboard command refused, PUBACK 0x%02x", code)
 	}
-	if got := gw.next(t); got != "now" {
+	if got := gw.Next(t); got != "now" {
 		t.Errorf("gateway received %q, want the command", got)
 	}
-	if _, err := dial(t, d.addr, credentials{"sensor-gateway", "wrong-password"}, "intruder"); err == nil {
+	if _, err := mqtttest.Dial(t, d.addr, credentials{Username: "sensor-gateway", Password: "wrong-password"}, "intruder"); err == nil {
 		t.Error("a wrong password was accepted")
 	}
 }
@@ -121,11 +122,11 @@ func TestSamplesEnforceExactlyTheirACLs(t *testing.T) {
 // message the dashboard would get is refused, without a pod restart.
 func TestACLChangeAppliesToLiveSessions(t *testing.T) {
 	d := deploySamples(t)
-	gw := mustDial(t, d.addr, d.gateway, gatewayID)
-	dash := mustDial(t, d.addr, d.dashboard, dashboardID)
-	dash.subscribe(t, "telemetry/#")
-	gw.publish(t, "telemetry/sensor-gateway/temp", "before")
-	if got := dash.next(t); got != "before" {
+	gw := mqtttest.MustDial(t, d.addr, d.gateway, gatewayID)
+	dash := mqtttest.MustDial(t, d.addr, d.dashboard, dashboardID)
+	dash.Subscribe(t, "telemetry/#")
+	gw.Publish(t, "telemetry/sensor-gateway/temp", "before")
+	if got := dash.Next(t); got != "before" {
 		t.Fatalf("got %q", got)
 	}
 	restarts := restartCount(t, d.ns)
@@ -143,10 +144,10 @@ func TestACLChangeAppliesToLiveSessions(t *testing.T) {
 	// temperature probe followed by a still-allowed humidity marker must
 	// bring the marker alone (one publisher, one subscriber: in order).
 	eventually(t, 5*time.Second, "the narrowed ACL on the live session", func() error {
-		gw.publish(t, "telemetry/sensor-gateway/temp", "probe")
-		gw.publish(t, "telemetry/sensor-gateway/humidity", "marker")
-		if got := dash.next(t); got != "marker" {
-			dash.next(t) // the marker behind it
+		gw.Publish(t, "telemetry/sensor-gateway/temp", "probe")
+		gw.Publish(t, "telemetry/sensor-gateway/humidity", "marker")
+		if got := dash.Next(t); got != "marker" {
+			dash.Next(t) // the marker behind it
 			return fmt.Errorf("still delivered %q", got)
 		}
 		return nil
@@ -180,7 +181,7 @@ func restartCount(t *testing.T, ns string) int32 {
 // log in again.
 func TestDeletedUserIsDisconnected(t *testing.T) {
 	d := deploySamples(t)
-	gw := mustDial(t, d.addr, d.gateway, gatewayID)
+	gw := mqtttest.MustDial(t, d.addr, d.gateway, gatewayID)
 	user := &v1alpha1.MQTTUser{}
 	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: d.ns, Name: "sensor-gateway"}, user); err != nil {
 		t.Fatal(err)
@@ -190,12 +191,12 @@ func TestDeletedUserIsDisconnected(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-gw.disconnected:
+	case <-gw.Disconnected:
 		t.Logf("session closed %v after the delete", time.Since(start).Round(time.Millisecond))
 	case <-time.After(5 * time.Second):
 		t.Fatal("the deleted user's session is still open")
 	}
-	if _, err := dial(t, d.addr, d.gateway, "gateway-again"); err == nil {
+	if _, err := mqtttest.Dial(t, d.addr, d.gateway, "gateway-again"); err == nil {
 		t.Error("a deleted user logged in again")
 	}
 }
@@ -204,7 +205,7 @@ func TestDeletedUserIsDisconnected(t *testing.T) {
 // the new one works, the live session of the old one ends.
 func TestPasswordSecretRotation(t *testing.T) {
 	d := deploySamples(t)
-	old := mustDial(t, d.addr, d.dashboard, "dashboard-old")
+	old := mqtttest.MustDial(t, d.addr, d.dashboard, "dashboard-old")
 	var s corev1.Secret
 	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: d.ns, Name: "dashboard-password"}, &s); err != nil {
 		t.Fatal(err)
@@ -215,18 +216,18 @@ func TestPasswordSecretRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the new password accepted", func() error {
-		c, err := dial(t, d.addr, credentials{"dashboard", rotated}, fmt.Sprintf("dash-%d", time.Now().UnixNano()))
+		c, err := mqtttest.Dial(t, d.addr, credentials{Username: "dashboard", Password: rotated}, fmt.Sprintf("dash-%d", time.Now().UnixNano()))
 		if err == nil {
 			_ = c.Disconnect(&paho.Disconnect{})
 		}
 		return err
 	})
 	select {
-	case <-old.disconnected:
+	case <-old.Disconnected:
 	case <-time.After(5 * time.Second):
 		t.Error("the session logged in with the old password is still open")
 	}
-	if _, err := dial(t, d.addr, d.dashboard, "dashboard-old-again"); err == nil {
+	if _, err := mqtttest.Dial(t, d.addr, d.dashboard, "dashboard-old-again"); err == nil {
 		t.Error("the old password still works")
 	}
 }
@@ -246,11 +247,11 @@ func TestBrokerRestartKeepsUsersAndACLs(t *testing.T) {
 		}
 		return pods.WaitReady(ctx, d.ns, "telemetry", 1)
 	})
-	gw := mustDial(t, d.addr, d.gateway, gatewayID)
-	dash := mustDial(t, d.addr, d.dashboard, dashboardID)
-	dash.subscribe(t, "telemetry/#")
-	gw.publish(t, "telemetry/sensor-gateway/temp", "after-restart")
-	if got := dash.next(t); got != "after-restart" {
+	gw := mqtttest.MustDial(t, d.addr, d.gateway, gatewayID)
+	dash := mqtttest.MustDial(t, d.addr, d.dashboard, dashboardID)
+	dash.Subscribe(t, "telemetry/#")
+	gw.Publish(t, "telemetry/sensor-gateway/temp", "after-restart")
+	if got := dash.Next(t); got != "after-restart" {
 		t.Errorf("got %q", got)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
+	"github.com/mqtt-operator/mqtt-operator/test/mqtttest"
 )
 
 // A password may live only in its own Secret and the user's connection
@@ -21,9 +22,9 @@ import (
 func TestPasswordsAppearNowhereElse(t *testing.T) {
 	d := deploySamples(t)
 	// Exercise the paths that log: logins, a refused login, a rotation.
-	mustDial(t, d.addr, d.gateway, gatewayID)
-	_, _ = dial(t, d.addr, credentials{"dashboard", d.gateway.password}, "wrong")
-	passwords := []string{d.gateway.password, d.dashboard.password}
+	mqtttest.MustDial(t, d.addr, d.gateway, gatewayID)
+	_, _ = mqtttest.Dial(t, d.addr, credentials{Username: "dashboard", Password: d.gateway.Password}, "wrong")
+	passwords := []string{d.gateway.Password, d.dashboard.Password}
 
 	ctx := context.Background()
 	lists := map[string]client.ObjectList{

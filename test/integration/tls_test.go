@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/test/mqtttest"
 )
 
 // TLS end to end on local pods: the operator issues the certificates, the
@@ -106,19 +107,19 @@ func (d *tlsDeployment) clientTLS(t *testing.T, conn *corev1.Secret) *tls.Config
 	return cfg
 }
 
-func (d *tlsDeployment) dialTLS(t *testing.T, conn *corev1.Secret, c credentials, clientID string) (*mqttClient, *tls.Conn, error) {
+func (d *tlsDeployment) dialTLS(t *testing.T, conn *corev1.Secret, c credentials, clientID string) (*mqtttest.Client, *tls.Conn, error) {
 	t.Helper()
 	raw, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", d.tlsAddr, d.clientTLS(t, conn))
 	if err != nil {
 		return nil, nil, err
 	}
-	m, err := connectOver(t, raw, c, clientID)
+	m, err := mqtttest.Connect(t, raw, c, clientID, mqtttest.Session{})
 	return m, raw, err
 }
 
 func TestTLSWithTheConnectionSecret(t *testing.T) {
 	d := deployTLS(t)
-	app := credentials{string(d.app.Data["username"]), string(d.app.Data["password"])}
+	app := credentials{Username: string(d.app.Data["username"]), Password: string(d.app.Data["password"])}
 	if string(d.app.Data["tlsPort"]) != "8883" || !strings.HasPrefix(string(d.app.Data["uri"]), "mqtts://") {
 		t.Errorf("app connection Secret: tlsPort %q, uri scheme %q", d.app.Data["tlsPort"], strings.SplitN(string(d.app.Data["uri"]), ":", 2)[0])
 	}
@@ -128,19 +129,19 @@ func TestTLSWithTheConnectionSecret(t *testing.T) {
 	if err != nil {
 		t.Fatalf("password user over TLS: %v", err)
 	}
-	if code := sub.subscribe(t, "devices/app/#"); code > 2 {
+	if code := sub.Subscribe(t, "devices/app/#"); code > 2 {
 		t.Fatalf("subscribe refused: 0x%02x", code)
 	}
 	// The same user over secure WebSocket.
 	ws := d.dialWSS(t, d.app)
-	pub, err := connectOver(t, ws, app, "app-ws")
+	pub, err := mqtttest.Connect(t, ws, app, "app-ws", mqtttest.Session{})
 	if err != nil {
 		t.Fatalf("password user over secure WebSocket: %v", err)
 	}
-	if code := pub.publish(t, "devices/app/temperature", "21.5"); code != 0 {
+	if code := pub.Publish(t, "devices/app/temperature", "21.5"); code != 0 {
 		t.Fatalf("publish over wss refused: 0x%02x", code)
 	}
-	if got := sub.next(t); got != "21.5" {
+	if got := sub.Next(t); got != "21.5" {
 		t.Fatalf("received %q", got)
 	}
 
@@ -156,14 +157,14 @@ func TestCertificateUserAndRevocation(t *testing.T) {
 	if err != nil {
 		t.Fatalf("certificate user without a password: %v", err)
 	}
-	if code := device.publish(t, "devices/device/state", "on"); code != 0 {
+	if code := device.Publish(t, "devices/device/state", "on"); code != 0 {
 		t.Errorf("the certificate user may not publish on its own topic (%%u): 0x%02x", code)
 	}
-	if code := device.publish(t, "devices/app/state", "on"); code != 0x87 {
+	if code := device.Publish(t, "devices/app/state", "on"); code != 0x87 {
 		t.Errorf("the certificate user published on another user's topic: 0x%02x", code)
 	}
 	// The certificate is the credential: a password login as that user fails.
-	if _, err := dial(t, d.host+":1883", credentials{"device", "anything"}, "device-pw"); err == nil {
+	if _, err := mqtttest.Dial(t, d.host+":1883", credentials{Username: "device", Password: "anything"}, "device-pw"); err == nil {
 		t.Error("a certificate user logged in with a password")
 	}
 
@@ -176,7 +177,7 @@ func TestCertificateUserAndRevocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-device.disconnected:
+	case <-device.Disconnected:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the deleted certificate user's session is still open")
 	}
@@ -190,7 +191,7 @@ func TestCertificateUserAndRevocation(t *testing.T) {
 
 func TestForcedRotationKeepsConnectionsAndServesTheNewCertificate(t *testing.T) {
 	d := deployTLS(t)
-	app := credentials{string(d.app.Data["username"]), string(d.app.Data["password"])}
+	app := credentials{Username: string(d.app.Data["username"]), Password: string(d.app.Data["password"])}
 	before, conn, err := d.dialTLS(t, d.app, app, "long-lived")
 	if err != nil {
 		t.Fatal(err)
@@ -215,11 +216,11 @@ func TestForcedRotationKeepsConnectionsAndServesTheNewCertificate(t *testing.T) 
 		return nil
 	})
 	// The connection made before the rotation is still up and working.
-	if code := before.subscribe(t, "devices/app/#"); code > 2 {
+	if code := before.Subscribe(t, "devices/app/#"); code > 2 {
 		t.Fatalf("the pre-rotation connection cannot subscribe: 0x%02x", code)
 	}
 	select {
-	case <-before.disconnected:
+	case <-before.Disconnected:
 		t.Fatal("the rotation dropped an established connection")
 	default:
 	}
