@@ -43,10 +43,12 @@ vet: ## Run go vet.
 	$(GO) vet ./...
 
 .PHONY: lint
-lint: ## gofmt check, go vet and staticcheck.
+lint: ## gofmt check, go vet and staticcheck (the e2e suite too).
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
+	$(GO) vet -tags e2e ./test/e2e/
+	$(STATICCHECK) -tags e2e ./test/e2e/
 
 .PHONY: test
 test: ## Everything CI runs: verify, lint, unit tests, envtest specs (builds envtest binaries on first use).
@@ -57,6 +59,10 @@ FUZZTIME ?= 1m
 fuzz: ## Run each broker fuzz target for FUZZTIME (default 1m; issues ask for 10m per target before a release).
 	cd broker-image/internal/broker && for t in FuzzRawStream FuzzAfterConnect; do \
 	  $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s -parallel 1 . || exit 1; done
+
+.PHONY: test-e2e
+test-e2e: ## The e2e suite on the offline kind cluster, operator installed by its Helm chart (needs Docker; see hack/README.md).
+	hack/e2e.sh
 
 .PHONY: test-unit
 test-unit: ## Unit tests only (no API server).

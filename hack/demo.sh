@@ -7,41 +7,20 @@
 #
 # Cold, on a machine with no registry access: ~30 min on 2 cores (Docker,
 # kind, Kubernetes and the node image are built here; hack/README.md). With
-# the node image cached: ~3 min. With the cluster up: ~1 min.
+# the node image cached: under a minute. With the cluster up: seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
-VERSION="${VERSION:-0.1.0-dev}"
-IMG="${IMG:-mqtt-operator/operator:${VERSION}}"
-BROKER_IMG="${BROKER_IMG:-mqtt-operator/broker:${VERSION}}"
 NS="${DEMO_NAMESPACE:-mqtt-demo}"
 PORT="${DEMO_PORT:-18830}"
 start=$(date +%s)
 step() { echo; echo "== $* (+$(( $(date +%s) - start ))s)"; }
 
-step "kind cluster (cold ~30 min: Docker, kind, Kubernetes, node image; cached: ~1 min; running: seconds)"
-hack/kind/cluster-up.sh
-export KUBECONFIG="${ROOT}/bin/kind/kubeconfig"
+KUBECONFIG="$(hack/kind/install-operator.sh)"
+export KUBECONFIG
 KUBECTL="${ROOT}/bin/tools/kubectl"
 [[ -x "${KUBECTL}" ]] || KUBECTL=kubectl
 k() { "${KUBECTL}" "$@"; }
-
-step "operator and broker images (static binaries FROM scratch; ~1 min) loaded into the node"
-make -s docker-build IMG="${IMG}" VERSION="${VERSION}"
-make -s broker-image-build BROKER_IMG="${BROKER_IMG}" VERSION="${VERSION}"
-hack/kind/load-image.sh "${IMG}" "${BROKER_IMG}"
-
-step "operator: helm upgrade --install (waits for the Deployment)"
-HELM="$(hack/helm.sh)"
-# The image ID as a pod annotation: a rebuilt image under the same tag rolls
-# the operator; an unchanged one leaves it alone.
-image_id="$(docker image inspect -f '{{.Id}}' "${IMG}" | cut -c8-19)"
-"${HELM}" upgrade --install mqtt-operator charts/mqtt-operator \
-  --namespace mqtt-operator-system --create-namespace --wait --timeout 5m \
-  --set "image.repository=${IMG%:*}" --set "image.tag=${IMG##*:}" \
-  --set "brokerImage.repository=${BROKER_IMG%:*}" --set "brokerImage.tag=${BROKER_IMG##*:}" \
-  --set-string "podAnnotations.mqtt-operator\.io/image-id=${image_id}"
-k label namespace mqtt-operator-system pod-security.kubernetes.io/enforce=restricted --overwrite >/dev/null
 
 step "samples into namespace ${NS}: MQTTBroker telemetry, MQTTUsers sensor-gateway and dashboard, their TopicACLs"
 k create namespace "${NS}" --dry-run=client -o yaml | k apply -f - >/dev/null

@@ -1,0 +1,51 @@
+//go:build e2e
+
+// Package e2e runs the operator where users run it: a kind cluster with a
+// real kubelet, Services, DNS, probes and rollouts, the operator installed
+// by its Helm chart (hack/kind/install-operator.sh, run by make test-e2e).
+// Clients reach brokers as an application outside the cluster would:
+// through NodePort Services on the node's address.
+package e2e
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/mqtt-operator/mqtt-operator/internal/testenv"
+)
+
+var (
+	k8s    client.Client
+	nodeIP string
+)
+
+func TestE2E(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "mqtt-operator on kind")
+}
+
+var _ = BeforeSuite(func() {
+	path := os.Getenv("KUBECONFIG")
+	Expect(path).NotTo(BeEmpty(), "KUBECONFIG must point at the kind cluster: run make test-e2e")
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	Expect(err).NotTo(HaveOccurred())
+	k8s, err = client.New(cfg, client.Options{Scheme: testenv.Scheme()})
+	Expect(err).NotTo(HaveOccurred())
+
+	var nodes corev1.NodeList
+	Expect(k8s.List(context.Background(), &nodes)).To(Succeed())
+	Expect(nodes.Items).NotTo(BeEmpty())
+	for _, a := range nodes.Items[0].Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			nodeIP = a.Address
+		}
+	}
+	Expect(nodeIP).NotTo(BeEmpty(), "the node has no InternalIP")
+})
