@@ -2,8 +2,8 @@
 # `make test-e2e`: the e2e suite (test/e2e, build tag e2e) on the offline kind
 # cluster, with the operator installed by its Helm chart from images built
 # here. The suite's last spec uninstalls the operator; a rerun installs it
-# again. Cold: the kind cluster and node image first (~30 min on 2 cores,
-# cached); warm: a few minutes, mostly broker pods starting and draining.
+# again. Cold: the kind cluster and node image first (~13 min on 2 cores,
+# cached); warm: ~100 s, mostly broker pods starting and draining.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
