@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
@@ -67,7 +68,7 @@ func Connect(t T, conn net.Conn, c Credentials, clientID string, s Session) (*Cl
 		}
 	}
 	m.Client = paho.NewClient(paho.ClientConfig{
-		Conn: conn,
+		Conn: &packetLocked{Conn: conn},
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			m.Received <- pr.Packet
 			return true, nil
@@ -94,6 +95,17 @@ func Connect(t T, conn net.Conn, c Credentials, clientID string, s Session) (*Cl
 	}
 	t.Cleanup(func() { _ = m.Disconnect(&paho.Disconnect{}) })
 	return m, nil
+}
+
+// packetLocked makes each MQTT packet one uninterrupted write. paho writes a
+// packet as several buffers and, without this, a PINGREQ from its pinger
+// goroutine can land between a SUBSCRIBE's header and body: over TCP the
+// buffers go out in one writev, but a TLS or WebSocket connection writes
+// them one by one (the broker then rightly closes the connection for a
+// malformed packet). paho takes the lock when the connection offers one.
+type packetLocked struct {
+	net.Conn
+	sync.Mutex
 }
 
 // MustDial connects over TCP or fails the test.

@@ -155,6 +155,10 @@ func startBroker(t testing.TB, cfg *brokerconfig.Config, bundle *brokerconfig.Au
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		b.Drain(ctx, 0)
+		if t.Failed() { // what the broker saw, for the failure at hand
+			lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+			t.Logf("broker log (last 40 lines):\n%s", strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		}
 		for _, secret := range []string{alicePassword, bobPassword} {
 			if strings.Contains(logs.String(), secret) {
 				t.Errorf("a password appeared in the broker's log")
@@ -216,7 +220,9 @@ func connectV5(t *testing.T, addr string, o v5opts) (*v5, error) {
 	c := &v5{messages: make(chan *paho.Publish, 1000), disconnect: make(chan *paho.Disconnect, 1), closed: make(chan struct{})}
 	var once sync.Once
 	c.Client = paho.NewClient(paho.ClientConfig{
-		Conn: conn,
+		// One uninterrupted write per packet: paho's pinger would otherwise
+		// interleave a PINGREQ with another packet's buffers over TLS.
+		Conn: &packetLocked{Conn: conn},
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			select {
 			case c.messages <- pr.Packet:
@@ -324,4 +330,15 @@ func connectV3(addr, user, password, clientID string) (pahov3.Client, error) {
 		return nil, errTimeout
 	}
 	return c, tok.Error()
+}
+
+// packetLocked makes each MQTT packet one uninterrupted write. paho writes a
+// packet as several buffers; over TCP they go out in one writev, but a TLS
+// connection writes them one by one, and a PINGREQ from paho's pinger could
+// land between a SUBSCRIBE's header and body (the broker then rightly closes
+// the connection for a malformed packet). paho takes the lock when the
+// connection offers one.
+type packetLocked struct {
+	net.Conn
+	sync.Mutex
 }
