@@ -165,3 +165,15 @@ func Main(name string, run func() error) {
 		os.Exit(1)
 	}
 }
+
+// LookPath finds a program on PATH, or at fallback (Debian puts mosquitto in
+// /usr/sbin, which is not on every PATH); "" when neither has it.
+func LookPath(name, fallback string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	if _, err := os.Stat(fallback); err == nil {
+		return fallback
+	}
+	return ""
+}

@@ -147,26 +147,16 @@ func newSetup(f *flags, dir string) (*setup, error) {
 	}
 	s.mosquittoBin = f.mosquittoBin
 	if s.mosquittoBin == "" {
-		s.mosquittoBin = lookPath("mosquitto", "/usr/sbin/mosquitto")
+		s.mosquittoBin = benchproc.LookPath("mosquitto", "/usr/sbin/mosquitto")
 	}
 	if s.mosquittoBin == "" {
 		return nil, errors.New("mosquitto not found; run hack/ensure-mosquitto.sh or pass --mosquitto")
 	}
-	s.passwd = lookPath("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
+	s.passwd = benchproc.LookPath("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
 	users, err := benchUsers(100)
 	if err != nil {
 		return nil, err
 	}
 	s.users = users
 	return s, nil
-}
-
-func lookPath(name, fallback string) string {
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	if _, err := os.Stat(fallback); err == nil {
-		return fallback
-	}
-	return ""
 }

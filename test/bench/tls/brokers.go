@@ -257,7 +257,7 @@ func (s *setup) startMosquitto() (*target, error) {
 
 // mosquittoPasswordFile hashes the benchmark users with mosquitto_passwd.
 func (s *setup) mosquittoPasswordFile() (string, error) {
-	passwd := lookPath("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
+	passwd := benchproc.LookPath("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
 	if passwd == "" {
 		return "", errors.New("mosquitto_passwd not found (hack/ensure-mosquitto.sh installs it), or pass --mosquitto-anonymous")
 	}

@@ -30,7 +30,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
@@ -95,7 +94,7 @@ func run(f *flags) error {
 		return fmt.Errorf("our broker binary: %w (build it: make broker)", err)
 	}
 	if f.mosquittoBin == "" {
-		f.mosquittoBin = lookPath("mosquitto", "/usr/sbin/mosquitto")
+		f.mosquittoBin = benchproc.LookPath("mosquitto", "/usr/sbin/mosquitto")
 	}
 	if f.mosquittoBin == "" && slices.Contains(names, mosquitto) {
 		return errors.New("mosquitto not found; run hack/ensure-mosquitto.sh or pass --mosquitto")
@@ -251,16 +250,6 @@ func parseCurves(s string) ([]tls.CurveID, error) {
 		out = append(out, id)
 	}
 	return out, nil
-}
-
-func lookPath(name, fallback string) string {
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	if _, err := os.Stat(fallback); err == nil {
-		return fallback
-	}
-	return ""
 }
 
 // report collects name=value lines in order.
