@@ -114,8 +114,8 @@ func (h *Hook) ID() string { return "mqtt-operator-policy" }
 // Provides lists the events the hook handles.
 func (h *Hook) Provides(b byte) bool {
 	switch b { // mochi asks this for every event of every message: no allocation, no scan
-	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect,
-		mqtt.OnPacketRead, mqtt.OnSubscribe, mqtt.OnSubscribed:
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablished, mqtt.OnACLCheck,
+		mqtt.OnDisconnect, mqtt.OnPacketRead, mqtt.OnSubscribe, mqtt.OnSubscribed:
 		return true
 	}
 	return false
@@ -128,7 +128,7 @@ func (h *Hook) Current() *Snapshot { return h.snap.Load() }
 // username and password, or anonymous), the will topic, and that the client
 // ID is not held by another user.
 func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	id, ok := h.authenticate(cl, pk)
+	id, snap, ok := h.authenticate(cl, pk)
 	if !ok {
 		h.Counters.AuthFailure.Add(1)
 		// mochi calls OnDisconnect only for clients it admitted: the state
@@ -137,14 +137,37 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		return false
 	}
 	h.Counters.AuthSuccess.Add(1)
+	st := h.state(cl)
 	if id.certificate != "" {
 		h.Counters.AuthCertificate.Add(1)
 		// Apply reads it to decide whether the session survives a new bundle.
-		if st := h.state(cl); st != nil {
+		if st != nil {
 			st.certificate.Store(&id.certificate)
 		}
 	}
+	if st != nil {
+		st.admittedBy.Store(snap)
+	}
 	return true
+}
+
+// OnSessionEstablished closes the gap between a login and Apply. mochi adds
+// an authenticated client to its client list only after this hook's
+// OnConnectAuthenticate returned, so an Apply that swapped the snapshot in
+// between scanned the list without it. mochi calls this hook after adding
+// the client and before reading its first packet: if the snapshot changed
+// since the login, the client is judged as Apply would have judged it.
+// Either Apply's scan sees the client, or this load sees Apply's snapshot.
+func (h *Hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	st := h.state(cl)
+	if st == nil {
+		return
+	}
+	admitted, current := st.admittedBy.Load(), h.snap.Load()
+	if admitted == nil || current == admitted || h.admits(admitted, current, cl) {
+		return
+	}
+	h.revoke(cl, current)
 }
 
 // identity is who a CONNECT authenticated as.
@@ -155,14 +178,15 @@ type identity struct {
 	certificate string
 }
 
-func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) (identity, bool) {
+// authenticate returns who the client is and the snapshot that said so.
+func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) (identity, *Snapshot, bool) {
 	s := h.snap.Load()
 	if s == nil || cl.ID == "inline" { // "inline" would take over mochi's internal client
-		return identity{}, false
+		return identity{}, s, false
 	}
 	id, ok := h.identify(s, cl, pk)
 	if !ok {
-		return id, false
+		return id, s, false
 	}
 	if id.certificate != "" {
 		// From here on the client is this user: ACLs (%u), the client ID
@@ -173,12 +197,12 @@ func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) (identity, bool)
 	// its client ID.
 	if existing, found := h.server.Clients.Get(cl.ID); found && !existing.Closed() && string(existing.Properties.Username) != id.username {
 		h.log.Info("refused a client ID held by another user", "clientId", cl.ID)
-		return id, false
+		return id, s, false
 	}
 	if pk.Connect.WillFlag && !s.index.Allowed(acl.Client{Username: id.username, ClientID: cl.ID}, acl.Publish, pk.Connect.WillTopic) {
-		return id, false
+		return id, s, false
 	}
-	return id, true
+	return id, s, true
 }
 
 // identify decides who the client is: the certificate user its verified

@@ -10,6 +10,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
+	"github.com/mqtt-operator/mqtt-operator/internal/passwordhash"
 )
 
 // mochi calls OnDisconnect only for clients it admitted, so the state
@@ -36,5 +37,74 @@ func TestRefusedLoginLeavesNoClientState(t *testing.T) {
 	}
 	if h.state(cl) != nil {
 		t.Error("the refused client's state is still held")
+	}
+}
+
+// A login checked against one bundle can reach mochi's client list only
+// after Apply installed the next bundle and scanned that list without it.
+// OnSessionEstablished, which mochi calls once the client is in the list,
+// must then judge the session by the new bundle, as Apply would have.
+func TestLoginRacingAReloadIsJudgedByTheNewBundle(t *testing.T) {
+	hash, err := passwordhash.HashGenerated("s3cret-generated-0123456789abcdefgh", []byte("0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withUser := func(rev, h string) *Snapshot {
+		return NewSnapshot(&brokerconfig.AuthBundle{Revision: rev, Users: []brokerconfig.User{{Username: "sensor", PasswordHash: h}}}, false, Quotas{})
+	}
+	other, err := passwordhash.HashGenerated("another-generated-password-0123456789", []byte("fedcba9876543210"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleted := NewSnapshot(&brokerconfig.AuthBundle{Revision: "b"}, false, Quotas{})
+	for _, tc := range []struct {
+		name      string
+		next      *Snapshot // applied between the login and the session
+		inList    bool      // the client reached mochi's list before the reload's scan
+		wantAlive bool
+	}{
+		{"no reload", nil, false, true},
+		{"reload keeps the user", withUser("b", hash), false, true},
+		{"reload deletes the user", deleted, false, false},
+		{"reload changes the password", withUser("b", other), false, false},
+		// Both the reload and the session hook see the client: one revocation.
+		{"reload sees the client too", deleted, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			server := mqtt.New(nil)
+			h := New(server, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			h.Apply(withUser("a", hash))
+			a, b := net.Pipe()
+			defer a.Close()
+			defer b.Close()
+			go func() { _, _ = io.Copy(io.Discard, b) }()
+			cl := server.NewClient(a, "mqtt", "sensor-1", false)
+			cl.Properties.Username = []byte("sensor")
+			cl.Properties.ProtocolVersion = 5
+			pk := packets.Packet{Connect: packets.ConnectParams{Username: []byte("sensor"), Password: []byte("s3cret-generated-0123456789abcdefgh")}}
+			if err := h.OnConnect(cl, pk); err != nil {
+				t.Fatal(err)
+			}
+			if !h.OnConnectAuthenticate(cl, pk) {
+				t.Fatal("the user could not log in")
+			}
+			if tc.inList {
+				server.Clients.Add(cl)
+			}
+			if tc.next != nil {
+				want := map[bool]int{true: 1, false: 0}[tc.inList]
+				if n := h.Apply(tc.next); n != want {
+					t.Fatalf("Apply revoked %d sessions, want %d", n, want)
+				}
+			}
+			server.Clients.Add(cl) // what mochi does next
+			h.OnSessionEstablished(cl, pk)
+			if alive := !cl.Closed(); alive != tc.wantAlive {
+				t.Errorf("session alive = %v, want %v", alive, tc.wantAlive)
+			}
+			if want := map[bool]uint64{true: 0, false: 1}[tc.wantAlive]; h.Counters.Revoked.Load() != want {
+				t.Errorf("revoked counter = %d, want %d", h.Counters.Revoked.Load(), want)
+			}
+		})
 	}
 }

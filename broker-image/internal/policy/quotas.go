@@ -20,6 +20,10 @@ type clientState struct {
 	// certificate is the fingerprint of the client certificate the client
 	// logged in with, nil after a password or anonymous login.
 	certificate atomic.Pointer[string]
+	// admittedBy is the snapshot the client's CONNECT was checked against.
+	admittedBy atomic.Pointer[Snapshot]
+	// revoked is set by the first revocation of the session.
+	revoked atomic.Bool
 }
 
 func (st *clientState) refused(filter string) bool {

@@ -25,12 +25,24 @@ func (h *Hook) Apply(s *Snapshot) (revoked int) {
 		if cl.Net.Inline || cl.Closed() || h.admits(old, s, cl) {
 			continue
 		}
-		revoked++
-		h.Counters.Revoked.Add(1)
-		h.log.Info("disconnecting a session the new auth bundle no longer admits", "clientId", cl.ID, "revision", s.Revision)
-		_ = h.server.DisconnectClient(cl, packets.ErrNotAuthorized)
+		if h.revoke(cl, s) {
+			revoked++
+		}
 	}
 	return revoked
+}
+
+// revoke ends the session of cl, which s no longer admits, unless that was
+// done already: Apply and OnSessionEstablished can both judge a client that
+// connected during the reload.
+func (h *Hook) revoke(cl *mqtt.Client, s *Snapshot) bool {
+	if st := h.state(cl); st != nil && !st.revoked.CompareAndSwap(false, true) {
+		return false
+	}
+	h.Counters.Revoked.Add(1)
+	h.log.Info("disconnecting a session the new auth bundle no longer admits", "clientId", cl.ID, "revision", s.Revision)
+	_ = h.server.DisconnectClient(cl, packets.ErrNotAuthorized)
+	return true
 }
 
 // admits reports whether the session of cl, admitted under old, stays under
