@@ -159,10 +159,12 @@ func run(log *slog.Logger, opts options) error {
 	if !opts.anonymous {
 		go filewatch.Watch(ctx, opts.configPath, cfgData, log, func(data []byte) { _ = b.ApplyConfig(data) })
 		go filewatch.Watch(ctx, opts.bundlePath, bundleData, log, func(data []byte) { _, _ = b.ApplyBundle(data, "file") })
-		for _, f := range b.CertificateFiles() {
-			// No initial content: the first event or poll reloads, which is a
-			// no-op when the files still hold the pair loaded at start.
-			go filewatch.Watch(ctx, f, nil, log, func([]byte) { _ = b.ReloadCertificate() })
+		if files := b.CertificateFiles(); len(files) > 0 {
+			// One watch for the pair and the client CA: a Secret update that
+			// changes several of them is one reload (one log line, one count).
+			// Its first check reloads, a no-op while the files still hold
+			// what was loaded at start.
+			go filewatch.WatchSet(ctx, files, log, func() { _ = b.ReloadCertificate() })
 		}
 	}
 

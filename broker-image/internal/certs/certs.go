@@ -14,10 +14,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/filewatch"
 )
 
 // Store holds the certificate and client CAs in use.
@@ -57,8 +58,16 @@ func Load(certFile, keyFile, clientCAFile string) (*Store, error) {
 func (s *Store) Reload() (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	pairChanged, pairErr := s.reloadPair()
-	caChanged, caErr := s.reloadClientCAs()
+	// One coherent read: a Secret update swaps all three files at once, and
+	// reading the certificate before the swap and the key after it would
+	// refuse a good renewal as a mismatched pair.
+	data, errs := filewatch.ReadAll(s.Files()...)
+	pairChanged, pairErr := s.reloadPair(data[0], errs[0], data[1], errs[1])
+	var caChanged bool
+	var caErr error
+	if s.clientCAFile != "" {
+		caChanged, caErr = s.reloadClientCAs(data[2], errs[2])
+	}
 	changed := pairChanged || caChanged
 	if changed {
 		s.config.Store(s.handshakeConfig())
@@ -71,14 +80,12 @@ func (s *Store) Reload() (bool, error) {
 	return changed, err
 }
 
-func (s *Store) reloadPair() (bool, error) {
-	certPEM, err := os.ReadFile(s.certFile)
-	if err != nil {
-		return false, fmt.Errorf("reading TLS certificate: %w", err)
+func (s *Store) reloadPair(certPEM []byte, certErr error, keyPEM []byte, keyErr error) (bool, error) {
+	if certErr != nil {
+		return false, fmt.Errorf("reading TLS certificate: %w", certErr)
 	}
-	keyPEM, err := os.ReadFile(s.keyFile)
-	if err != nil {
-		return false, fmt.Errorf("reading TLS key: %w", err)
+	if keyErr != nil {
+		return false, fmt.Errorf("reading TLS key: %w", keyErr)
 	}
 	joined := append(append([]byte{}, certPEM...), keyPEM...)
 	if s.current.Load() != nil && bytes.Equal(joined, s.lastPEM) {
@@ -103,13 +110,9 @@ func (s *Store) reloadPair() (bool, error) {
 	return true, nil
 }
 
-func (s *Store) reloadClientCAs() (bool, error) {
-	if s.clientCAFile == "" {
-		return false, nil
-	}
-	data, err := os.ReadFile(s.clientCAFile)
-	if err != nil {
-		return false, fmt.Errorf("reading client CA file: %w", err)
+func (s *Store) reloadClientCAs(data []byte, readErr error) (bool, error) {
+	if readErr != nil {
+		return false, fmt.Errorf("reading client CA file: %w", readErr)
 	}
 	if s.clientCAs != nil && bytes.Equal(data, s.lastCAPEM) {
 		return false, nil
