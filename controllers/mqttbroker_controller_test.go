@@ -137,10 +137,14 @@ func TestBrokerChildrenAreCreatedAndOwned(t *testing.T) {
 		t.Errorf("admin port should admit only the operator namespace, got %+v", adminFrom)
 	}
 
-	st := brokerStatus(t, ns)
-	if st.Selector != resources.Selector(b) || len(st.Endpoints) != 1 || st.Endpoints[0].URL != "mqtt://telemetry."+ns+".svc:1883" {
-		t.Errorf("status selector %q endpoints %+v", st.Selector, st.Endpoints)
-	}
+	// The status is written after the last child, so it may trail them.
+	eventually(t, wait, "status selector and endpoints", func() error {
+		st := brokerStatus(t, ns)
+		if st.Selector != resources.Selector(b) || len(st.Endpoints) != 1 || st.Endpoints[0].URL != "mqtt://telemetry."+ns+".svc:1883" {
+			return fmt.Errorf("status selector %q endpoints %+v", st.Selector, st.Endpoints)
+		}
+		return nil
+	})
 }
 
 func TestStatusTracksTheStatefulSet(t *testing.T) {
