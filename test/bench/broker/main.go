@@ -33,7 +33,7 @@ import (
 
 type flags struct {
 	oursBin, mochiBin, mosquittoBin string
-	phases                          string
+	phases, scenarios               string
 	runs, aclRuns                   int
 	load                            loadConfig
 	idleConns, idleConcurrency      int
@@ -50,6 +50,7 @@ func main() {
 	flag.StringVar(&f.mochiBin, "mochi", "", "plain mochi binary; empty builds ./test/bench/broker/mochiplain")
 	flag.StringVar(&f.mosquittoBin, "mosquitto", "", "mosquitto binary; empty looks on PATH and in /usr/sbin (hack/ensure-mosquitto.sh installs it)")
 	flag.StringVar(&f.phases, "phases", "throughput,acl,durable,idle,storm", "comma-separated phases to run")
+	flag.StringVar(&f.scenarios, "scenarios", "qos0_fanin,qos0_fanout,qos1_fanin,qos1_fanout", "comma-separated throughput scenarios to run")
 	flag.IntVar(&f.runs, "runs", 3, "runs per broker and scenario; the median is reported")
 	flag.IntVar(&f.load.clients, "clients", 8, "publishers of fan-in, subscribers of fan-out")
 	flag.IntVar(&f.load.msgs, "msgs", 20000, "messages per publisher")
@@ -83,6 +84,9 @@ func run(f *flags) error {
 	phases := map[string]bool{}
 	for _, p := range strings.Split(f.phases, ",") {
 		phases[strings.TrimSpace(p)] = true
+	}
+	if err := selectScenarios(f.scenarios); err != nil {
+		return err
 	}
 	if limit, err := raiseFileLimit(1 << 16); err != nil || limit < uint64(f.idleConns)+1000 {
 		return fmt.Errorf("RLIMIT_NOFILE is %d (%v); %d idle clients need more", limit, err, f.idleConns)

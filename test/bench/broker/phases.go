@@ -9,6 +9,20 @@ import (
 
 var scenarios = []scenario{{qos: 0}, {qos: 0, fanOut: true}, {qos: 1}, {qos: 1, fanOut: true}}
 
+// selectScenarios keeps the throughput scenarios named in list (qos0_fanin, ...).
+func selectScenarios(list string) error {
+	var kept []scenario
+	for _, name := range strings.Split(list, ",") {
+		i := slices.IndexFunc(scenarios, func(sc scenario) bool { return sc.String() == strings.TrimSpace(name) })
+		if i < 0 {
+			return fmt.Errorf("--scenarios: unknown scenario %q (known: qos0_fanin, qos0_fanout, qos1_fanin, qos1_fanout)", name)
+		}
+		kept = append(kept, scenarios[i])
+	}
+	scenarios = kept
+	return nil
+}
+
 // throughputPhases runs the comparison of the three brokers and then, on the
 // same instance of ours, the ACL-size comparison.
 func throughputPhases(s *setup, f *flags, phases map[string]bool, out *report) error {
@@ -130,6 +144,10 @@ func throughputPhases(s *setup, f *flags, phases map[string]bool, out *report) e
 	out.add("ours_metrics_messages_dropped_total", "%.0f", dropped)
 	out.add("ours_metrics_auth_success_total", "%.0f", authOK)
 	out.add("ours_metrics_acl_denied_total", "%.0f", denied)
+	for _, name := range []string{"mqtt_flow_waits_total", "mqtt_flow_wait_seconds_total", "mqtt_flow_slow_subscribers_total"} {
+		v, _ := m.sum(name)
+		out.add("ours_metrics_"+strings.TrimPrefix(name, "mqtt_"), "%.3f", v)
+	}
 	out.add("ours_subscribers_counted_total", "%d", countedOurs)
 	out.add("ours_metrics_sent_minus_counted", "%.0f", sent-float64(countedOurs))
 	logf("our broker's /metrics: %.0f messages sent to subscribers, the generator's subscribers counted %d; %.0f dropped for slow subscribers, %.0f ACL denials",
