@@ -91,9 +91,15 @@ type conn struct {
 	onClose func()
 	closed  atomic.Bool
 	stats   *Stats
+	w       heldWrites
 }
 
 func (c *conn) Read(p []byte) (int, error) {
+	// Everything read before has been processed: what it answered goes out
+	// before the reader waits for more.
+	if err := c.release(); err != nil {
+		return 0, err
+	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.stats.BytesIn.Add(uint64(n))
@@ -102,12 +108,15 @@ func (c *conn) Read(p []byte) (int, error) {
 			_ = c.Conn.Close()
 			return 0, ferr
 		}
+		c.w.reading.Store(true)
 	}
 	return n, err
 }
 
+// Write is called by one goroutine at a time (mochi writes under the
+// client's lock); see heldWrites for what it holds back.
 func (c *conn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
+	n, err := c.write(p)
 	c.stats.BytesOut.Add(uint64(n))
 	_ = c.sent.scan(p[:n], math.MaxUint32, &c.stats.PublishOut) // the broker's own frames are never too large
 	return n, err
@@ -130,6 +139,36 @@ func (c *conn) Close() error {
 	if c.onClose != nil {
 		c.onClose()
 	}
+	if !c.w.pending.Load() {
+		return c.shutdown()
+	}
+	// Held writes (often the DISCONNECT that explains the close) go first.
+	// A writer stuck on a peer that does not read gives up at the deadline.
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(closeLinger))
+	if c.w.mu.TryLock() {
+		c.finalFlushLocked()
+		return c.shutdown()
+	}
+	go func() {
+		c.w.mu.Lock()
+		c.finalFlushLocked()
+		_ = c.shutdown()
+	}()
+	return nil
+}
+
+// finalFlushLocked writes what is held and fails every later Write; it
+// unlocks w.mu.
+func (c *conn) finalFlushLocked() {
+	_ = c.flushLocked()
+	if c.w.err == nil {
+		c.w.err = net.ErrClosed
+	}
+	c.w.mu.Unlock()
+}
+
+// shutdown closes the socket after the broker's last bytes.
+func (c *conn) shutdown() error {
 	hc, ok := c.Conn.(interface{ CloseWrite() error })
 	if !ok || hc.CloseWrite() != nil {
 		return c.Conn.Close()
