@@ -63,7 +63,7 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	for _, want := range []string{
 		`mqtt_clients_connected 1`, `mqtt_messages_received_total{qos="1"} 1`, `mqtt_auth_total{result="failure"} 2`,
 		`mqtt_auth_bundle_info{revision="`, `mqtt_reloads_total{result="success"}`, `mqtt_connections_accepted_total`,
-		`go_goroutines`, `process_resident_memory_bytes`,
+		`go_goroutines`, `process_resident_memory_bytes`, `mqtt_flow_waits_total 0`, `mqtt_flow_slow_subscribers_total 0`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)

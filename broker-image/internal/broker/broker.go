@@ -18,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/certs"
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/flow"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/guard"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/policy"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/session"
@@ -28,6 +29,14 @@ import (
 // ConnectTimeout is how long a new connection has to send CONNECT. Tests
 // shorten it before New.
 var ConnectTimeout = 10 * time.Second
+
+// ClientWritesPending is the length of each client's queue of pending
+// writes: mochi's default of 8,192. When it is full, flow control holds the
+// publisher back (package flow); past that mochi drops the message (a QoS
+// 1/2 one stays queued, but is only resent when the client reconnects). It
+// costs no resident memory while unused: an idle connection measured the
+// same with 1,024 (docs/benchmarks.md). Tests shrink it before New.
+var ClientWritesPending = 8192
 
 // Broker is one running MQTT broker.
 type Broker struct {
@@ -75,15 +84,15 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 	// queued ones until their session expires or their own MQTT 5 expiry;
 	// the session order hook also relies on this.
 	caps.MaximumMessageExpiryInterval = 0
-	// A subscriber's pending writes: mochi's 8,192. When they are full mochi
-	// drops the message (a QoS 1/2 one stays queued, but is only resent when
-	// the client reconnects), so a smaller buffer lost QoS 1 messages in the
-	// fan-in benchmark. It costs no resident memory while unused: an idle
-	// connection measured the same with 1,024 (docs/benchmarks.md).
-	caps.MaximumClientWritesPending = 8192
+	caps.MaximumClientWritesPending = int32(ClientWritesPending)
 	server := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
-		Logger:       log.With("component", "mochi"),
+		// While a subscriber's queue is not empty mochi collects its
+		// messages into one write of up to this size (default 2 KiB, a
+		// system call per ~25 small messages). The buffer exists only
+		// while there is a backlog.
+		ClientNetWriteBufferSize: 16 << 10,
+		Logger:                   log.With("component", "mochi"),
 	})
 	b := &Broker{
 		server: server,
@@ -101,6 +110,10 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 		}
 	}
 	b.Policy = policy.New(server, log)
+	b.Policy.Flow = flow.New()
+	if !flow.Available() {
+		log.Warn("this build of mochi hides its per-client write queue: publishers are not held back for full subscribers, full queues drop messages")
+	}
 	if err := server.AddHook(b.Policy, nil); err != nil {
 		return nil, fmt.Errorf("adding policy hook: %w", err)
 	}

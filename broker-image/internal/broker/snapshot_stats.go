@@ -16,6 +16,7 @@ type Stats struct {
 	AuthSuccess, AuthFailure, AuthCacheHits, AuthCertificate             uint64
 	ACLDeniedPublish, ACLDeniedSubscribe, RateLimited, SubscriptionQuota uint64
 	SessionsRevoked, ReloadsOK, ReloadsFailed                            uint64
+	FlowWaits, FlowWaitNanos, FlowSlowSubscribers                        uint64
 	Revision                                                             string
 	Generation                                                           int64
 }
@@ -47,6 +48,9 @@ func (b *Broker) Stats() Stats {
 	if b.certs != nil {
 		s.TLSCertNotAfter = b.certs.NotAfter().Unix()
 		s.TLSReloadsOK, s.TLSReloadsFailed = b.certs.ReloadsOK.Load(), b.certs.ReloadsFailed.Load()
+	}
+	if f := b.Policy.Flow; f != nil {
+		s.FlowWaits, s.FlowWaitNanos, s.FlowSlowSubscribers = f.Stats.Waits.Load(), f.Stats.WaitNano.Load(), f.Stats.Slow.Load()
 	}
 	for q := range 3 {
 		s.MessagesIn[q], s.MessagesOut[q] = g.PublishIn[q].Load(), g.PublishOut[q].Load()

@@ -27,6 +27,9 @@ var metricHelp = map[string]string{
 	"mqtt_messages_received_total":                  "PUBLISH messages accepted from clients, by QoS.",
 	"mqtt_messages_sent_total":                      "PUBLISH messages sent to clients, by QoS.",
 	"mqtt_messages_dropped_total":                   "Messages not delivered, by reason: slow_subscriber (QoS 0, the client's write buffer was full) or queue_full (QoS 1/2, maxQueuedMessages reached).",
+	"mqtt_flow_waits_total":                         "Deliveries whose publisher waited for room in the subscriber's nearly full queue of pending writes.",
+	"mqtt_flow_wait_seconds_total":                  "Time publishers spent waiting for room in subscribers' queues.",
+	"mqtt_flow_slow_subscribers_total":              "Waits that ran out: the subscriber was treated as slow (its full queue drops messages) for a while.",
 	"mqtt_subscriptions":                            "Active subscriptions.",
 	"mqtt_retained_messages":                        "Retained messages.",
 	"mqtt_inflight_messages":                        "Unacknowledged QoS 1 and 2 messages.",
@@ -91,6 +94,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter("mqtt_messages_dropped_total", s.MessagesDropped, "slow_subscriber")
 	counter("mqtt_messages_dropped_total", s.QueueFullDropped, "queue_full")
+	counter("mqtt_flow_waits_total", s.FlowWaits)
+	ch <- prometheus.MustNewConstMetric(c.descs["mqtt_flow_wait_seconds_total"], prometheus.CounterValue, float64(s.FlowWaitNanos)/1e9)
+	counter("mqtt_flow_slow_subscribers_total", s.FlowSlowSubscribers)
 	counter("mqtt_quota_exceeded_total", s.QoSRefused, "max_qos")
 	counter("mqtt_quota_exceeded_total", s.RetainRefused, "retain")
 	counter("mqtt_store_commit_failures_total", s.StoreCommitFailures)

@@ -15,6 +15,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/acl"
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/flow"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/guard"
 	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
 )
@@ -99,6 +100,9 @@ type Hook struct {
 	server   *mqtt.Server
 	Counters Counters
 	log      *slog.Logger
+	// Flow holds a publisher back while a subscriber's pending writes are
+	// nearly full (see package flow). Set before the server starts.
+	Flow *flow.Control
 }
 
 // New returns a hook that denies everything until Apply gives it a snapshot.
@@ -115,7 +119,7 @@ func (h *Hook) ID() string { return "mqtt-operator-policy" }
 func (h *Hook) Provides(b byte) bool {
 	switch b { // mochi asks this for every event of every message: no allocation, no scan
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablished, mqtt.OnACLCheck,
-		mqtt.OnDisconnect, mqtt.OnPacketRead, mqtt.OnSubscribe, mqtt.OnSubscribed:
+		mqtt.OnDisconnect, mqtt.OnPacketRead, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnPacketSent:
 		return true
 	}
 	return false
@@ -264,10 +268,15 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		h.Counters.ACLDeniedPublish.Add(1)
 		return false
 	}
-	if st := h.state(cl); st != nil && st.refused(topic) {
+	st := h.state(cl)
+	if st != nil && st.refused(topic) {
 		return false
 	}
 	if s.index.Allowed(c, acl.Subscribe, topic) {
+		// mochi queues the delivery right after this check.
+		if h.Flow != nil && st != nil {
+			h.Flow.BeforeDelivery(cl, &st.flow)
+		}
 		return true
 	}
 	h.Counters.ACLDeniedSubscribe.Add(1)

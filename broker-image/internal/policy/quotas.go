@@ -6,7 +6,9 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/flow"
 )
 
 // clientState is what the quotas remember about one connection.
@@ -24,6 +26,8 @@ type clientState struct {
 	admittedBy atomic.Pointer[Snapshot]
 	// revoked is set by the first revocation of the session.
 	revoked atomic.Bool
+	// flow is what flow control remembers about the client as a subscriber.
+	flow flow.Subscriber
 }
 
 func (st *clientState) refused(filter string) bool {
@@ -60,9 +64,23 @@ func (h *Hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 	return nil
 }
 
-// OnDisconnect forgets the client's quota state.
+// OnDisconnect forgets the client's quota state, and lets go of publishers
+// waiting for room in its queue.
 func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	if st := h.state(cl); st != nil && h.Flow != nil {
+		h.Flow.Release(&st.flow)
+	}
 	h.clients.Delete(cl)
+}
+
+// OnPacketSent tells flow control that cl's queue of pending writes moved.
+func (h *Hook) OnPacketSent(cl *mqtt.Client, _ packets.Packet, _ []byte) {
+	if h.Flow == nil {
+		return
+	}
+	if st := h.state(cl); st != nil {
+		h.Flow.AfterWrite(cl, &st.flow)
+	}
 }
 
 // OnPacketRead enforces what a PUBLISH may be. A QoS above maxQoS or a
