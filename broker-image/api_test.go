@@ -40,7 +40,7 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	f := newBrokerFiles(t)
 	f.writeConfig(t)
 	// No auth bundle yet: alive, but not ready, and nobody gets in.
-	startProcess(t, "--config", f.config, "--auth-bundle", f.bundle, "--admin-token-file", f.token)
+	startProcessEnv(t, []string{"GOGC="}, "--config", f.config, "--auth-bundle", f.bundle, "--admin-token-file", f.token)
 	waitFor(t, "healthz", func() bool { return httpStatus(f.health, "/healthz") == http.StatusOK })
 	if s := httpStatus(f.health, "/readyz"); s != http.StatusServiceUnavailable {
 		t.Errorf("/readyz = %d without an auth bundle, want 503", s)
@@ -64,6 +64,7 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 		`mqtt_clients_connected 1`, `mqtt_messages_received_total{qos="1"} 1`, `mqtt_auth_total{result="failure"} 2`,
 		`mqtt_auth_bundle_info{revision="`, `mqtt_reloads_total{result="success"}`, `mqtt_connections_accepted_total`,
 		`go_goroutines`, `process_resident_memory_bytes`, `mqtt_flow_waits_total 0`, `mqtt_flow_slow_subscribers_total 0`,
+		"go_gc_gogc_percent 200", // the broker's own default (main.go)
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)
