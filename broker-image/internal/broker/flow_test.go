@@ -82,11 +82,11 @@ func countPublishes(r *bufio.Reader, want int, count *atomic.Int64, pause func()
 	return nil
 }
 
-// burst is what publishFlat sends: 10,000 messages of 1 KB, 10 MB, more
+// burst is what publishFlat sends: 5,000 messages of 2 KB, 10 MB, more
 // than the broker's socket send buffer can hold (4 MiB at most on Linux).
-const burst = 10000
+const burst = 5000
 
-// publishFlat logs in as alice and writes n QoS 0 PUBLISHes of 1,000 bytes
+// publishFlat logs in as alice and writes n QoS 0 PUBLISHes of 2,000 bytes
 // to topic as fast as the socket takes them.
 func publishFlat(t *testing.T, addr, topic string, n int) {
 	t.Helper()
@@ -94,7 +94,7 @@ func publishFlat(t *testing.T, addr, topic string, n int) {
 	w := bufio.NewWriterSize(conn, 64<<10)
 	for i := range n - 1 {
 		body := append([]byte{0, byte(len(topic))}, topic...)
-		body = fmt.Appendf(body, "%-1000d", i)
+		body = fmt.Appendf(body, "%-2000d", i)
 		// Remaining length in two bytes: 128 to 16,383.
 		if _, err := w.Write(append([]byte{0x30, byte(len(body)&0x7f | 0x80), byte(len(body) >> 7)}, body...)); err != nil {
 			t.Fatalf("publishing: %v", err)
@@ -102,6 +102,24 @@ func publishFlat(t *testing.T, addr, topic string, n int) {
 	}
 	if err := w.Flush(); err != nil {
 		t.Fatalf("publishing: %v", err)
+	}
+}
+
+// burstReaches publishes a burst and fails unless the subscriber reading r
+// gets all of it; pause is as for countPublishes.
+func burstReaches(t *testing.T, tb *testBroker, r *bufio.Reader, pause func()) {
+	t.Helper()
+	var got atomic.Int64
+	done := make(chan error, 1)
+	go func() { done <- countPublishes(r, burst, &got, pause) }()
+	publishFlat(t, tb.tcp, "devices/alice/burst", burst)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the subscriber failed after %d messages: %v", got.Load(), err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the subscriber got %d of %d messages after 60 s", got.Load(), burst)
 	}
 }
 
@@ -113,19 +131,7 @@ func TestSlowerSubscriberGetsEveryMessageOfABurst(t *testing.T) {
 	tb := startBroker(t, testConfig(t.TempDir()), testBundle(t, 1))
 	tb.Policy.Flow.MaxWait = 10 * time.Second // headway, however slow, keeps it waiting
 	_, r := smallBufferSubscriber(t, tb.tcp, "slow-reader", "devices/alice/#")
-	const n = burst
-	var got atomic.Int64
-	done := make(chan error, 1)
-	go func() { done <- countPublishes(r, n, &got, func() { time.Sleep(time.Millisecond) }) }()
-	publishFlat(t, tb.tcp, "devices/alice/burst", n)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("after %d messages: %v", got.Load(), err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("%d of %d messages after 60 s", got.Load(), n)
-	}
+	burstReaches(t, tb, r, func() { time.Sleep(time.Millisecond) })
 	st := tb.Stats()
 	if st.MessagesDropped != 0 || st.FlowSlowSubscribers != 0 {
 		t.Errorf("dropped %d, slow subscribers %d; want none", st.MessagesDropped, st.FlowSlowSubscribers)
@@ -145,19 +151,7 @@ func TestStuckSubscriberDoesNotHoldOthersBack(t *testing.T) {
 	tb.Policy.Flow.SlowFor = time.Hour
 	smallBufferSubscriber(t, tb.tcp, "stuck", "devices/alice/#") // never read
 	_, r := smallBufferSubscriber(t, tb.tcp, "reader", "devices/alice/#")
-	const n = burst
-	var got atomic.Int64
-	done := make(chan error, 1)
-	go func() { done <- countPublishes(r, n, &got, nil) }()
-	publishFlat(t, tb.tcp, "devices/alice/burst", n)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("after %d messages: %v", got.Load(), err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("the reading subscriber got %d of %d messages after 60 s", got.Load(), n)
-	}
+	burstReaches(t, tb, r, nil)
 	st := tb.Stats()
 	if st.FlowSlowSubscribers != 1 {
 		t.Errorf("slow subscribers %d, want 1 (the stuck one)", st.FlowSlowSubscribers)
