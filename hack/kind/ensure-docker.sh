@@ -40,8 +40,17 @@ if ! docker info >/dev/null 2>&1; then
   log "starting dockerd in the background (log: ${DOCKERD_LOG}; ~5 s)"
   as_root mkdir -p "$(dirname "${DOCKERD_LOG}")"
   # setsid: dockerd outlives this script and the shell that ran it. Normal priority even
-  # when this script runs under nice: the kind node's processes inherit it.
-  as_root nice -n "$((-$(nice)))" setsid -f dockerd >>"${DOCKERD_LOG}" 2>&1 </dev/null
+  # when this script runs under nice: the kind node's processes inherit it. Every
+  # descriptor above 2 is closed first: a caller's pipe left open in the daemon (such as
+  # the one of `KUBECONFIG="$(install-operator.sh)"`) never reaches end-of-file, and the
+  # caller waits forever (make demo and make test-e2e did, on a machine without dockerd).
+  # shellcheck disable=SC2016
+  as_root nice -n "$((-$(nice)))" setsid -f bash -c '
+    for fd in /proc/$$/fd/*; do
+      n=${fd##*/}
+      if [[ ${n} -gt 2 ]]; then eval "exec ${n}>&-" 2>/dev/null || true; fi
+    done
+    exec dockerd' >>"${DOCKERD_LOG}" 2>&1 </dev/null
   for _ in $(seq 1 120); do
     docker info >/dev/null 2>&1 && break
     sleep 0.5
