@@ -38,9 +38,9 @@ var ConnectTimeout = 10 * time.Second
 // heap in use from the start, and against its memory limit, though no page
 // of it is touched while idle: 10,000 idle clients had about 700 MiB of heap
 // in use, close to the Go memory limit of a pod with 1 GiB, where the
-// collector runs flat out. 1,024 (18 KiB of
-// heap per idle client) lost nothing in make bench-broker: the publishers
-// wait a little more often. Tests shrink it before New.
+// collector runs flat out. 1,024 (18 KiB of heap per idle client) lost
+// nothing in make bench-broker: the publishers wait a little more often.
+// Tests shrink it before New.
 var ClientWritesPending = 1024
 
 // Broker is one running MQTT broker.

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-
 	"github.com/mochi-mqtt/server/v2/packets"
+
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/flow"
 )
 
