@@ -140,6 +140,7 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 			return nil, fmt.Errorf("adding store hook: %w", err)
 		}
 		b.store = st
+		b.Policy.SessionDeleted = st.OnClientExpired
 	}
 	if cfg.TLS != nil {
 		certStore, err := certs.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.ClientCAFile)
@@ -185,6 +186,9 @@ func (b *Broker) Start() error {
 		return fmt.Errorf("starting MQTT server: %w", err)
 	}
 	if b.store != nil {
+		if n := b.Policy.DeleteOrphanedSessions(); n > 0 {
+			b.log.Info("deleted stored sessions of users that no longer exist", "sessions", n)
+		}
 		b.countRestored()
 		if _, err := b.store.ReplayPending(b.server); err != nil {
 			return err

@@ -13,10 +13,16 @@ import (
 // storage directory.
 func restart(t *testing.T, tb *testBroker) *testBroker {
 	t.Helper()
+	drain(t, tb)
+	return startBroker(t, tb.cfg, testBundle(t, 1))
+}
+
+// drain stops tb, closing its store.
+func drain(t *testing.T, tb *testBroker) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	tb.Drain(ctx, 0)
-	return startBroker(t, tb.cfg, testBundle(t, 1))
 }
 
 func persistentConfig(t *testing.T) *testBroker {

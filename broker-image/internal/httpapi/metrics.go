@@ -40,6 +40,8 @@ var metricHelp = map[string]string{
 	"mqtt_quota_exceeded_total":                     "Clients or filters refused by a per-client quota, by quota.",
 	"mqtt_sessions_revoked_total":                   "Sessions disconnected because a new auth bundle no longer admits them.",
 	"mqtt_reloads_total":                            "Configuration and auth bundle reloads, by result.",
+	"mqtt_client_id_refused_total":                  "Logins refused because their client ID names another user's session (live or offline).",
+	"mqtt_sessions_deleted_total":                   "Sessions deleted with their queued messages because their user no longer exists.",
 	"mqtt_auth_bundle_info":                         "The auth bundle in force (revision label); value is its generation.",
 	"mqtt_store_commit_failures_total":              "Batches the persistent store could not commit (disk full, I/O error).",
 	"mqtt_store_durable_writes_total":               "QoS 1/2 messages committed and fsynced before their acknowledgement (durable mode).",
@@ -116,6 +118,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter("mqtt_quota_exceeded_total", s.RateLimited, "publish_rate")
 	counter("mqtt_quota_exceeded_total", s.SubscriptionQuota, "subscriptions")
 	counter("mqtt_sessions_revoked_total", s.SessionsRevoked)
+	counter("mqtt_client_id_refused_total", s.ClientIDRefused)
+	counter("mqtt_sessions_deleted_total", s.SessionsDeleted)
 	counter("mqtt_reloads_total", s.ReloadsOK, "success")
 	counter("mqtt_reloads_total", s.ReloadsFailed, "failure")
 	if s.Revision != "" {

@@ -85,6 +85,10 @@ type Counters struct {
 	RateLimited, SubscriptionQuota          atomic.Uint64
 	QoSRefused, RetainRefused               atomic.Uint64
 	Revoked                                 atomic.Uint64
+	// ClientIDRefused counts logins refused because their client ID names
+	// another user's session; SessionsDeleted, sessions deleted because
+	// their user no longer exists.
+	ClientIDRefused, SessionsDeleted atomic.Uint64
 
 	// AuthCertificate counts the successes that logged in with a client
 	// certificate (they are in AuthSuccess too).
@@ -103,6 +107,9 @@ type Hook struct {
 	// Flow holds a publisher back while a subscriber's pending writes are
 	// nearly full (see package flow). Set before the server starts.
 	Flow *flow.Control
+	// SessionDeleted, when set, is told of every session the hook deleted
+	// (its user is gone), so the store forgets it too.
+	SessionDeleted func(*mqtt.Client)
 }
 
 // New returns a hook that denies everything until Apply gives it a snapshot.
@@ -197,10 +204,7 @@ func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) (identity, *Snap
 		// check below, the store and later reloads all read the username.
 		cl.Properties.Username = []byte(id.username)
 	}
-	// One tenant's user must not kick another user's session off by reusing
-	// its client ID.
-	if existing, found := h.server.Clients.Get(cl.ID); found && !existing.Closed() && string(existing.Properties.Username) != id.username {
-		h.log.Info("refused a client ID held by another user", "clientId", cl.ID)
+	if h.sessionOfAnotherUser(cl, id.username) {
 		return id, s, false
 	}
 	if pk.Connect.WillFlag && !s.index.Allowed(acl.Client{Username: id.username, ClientID: cl.ID}, acl.Publish, pk.Connect.WillTopic) {

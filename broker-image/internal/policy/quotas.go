@@ -64,13 +64,19 @@ func (h *Hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 	return nil
 }
 
-// OnDisconnect forgets the client's quota state, and lets go of publishers
-// waiting for room in its queue.
-func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+// OnDisconnect forgets the client's quota state, lets go of publishers
+// waiting for room in its queue, and deletes a session that would outlive
+// its connection although its user no longer exists (a revoked session).
+// Sessions the store restores (no connection) are judged by the broker
+// once they are all loaded (DeleteOrphanedSessions).
+func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	if st := h.state(cl); st != nil && h.Flow != nil {
 		h.Flow.Release(&st.flow)
 	}
 	h.clients.Delete(cl)
+	if s := h.snap.Load(); !expire && s != nil && cl.Net.Conn != nil && !cl.IsTakenOver() && !s.hasUser(string(cl.Properties.Username)) {
+		h.deleteSession(cl)
+	}
 }
 
 // OnPacketSent tells flow control that cl's queue of pending writes moved.

@@ -29,7 +29,19 @@ func (h *Hook) Apply(s *Snapshot) (revoked int) {
 			revoked++
 		}
 	}
+	h.deleteOrphans(s)
 	return revoked
+}
+
+// DeleteOrphanedSessions deletes the offline sessions of users the bundle
+// in force no longer has: the broker calls it once the store restored the
+// sessions of before a restart, which may name users removed meanwhile.
+func (h *Hook) DeleteOrphanedSessions() int {
+	s := h.snap.Load()
+	if s == nil {
+		return 0
+	}
+	return h.deleteOrphans(s)
 }
 
 // revoke ends the session of cl, which s no longer admits, unless that was
