@@ -274,3 +274,36 @@ func TestRestartStartsFromThePushedBundle(t *testing.T) {
 		t.Error("the restart did not start from the cached bundle")
 	}
 }
+
+// A broker deleted and created again under the same name gets the old
+// one's volume, with the bundle the old one cached: a higher generation than
+// the new broker's first bundle. The new broker must start from its own
+// bundle: the old one's users (a deleted one here) may not log in, and its
+// own users may.
+func TestRecreatedBrokerIgnoresTheOldBrokersCache(t *testing.T) {
+	f := newBrokerFiles(t)
+	f.writeConfig(t)
+	f.writeBundle(t, f.authBundle()) // generation 1: alice and bob
+	p := f.start(t, "--incarnation=uid-old")
+	f.bundleGeneration = 7
+	pushed := f.authBundle()
+	pushed.Users = []brokerconfig.User{{Username: "carol", PasswordHash: f.bobHashForTests}}
+	data, _ := brokerconfig.MarshalBundle(pushed)
+	if code, out := adminRequest(t, f, http.MethodPut, "/v1/auth-bundle", adminToken, data); code != http.StatusOK {
+		t.Fatalf("push: %d %v", code, out)
+	}
+	kill(t, p)
+
+	f.bundleGeneration = 1
+	f.writeBundle(t, f.authBundle()) // the new broker's first bundle: alice and bob
+	p2 := f.start(t, "--incarnation=uid-new")
+	if _, err := connect(f.mqtt, "carol", bobPass, "carol", true); err == nil {
+		t.Error("a user of the deleted broker logged in to its successor")
+	}
+	if _, err := connect(f.mqtt, "bob", bobPass, "bob", true); err != nil {
+		t.Errorf("a user of the new broker was refused: %v", err)
+	}
+	if len(logLines(p2.output(), "deleted the auth bundle cached by an earlier broker")) != 1 {
+		t.Error("the old broker's cache was not reported as deleted")
+	}
+}

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
@@ -36,6 +35,7 @@ func main() {
 	flag.StringVar(&opts.listen, "listen", "127.0.0.1:1883", "MQTT address in --allow-anonymous mode")
 	flag.DurationVar(&opts.drain, "drain-period", 30*time.Second, "on SIGTERM, spread client disconnects over this period")
 	flag.StringVar(&opts.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.StringVar(&opts.incarnation, "incarnation", "", "the UID of the MQTTBroker this pod belongs to: a bundle cached on the volume by another broker of the same name is never used")
 	flag.Parse()
 	log := newLogger(opts.logLevel)
 	setMemoryLimit(log)
@@ -48,9 +48,9 @@ func main() {
 }
 
 type options struct {
-	configPath, bundlePath, tokenPath, listen, logLevel string
-	anonymous                                           bool
-	drain                                               time.Duration
+	configPath, bundlePath, tokenPath, listen, logLevel, incarnation string
+	anonymous                                                        bool
+	drain                                                            time.Duration
 }
 
 // gcPercent is the broker's GOGC. Its live heap is small next to what it
@@ -129,7 +129,14 @@ func run(log *slog.Logger, opts options) error {
 		// The last bundle applied before a container restart (pushed by the
 		// operator) can be newer than the mounted file, which the kubelet
 		// refreshes only every minute or so: start from the newer of the two.
-		b.BundleCache = filepath.Join(cfg.Storage.Path, broker.BundleCacheFile)
+		b.BundleCache = broker.BundleCachePath(cfg.Storage.Path, opts.incarnation)
+		if opts.incarnation != "" {
+			if n, err := broker.RemoveForeignBundleCaches(cfg.Storage.Path, b.BundleCache); err != nil {
+				return err
+			} else if n > 0 {
+				log.Info("deleted the auth bundle cached by an earlier broker on this volume", "files", n, "incarnation", opts.incarnation)
+			}
+		}
 		if cached, err := b.LoadCachedBundle(); err == nil {
 			log.Info("applied the auth bundle cached before the restart", "revision", cached)
 		}

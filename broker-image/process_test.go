@@ -212,9 +212,9 @@ func startProcessEnv(t *testing.T, env []string, args ...string) *brokerProcess 
 	return p
 }
 
-func (f *brokerFiles) start(t *testing.T) *brokerProcess {
+func (f *brokerFiles) start(t *testing.T, extraArgs ...string) *brokerProcess {
 	t.Helper()
-	p := startProcess(t, "--config", f.config, "--auth-bundle", f.bundle, "--admin-token-file", f.token, "--drain-period", "1s")
+	p := startProcess(t, append([]string{"--config", f.config, "--auth-bundle", f.bundle, "--admin-token-file", f.token, "--drain-period", "1s"}, extraArgs...)...)
 	waitFor(t, "broker ready", func() bool { return httpStatus(f.health, "/readyz") == http.StatusOK })
 	return p
 }

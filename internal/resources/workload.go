@@ -106,6 +106,9 @@ func StatefulSet(b *v1alpha1.MQTTBroker, cfg *brokerconfig.Config, opts Options)
 			"--admin-token-file=" + adminDir + "/" + AdminTokenKey,
 			// Leave the kubelet 15 s of the grace period after the drain.
 			"--drain-period=" + strconv.Itoa(terminationGraceSeconds-15) + "s",
+			// A broker created again under the same name gets the old one's
+			// volume: its cached auth bundle must not be used.
+			"--incarnation=" + string(b.UID),
 		},
 		Ports: ports,
 		Env: []corev1.EnvVar{{Name: memoryLimitEnv, ValueFrom: &corev1.EnvVarSource{

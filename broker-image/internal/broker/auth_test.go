@@ -226,6 +226,12 @@ func TestInvalidOrStaleBundleKeepsTheLastGoodOne(t *testing.T) {
 	if _, err := tb.ApplyBundle([]byte(mustMarshal(t, older)), "test"); err == nil {
 		t.Error("a bundle of an older generation replaced a newer one")
 	}
+	if s := tb.Stats(); s.ReloadsStale != 1 || s.ReloadsFailed != 3 {
+		t.Errorf("refusals counted: %d stale (want 1), %d failed (want 3)", s.ReloadsStale, s.ReloadsFailed)
+	}
+	if !strings.Contains(tb.logs.String(), "ignored an auth bundle older than the one in force") {
+		t.Error("the stale bundle was ignored silently")
+	}
 	if tb.Revision() != rev {
 		t.Errorf("revision moved from %s to %s", rev, tb.Revision())
 	}

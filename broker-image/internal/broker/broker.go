@@ -62,7 +62,7 @@ type Broker struct {
 	draining  atomic.Bool
 	closeOnce sync.Once
 
-	reloadOK, reloadFailed atomic.Uint64
+	reloadOK, reloadFailed, reloadStale atomic.Uint64
 
 	// BundleCache, when set, is the file the bundle in force is copied to
 	// (see LoadCachedBundle). Set it before applying the first bundle.

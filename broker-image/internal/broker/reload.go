@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/policy"
 	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
@@ -25,6 +26,12 @@ func (b *Broker) ApplyBundle(data []byte, source string) (string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.bundle != nil && bundle.Generation < b.generation {
+		// Normal for a file the kubelet syncs after a newer push, so not an
+		// error; but never silent: a broker stuck on a bundle from the
+		// future shows here.
+		b.reloadStale.Add(1)
+		b.log.Info("ignored an auth bundle older than the one in force", "source", source,
+			"generation", bundle.Generation, "inForceGeneration", b.generation, "revision", b.bundle.Revision)
 		return b.bundle.Revision, ErrStale
 	}
 	if b.bundle != nil && bundle.Revision == b.bundle.Revision {
@@ -82,8 +89,45 @@ func quotasOf(cfg *brokerconfig.Config) policy.Quotas {
 }
 
 // BundleCacheFile is where, under the storage path, the broker keeps a copy
-// of the bundle in force.
+// of the bundle in force, when it runs without an incarnation (standalone).
 const BundleCacheFile = "auth-bundle.cache"
+
+// BundleCachePath is the cache file of one broker incarnation (the
+// MQTTBroker's UID) under the storage directory dir. A volume outlives its
+// broker: a broker deleted and created again under the same name gets the
+// old one's volume, and the old bundle cached there carries a higher
+// generation than the new broker's first bundle. Started from that cache,
+// the new broker would let in the users of the old one (deleted ones
+// included) and refuse its own bundle as stale. So each incarnation has
+// its own file, and the files of other incarnations are deleted
+// (RemoveForeignBundleCaches).
+func BundleCachePath(dir, incarnation string) string {
+	if incarnation == "" {
+		return filepath.Join(dir, BundleCacheFile)
+	}
+	return filepath.Join(dir, "auth-bundle."+incarnation+".cache")
+}
+
+// RemoveForeignBundleCaches deletes the cached bundles under dir that are
+// not keep's (other incarnations', and the file of a broker version that
+// cached without one), and returns how many it deleted.
+func RemoveForeignBundleCaches(dir, keep string) (int, error) {
+	matches, err := filepath.Glob(filepath.Join(dir, "auth-bundle*.cache"))
+	if err != nil {
+		return 0, err
+	}
+	removed := 0
+	for _, m := range matches {
+		if m == keep {
+			continue
+		}
+		if err := os.Remove(m); err != nil && !os.IsNotExist(err) {
+			return removed, fmt.Errorf("removing the bundle cache of another broker: %w", err)
+		}
+		removed++
+	}
+	return removed, nil
+}
 
 // cacheBundle keeps the bundle in force on the pod's volume (atomically), so
 // a restarted container starts from it rather than from an older mounted

@@ -39,7 +39,7 @@ var metricHelp = map[string]string{
 	"mqtt_acl_denied_total":                         "Publish and subscribe/deliver checks denied by ACL, by access.",
 	"mqtt_quota_exceeded_total":                     "Clients or filters refused by a per-client quota, by quota.",
 	"mqtt_sessions_revoked_total":                   "Sessions disconnected because a new auth bundle no longer admits them.",
-	"mqtt_reloads_total":                            "Configuration and auth bundle reloads, by result.",
+	"mqtt_reloads_total":                            "Configuration and auth bundle reloads, by result (stale: an auth bundle older than the one in force, ignored).",
 	"mqtt_client_id_refused_total":                  "Logins refused because their client ID names another user's session (live or offline).",
 	"mqtt_sessions_deleted_total":                   "Sessions deleted with their queued messages because their user no longer exists.",
 	"mqtt_auth_bundle_info":                         "The auth bundle in force (revision label); value is its generation.",
@@ -122,6 +122,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter("mqtt_sessions_deleted_total", s.SessionsDeleted)
 	counter("mqtt_reloads_total", s.ReloadsOK, "success")
 	counter("mqtt_reloads_total", s.ReloadsFailed, "failure")
+	counter("mqtt_reloads_total", s.ReloadsStale, "stale")
 	if s.Revision != "" {
 		gauge("mqtt_auth_bundle_info", float64(s.Generation), s.Revision)
 	}
