@@ -32,6 +32,19 @@ import (
 // BcryptCost is the bcrypt work factor: about 50 ms per check on one core.
 const BcryptCost = 10
 
+// MaxBcryptCost bounds the work factor of any bcrypt hash this package
+// verifies or accepts. Each step doubles the work: cost 31 is about 60 hours
+// a check, and a hash is data a tenant can edit (the auth-state Secret, a
+// hand-written bundle), so without a bound one edited hash could make the
+// operator or a broker spin for days. 12 is four times BcryptCost.
+const MaxBcryptCost = 12
+
+// MaxSaltBytes bounds the salt of a sha256 hash, whose cost grows with it.
+const MaxSaltBytes = 64
+
+// ErrCostTooHigh means a bcrypt hash asks for more work than MaxBcryptCost.
+var ErrCostTooHigh = fmt.Errorf("bcrypt cost above %d", MaxBcryptCost)
+
 // MaxChosenPasswordBytes is bcrypt's input limit.
 const MaxChosenPasswordBytes = 72
 
@@ -90,6 +103,9 @@ func saltedDigest(salt []byte, password string) []byte {
 func Verify(hash, password string) (bool, error) {
 	switch {
 	case strings.HasPrefix(hash, "$2a$"), strings.HasPrefix(hash, "$2b$"), strings.HasPrefix(hash, "$2y$"):
+		if err := checkBcryptCost(hash); err != nil {
+			return false, err
+		}
 		err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(password))
 		if errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) {
 			return false, nil
@@ -110,16 +126,26 @@ func Verify(hash, password string) (bool, error) {
 func Validate(hash string) error {
 	switch {
 	case strings.HasPrefix(hash, "$2a$"), strings.HasPrefix(hash, "$2b$"), strings.HasPrefix(hash, "$2y$"):
-		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
-			return fmt.Errorf("malformed bcrypt hash: %w", err)
-		}
-		return nil
+		return checkBcryptCost(hash)
 	case strings.HasPrefix(hash, sha256Prefix):
 		_, _, err := parseSHA256(hash)
 		return err
 	default:
 		return ErrUnknownFormat
 	}
+}
+
+// checkBcryptCost refuses malformed bcrypt hashes and those above
+// MaxBcryptCost, before any work is done.
+func checkBcryptCost(hash string) error {
+	cost, err := bcrypt.Cost([]byte(hash))
+	if err != nil {
+		return fmt.Errorf("malformed bcrypt hash: %w", err)
+	}
+	if cost > MaxBcryptCost {
+		return fmt.Errorf("bcrypt hash with cost %d: %w", cost, ErrCostTooHigh)
+	}
+	return nil
 }
 
 // IsSlow reports whether verifying hash costs a KDF run (worth caching).
@@ -130,7 +156,7 @@ func parseSHA256(hash string) (salt, digest []byte, err error) {
 	if len(parts) != 2 {
 		return nil, nil, errors.New("malformed sha256 hash: want $sha256$<salt>$<digest>")
 	}
-	if salt, err = b64.DecodeString(parts[0]); err != nil || len(salt) < 16 {
+	if salt, err = b64.DecodeString(parts[0]); err != nil || len(salt) < 16 || len(salt) > MaxSaltBytes {
 		return nil, nil, errors.New("malformed sha256 hash: bad salt")
 	}
 	if digest, err = b64.DecodeString(parts[1]); err != nil || len(digest) != sha256.Size {

@@ -3,6 +3,7 @@ package passwordhash
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestChosenPasswords(t *testing.T) {
@@ -59,5 +60,34 @@ func TestMalformedHashes(t *testing.T) {
 		if ok, _ := Verify(h, "anything"); ok {
 			t.Errorf("Verify(%q) accepted a password against a malformed hash", h)
 		}
+	}
+}
+
+// A hash is data a tenant can edit. One asking for bcrypt cost 31 (about 60
+// hours a check) must be refused before any work, wherever it is read.
+func TestExpensiveHashesAreRefusedBeforeAnyWork(t *testing.T) {
+	h, err := HashChosen("correct horse battery staple")
+	if err != nil {
+		t.Fatal(err)
+	}
+	costly := strings.Replace(h, "$10$", "$31$", 1)
+	huge := sha256Prefix + b64.EncodeToString(make([]byte, 1<<20)) + "$" + b64.EncodeToString(make([]byte, 32))
+	for name, hash := range map[string]string{"bcrypt cost 31": costly, "bcrypt cost 13": strings.Replace(h, "$10$", "$13$", 1), "1 MiB salt": huge} {
+		if err := Validate(hash); err == nil {
+			t.Errorf("%s: Validate accepted it", name)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := Verify(hash, "correct horse battery staple"); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("%s: Verify gave no error", name)
+			}
+		case <-time.After(10 * time.Second): // cost 13 alone takes ~0.5 s
+			t.Fatalf("%s: Verify is still running after 10 s: it did the work", name)
+		}
+	}
+	if err := Validate(strings.Replace(h, "$10$", "$12$", 1)); err != nil {
+		t.Errorf("cost %d refused: %v", MaxBcryptCost, err)
 	}
 }
