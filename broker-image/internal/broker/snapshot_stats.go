@@ -17,7 +17,7 @@ type Stats struct {
 	ACLDeniedPublish, ACLDeniedSubscribe, RateLimited, SubscriptionQuota uint64
 	SessionsRevoked, ReloadsOK, ReloadsFailed                            uint64
 	FlowWaits, FlowWaitNanos, FlowSlowSubscribers                        uint64
-	ClientIDRefused, SessionsDeleted, ReloadsStale                       uint64
+	ClientIDRefused, SessionsDeleted, ReloadsStale, AuthKDFRuns          uint64
 	Revision                                                             string
 	Generation                                                           int64
 }
@@ -40,7 +40,7 @@ func (b *Broker) Stats() Stats {
 		ACLDeniedPublish: p.ACLDeniedPublish.Load(), ACLDeniedSubscribe: p.ACLDeniedSubscribe.Load(),
 		RateLimited: p.RateLimited.Load(), SubscriptionQuota: p.SubscriptionQuota.Load(),
 		SessionsRevoked: p.Revoked.Load(), ReloadsOK: b.reloadOK.Load(), ReloadsFailed: b.reloadFailed.Load(),
-		ClientIDRefused: p.ClientIDRefused.Load(), SessionsDeleted: p.SessionsDeleted.Load(), ReloadsStale: b.reloadStale.Load(),
+		ClientIDRefused: p.ClientIDRefused.Load(), SessionsDeleted: p.SessionsDeleted.Load(), ReloadsStale: b.reloadStale.Load(), AuthKDFRuns: p.KDFRuns.Load(),
 		Revision: b.Revision(),
 	}
 	if b.store != nil {

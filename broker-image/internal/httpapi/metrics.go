@@ -35,6 +35,7 @@ var metricHelp = map[string]string{
 	"mqtt_inflight_messages":                        "Unacknowledged QoS 1 and 2 messages.",
 	"mqtt_auth_total":                               "CONNECT authentications, by result.",
 	"mqtt_auth_cache_hits_total":                    "Authentications answered from the verified-credential cache.",
+	"mqtt_auth_kdf_runs_total":                      "bcrypt password verifications run (cache misses of users with a chosen password).",
 	"mqtt_auth_certificate_total":                   "Successful authentications with a client certificate (also in mqtt_auth_total).",
 	"mqtt_acl_denied_total":                         "Publish and subscribe/deliver checks denied by ACL, by access.",
 	"mqtt_quota_exceeded_total":                     "Clients or filters refused by a per-client quota, by quota.",
@@ -112,6 +113,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter("mqtt_auth_total", s.AuthSuccess, "success")
 	counter("mqtt_auth_total", s.AuthFailure, "failure")
 	counter("mqtt_auth_cache_hits_total", s.AuthCacheHits)
+	counter("mqtt_auth_kdf_runs_total", s.AuthKDFRuns)
 	counter("mqtt_auth_certificate_total", s.AuthCertificate)
 	counter("mqtt_acl_denied_total", s.ACLDeniedPublish, "publish")
 	counter("mqtt_acl_denied_total", s.ACLDeniedSubscribe, "subscribe")

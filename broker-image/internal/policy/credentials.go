@@ -3,11 +3,28 @@ package policy
 import (
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/hex"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/internal/passwordhash"
+)
+
+// FailedLoginDelay is the least time a refused login takes, whatever the
+// reason: an unknown username, a wrong password for a bcrypt user (~60 ms
+// of work), or for a user with an operator-generated password (~1 µs). Each
+// would otherwise be told apart by its answer time, and usernames
+// enumerated. The wait costs no CPU, so unlike a decoy bcrypt run it gives
+// a flood of made-up usernames nothing to burn, and it slows online
+// password guessing down. It is far above a bcrypt run (cost ≤ 12) so
+// that load does not push a real check past it. Tests shorten it.
+var FailedLoginDelay = 500 * time.Millisecond
+
+// suspectFor is how long a username whose password check failed keeps its
+// KDF runs in the suspect lane, and maxSuspects how many names are kept.
+const (
+	suspectFor  = time.Minute
+	maxSuspects = 10000
 )
 
 // credentialCache remembers credentials that verified, so a reconnect storm of
@@ -15,14 +32,20 @@ import (
 // an HMAC of the password under a per-process random key, never the password,
 // and are only valid for the exact hash they were verified against: a changed
 // password or a removed user invalidates them by construction.
+//
+// KDF runs go through two lanes: the normal one, as wide as the CPUs, and
+// one run wide for usernames whose check failed in the last minute. Someone
+// guessing one user's password then holds at most one CPU, and the other
+// users' logins keep theirs. Unknown usernames run no KDF at all (their
+// refusal waits FailedLoginDelay like every other).
 type credentialCache struct {
-	key     []byte
-	mu      sync.RWMutex
-	entries map[string]credential
-	slow    chan struct{} // bounds concurrent KDF runs to the CPU count
-	// decoy is verified when the username is unknown, so probing for
-	// usernames takes as long as a wrong password for a real one.
-	decoy string
+	key      []byte
+	mu       sync.RWMutex
+	entries  map[string]credential
+	slow     chan struct{} // bounds concurrent KDF runs to the CPU count
+	suspect  chan struct{} // one KDF run at a time for suspect usernames
+	failedMu sync.Mutex
+	failed   map[string]time.Time // username -> last failed check
 }
 
 type credential struct {
@@ -31,8 +54,8 @@ type credential struct {
 }
 
 func newCredentialCache(key []byte) *credentialCache {
-	decoy, _ := passwordhash.HashChosen(hex.EncodeToString(key)) // a random, never-sent password
-	return &credentialCache{key: key, entries: map[string]credential{}, slow: make(chan struct{}, runtime.GOMAXPROCS(0)), decoy: decoy}
+	return &credentialCache{key: key, entries: map[string]credential{}, slow: make(chan struct{}, runtime.GOMAXPROCS(0)),
+		suspect: make(chan struct{}, 1), failed: map[string]time.Time{}}
 }
 
 func (c *credentialCache) mac(password []byte) [sha256.Size]byte {
@@ -43,36 +66,70 @@ func (c *credentialCache) mac(password []byte) [sha256.Size]byte {
 	return out
 }
 
+// verify checks password against the user's hash. A certificate user has
+// no hash and an unknown user none either: no password logs them in, and no
+// work is done for them.
 func (c *credentialCache) verify(username, hash string, known bool, password []byte, counters *Counters) bool {
-	// A certificate user has no hash: no password logs it in, and its
-	// refusal takes as long as an unknown user's.
-	known = known && hash != ""
+	if !known || hash == "" {
+		return false
+	}
 	mac := c.mac(password)
-	if known {
-		c.mu.RLock()
-		e, ok := c.entries[username]
-		c.mu.RUnlock()
-		if ok && e.hash == hash && hmac.Equal(e.mac[:], mac[:]) {
-			counters.AuthCacheHits.Add(1)
-			return true
+	c.mu.RLock()
+	e, ok := c.entries[username]
+	c.mu.RUnlock()
+	if ok && e.hash == hash && hmac.Equal(e.mac[:], mac[:]) {
+		counters.AuthCacheHits.Add(1)
+		return true
+	}
+	if passwordhash.IsSlow(hash) {
+		lane := c.slow
+		if c.isSuspect(username) {
+			lane = c.suspect
 		}
+		lane <- struct{}{}
+		defer func() { <-lane }()
+		counters.KDFRuns.Add(1)
 	}
-	target := hash
-	if !known {
-		target = c.decoy
-	}
-	if passwordhash.IsSlow(target) {
-		c.slow <- struct{}{}
-		defer func() { <-c.slow }()
-	}
-	ok, err := passwordhash.Verify(target, string(password))
-	if !known || err != nil || !ok {
+	ok, err := passwordhash.Verify(hash, string(password))
+	if err != nil || !ok {
+		c.markFailed(username)
 		return false
 	}
 	c.mu.Lock()
 	c.entries[username] = credential{hash: hash, mac: mac}
 	c.mu.Unlock()
 	return true
+}
+
+func (c *credentialCache) isSuspect(username string) bool {
+	c.failedMu.Lock()
+	defer c.failedMu.Unlock()
+	at, ok := c.failed[username]
+	if ok && time.Since(at) > suspectFor {
+		delete(c.failed, username)
+		return false
+	}
+	return ok
+}
+
+// markFailed puts username in the suspect lane. The map is bounded: when
+// full, entries past suspectFor go, and if none have, all do (a guesser
+// cycling through more than maxSuspects real names is back in the normal
+// lane, still bounded by the CPU count).
+func (c *credentialCache) markFailed(username string) {
+	c.failedMu.Lock()
+	defer c.failedMu.Unlock()
+	if len(c.failed) >= maxSuspects {
+		for u, at := range c.failed {
+			if time.Since(at) > suspectFor {
+				delete(c.failed, u)
+			}
+		}
+		if len(c.failed) >= maxSuspects {
+			clear(c.failed)
+		}
+	}
+	c.failed[username] = time.Now()
 }
 
 // forget drops entries of users that are gone, whose hash changed, or that

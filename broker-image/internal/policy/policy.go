@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -89,6 +90,8 @@ type Counters struct {
 	// another user's session; SessionsDeleted, sessions deleted because
 	// their user no longer exists.
 	ClientIDRefused, SessionsDeleted atomic.Uint64
+	// KDFRuns counts bcrypt verifications actually run.
+	KDFRuns atomic.Uint64
 
 	// AuthCertificate counts the successes that logged in with a client
 	// certificate (they are in AuthSuccess too).
@@ -139,8 +142,12 @@ func (h *Hook) Current() *Snapshot { return h.snap.Load() }
 // username and password, or anonymous), the will topic, and that the client
 // ID is not held by another user.
 func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	start := time.Now()
 	id, snap, ok := h.authenticate(cl, pk)
 	if !ok {
+		// Every refusal takes at least as long, so its timing does not
+		// tell an unknown username from a wrong password (credentials.go).
+		time.Sleep(time.Until(start.Add(FailedLoginDelay)))
 		h.Counters.AuthFailure.Add(1)
 		// mochi calls OnDisconnect only for clients it admitted: the state
 		// OnConnect stored would otherwise stay, and the client with it.
@@ -226,8 +233,8 @@ func (h *Hook) identify(s *Snapshot, cl *mqtt.Client, pk packets.Packet) (identi
 	if claimed == "" {
 		return identity{}, s.AllowAnonymous && len(pk.Connect.Password) == 0
 	}
-	// A certificate user has no hash: verify refuses it, after as long as
-	// a wrong password takes, like an unknown user.
+	// A certificate user has no hash: verify refuses it, like an unknown
+	// user, without any work.
 	hash, known := s.passwordHash(claimed)
 	return identity{username: claimed}, h.creds.verify(claimed, hash, known, pk.Connect.Password, &h.Counters)
 }

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"testing"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -106,5 +107,45 @@ func TestLoginRacingAReloadIsJudgedByTheNewBundle(t *testing.T) {
 				t.Errorf("revoked counter = %d, want %d", h.Counters.Revoked.Load(), want)
 			}
 		})
+	}
+}
+
+// Someone guessing one user's password holds the one-wide suspect lane,
+// not the CPUs: another user's first login does not wait for the guesses.
+func TestPasswordGuessingKeepsToTheSuspectLane(t *testing.T) {
+	aliceHash, err := passwordhash.HashChosen("alice-password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	carolHash, err := passwordhash.HashChosen("carol-password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCredentialCache([]byte("0123456789abcdef0123456789abcdef"))
+	var counters Counters
+	if c.verify("alice", aliceHash, true, []byte("guess"), &counters) {
+		t.Fatal("a wrong password verified")
+	}
+	c.suspect <- struct{}{} // a guess against alice is running
+	guessed := make(chan bool, 1)
+	go func() { guessed <- c.verify("alice", aliceHash, true, []byte("alice-password"), &counters) }()
+	carol := make(chan bool, 1)
+	go func() { carol <- c.verify("carol", carolHash, true, []byte("carol-password"), &counters) }()
+	select {
+	case ok := <-carol:
+		if !ok {
+			t.Fatal("carol's password was refused")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("carol's login waited behind the guesses against alice")
+	}
+	select {
+	case <-guessed:
+		t.Fatal("alice's check ran while the suspect lane was full")
+	default:
+	}
+	<-c.suspect
+	if !<-guessed {
+		t.Error("alice's right password was refused")
 	}
 }
