@@ -362,6 +362,43 @@ type Limits struct {
 	// +kubebuilder:validation:Maximum=100000
 	// +optional
 	MaxSubscriptionsPerClient int32 `json:"maxSubscriptionsPerClient,omitempty"`
+
+	// maxPendingConnections bounds the connections that have not logged in
+	// yet, per pod, apart from maxConnections, so sockets that never log in
+	// cannot lock clients out: when it is full, the oldest connection that
+	// has not sent a whole CONNECT is closed to make room. Unset means a
+	// quarter of maxConnections, at least 64 and at most 10000.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	MaxPendingConnections int32 `json:"maxPendingConnections,omitempty"`
+
+	// maxPendingConnectionsPerAddress bounds the connections not logged in
+	// yet from one source address; unset means no limit. Only useful where
+	// the pods see the clients' own addresses (a Service with
+	// externalTrafficPolicy: Local): otherwise every device behind one node
+	// shares that node's address.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	MaxPendingConnectionsPerAddress int32 `json:"maxPendingConnectionsPerAddress,omitempty"`
+
+	// connectRatePerAddress is the most new connections per second (with a
+	// burst of as many) from one source address; unset means no limit. The
+	// same caveat about source addresses applies.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	ConnectRatePerAddress int32 `json:"connectRatePerAddress,omitempty"`
+
+	// maxConnectPacketSize is the largest CONNECT packet in bytes, checked
+	// at its header before anything is read or allocated: a CONNECT comes
+	// before the client proved anything. Unset means 16384 (a JWT password
+	// and a small will fit). Never more than maxPacketSize.
+	// +kubebuilder:validation:Minimum=256
+	// +kubebuilder:validation:Maximum=1048576
+	// +optional
+	MaxConnectPacketSize int32 `json:"maxConnectPacketSize,omitempty"`
 }
 
 // TLSMode says where the broker's server certificate comes from.

@@ -97,6 +97,22 @@ type Limits struct {
 	// PublishRatePerClient is PUBLISH packets per second per client; 0 = no limit.
 	PublishRatePerClient      int32 `json:"publishRatePerClient"`
 	MaxSubscriptionsPerClient int32 `json:"maxSubscriptionsPerClient"`
+
+	// Connections that have not logged in have a budget of their own, so
+	// they cannot lock logged-in clients out (they reload in place).
+	// MaxPendingConnections bounds them; 0 means a quarter of
+	// maxConnections, at least 64 and at most 10,000. When it is full, the
+	// oldest one that has not sent a whole CONNECT is closed for a new one.
+	MaxPendingConnections int32 `json:"maxPendingConnections,omitempty"`
+	// MaxPendingConnectionsPerAddress bounds them per source address and
+	// ConnectRatePerAddress bounds new connections per second per source
+	// address; 0 = no limit (the default: behind a Service without
+	// externalTrafficPolicy: Local, a node's devices share one address).
+	MaxPendingConnectionsPerAddress int32 `json:"maxPendingConnectionsPerAddress,omitempty"`
+	ConnectRatePerAddress           int32 `json:"connectRatePerAddress,omitempty"`
+	// MaxConnectPacketSize bounds the CONNECT packet, which arrives before
+	// the client proved anything; 0 means 16 KiB. Never above maxPacketSize.
+	MaxConnectPacketSize int32 `json:"maxConnectPacketSize,omitempty"`
 }
 
 // Storage says where broker state lives.
@@ -204,6 +220,12 @@ func (l *Limits) validate() []error {
 	check("maxKeepaliveSeconds", int64(l.MaxKeepaliveSeconds), 10, 65535)
 	check("publishRatePerClient", int64(l.PublishRatePerClient), 0, 1_000_000)
 	check("maxSubscriptionsPerClient", int64(l.MaxSubscriptionsPerClient), 1, 100_000)
+	check("maxPendingConnections", int64(l.MaxPendingConnections), 0, 1_000_000)
+	check("maxPendingConnectionsPerAddress", int64(l.MaxPendingConnectionsPerAddress), 0, 1_000_000)
+	check("connectRatePerAddress", int64(l.ConnectRatePerAddress), 0, 1_000_000)
+	if l.MaxConnectPacketSize != 0 {
+		check("maxConnectPacketSize", int64(l.MaxConnectPacketSize), 256, 1<<20)
+	}
 	return errs
 }
 

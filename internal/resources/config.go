@@ -83,6 +83,11 @@ func BrokerConfig(b *v1alpha1.MQTTBroker) (*brokerconfig.Config, error) {
 			MaxKeepaliveSeconds:       lim.MaxKeepalive,
 			PublishRatePerClient:      lim.PublishRatePerClient,
 			MaxSubscriptionsPerClient: lim.MaxSubscriptionsPerClient,
+
+			MaxPendingConnections:           lim.MaxPendingConnections,
+			MaxPendingConnectionsPerAddress: lim.MaxPendingConnectionsPerAddress,
+			ConnectRatePerAddress:           lim.ConnectRatePerAddress,
+			MaxConnectPacketSize:            lim.MaxConnectPacketSize,
 		},
 		Storage: brokerconfig.Storage{
 			Persistent: b.Spec.Storage.Type == v1alpha1.StoragePersistent,

@@ -100,6 +100,10 @@ func TestOnlyRestartRequiringChangesTouchThePodTemplate(t *testing.T) {
 		"maxKeepalive":   func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.MaxKeepalive = 30 },
 		"maxSubs":        func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.MaxSubscriptionsPerClient = 3 },
 		"allowAnonymous": func(b *v1alpha1.MQTTBroker) { b.Spec.AllowAnonymous = true },
+		"preauthBudget": func(b *v1alpha1.MQTTBroker) {
+			b.Spec.Limits.MaxPendingConnections, b.Spec.Limits.MaxPendingConnectionsPerAddress = 100, 10
+			b.Spec.Limits.ConnectRatePerAddress, b.Spec.Limits.MaxConnectPacketSize = 5, 4096
+		},
 		"serviceType":    func(b *v1alpha1.MQTTBroker) { b.Spec.Service.Type = corev1.ServiceTypeNodePort },
 	}
 	for name, mutate := range inPlace {

@@ -116,6 +116,8 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 	}
 	b.Policy = policy.New(server, log)
 	b.Policy.Flow = flow.New()
+	b.Policy.LoggedIn = b.guard.LoggedIn
+	b.Policy.Full = func() bool { return atomic.LoadInt64(&server.Info.ClientsConnected) >= b.guard.Limits.MaxConnections() }
 	if !flow.Available() {
 		log.Warn("this build of mochi hides its per-client write queue: publishers are not held back for full subscribers, full queues drop messages")
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/guard"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/policy"
 	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
 )
@@ -75,7 +76,12 @@ func (b *Broker) ApplyConfig(data []byte) error {
 }
 
 func (b *Broker) applyQuotas(cfg *brokerconfig.Config) {
-	b.guard.Limits.Set(uint32(cfg.Limits.MaxPacketSize), int64(cfg.Limits.MaxConnections), ConnectTimeout)
+	l := &cfg.Limits
+	b.guard.Limits.Set(uint32(l.MaxPacketSize), int64(l.MaxConnections), ConnectTimeout)
+	b.guard.Limits.SetPreauth(guard.Preauth{
+		MaxPending: int64(l.MaxPendingConnections), MaxPendingPerAddress: int64(l.MaxPendingConnectionsPerAddress),
+		ConnectRatePerAddress: int64(l.ConnectRatePerAddress), MaxConnectPacketSize: uint32(l.MaxConnectPacketSize),
+	})
 }
 
 func quotasOf(cfg *brokerconfig.Config) policy.Quotas {

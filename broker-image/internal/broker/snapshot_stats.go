@@ -18,8 +18,11 @@ type Stats struct {
 	SessionsRevoked, ReloadsOK, ReloadsFailed                            uint64
 	FlowWaits, FlowWaitNanos, FlowSlowSubscribers                        uint64
 	ClientIDRefused, SessionsDeleted, ReloadsStale, AuthKDFRuns          uint64
-	Revision                                                             string
-	Generation                                                           int64
+	// Connections not logged in yet (guard/preauth.go).
+	PreauthPending                                                             int64
+	PreauthEvicted, PreauthRefusedAddress, PreauthRefusedRate, ConnectTooLarge uint64
+	Revision                                                                   string
+	Generation                                                                 int64
 }
 
 // Stats reads every counter once.
@@ -31,8 +34,13 @@ func (b *Broker) Stats() Stats {
 		Subscriptions:       atomic.LoadInt64(&info.Subscriptions),
 		Retained:            atomic.LoadInt64(&info.Retained),
 		Inflight:            atomic.LoadInt64(&info.Inflight),
-		ConnectionsAccepted: g.Accepted.Load(), ConnectionsRefused: g.RefusedOverLimit.Load(),
-		PacketTooLarge: g.ClosedPacketTooLarge.Load(), Malformed: g.ClosedMalformed.Load(),
+		ConnectionsAccepted: g.Accepted.Load(),
+		ConnectionsRefused: g.RefusedOverLimit.Load() + p.ServerFull.Load() + g.Preauth.RefusedPending.Load() +
+			g.Preauth.RefusedAddress.Load() + g.Preauth.RefusedRate.Load(),
+		PreauthPending: g.Preauth.Pending.Load(), PreauthEvicted: g.Preauth.Evicted.Load(),
+		PreauthRefusedAddress: g.Preauth.RefusedAddress.Load(), PreauthRefusedRate: g.Preauth.RefusedRate.Load(),
+		ConnectTooLarge: g.Preauth.ConnectTooLarge.Load(),
+		PacketTooLarge:  g.ClosedPacketTooLarge.Load(), Malformed: g.ClosedMalformed.Load(),
 		Panics: g.Panics.Load(), BytesIn: g.BytesIn.Load(), BytesOut: g.BytesOut.Load(),
 		MessagesDropped: uint64(atomic.LoadInt64(&info.MessagesDropped)), QueueFullDropped: uint64(atomic.LoadInt64(&info.InflightDropped)),
 		QoSRefused: p.QoSRefused.Load(), RetainRefused: p.RetainRefused.Load(),

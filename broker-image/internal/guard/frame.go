@@ -8,6 +8,7 @@
 package guard
 
 import (
+	"container/list"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,10 @@ import (
 
 // ErrPacketTooLarge closes a connection whose packet exceeds the limit.
 var ErrPacketTooLarge = errors.New("packet larger than the broker's maximum packet size")
+
+// ErrConnectTooLarge closes a connection whose CONNECT exceeds the
+// CONNECT limit, which is smaller than the packet limit (preauth.go).
+var ErrConnectTooLarge = fmt.Errorf("CONNECT too large: %w", ErrPacketTooLarge)
 
 // ErrMalformedLength closes a connection whose remaining-length field is longer
 // than MQTT's four bytes.
@@ -32,6 +37,10 @@ type frameState struct {
 	mult      uint32
 	length    uint32
 	remaining uint32
+	// firstMax, when set, bounds the first frame (a client's CONNECT)
+	// instead of max; frames counts the frames whose header was read.
+	firstMax uint32
+	frames   uint64
 }
 
 // scan advances over b and fails as soon as a frame's declared size exceeds
@@ -59,6 +68,12 @@ func (f *frameState) scan(b []byte, max uint32, publishes *[3]atomic.Uint64) err
 			f.mult *= 128
 			if c&0x80 != 0 {
 				continue
+			}
+			f.frames++
+			if f.frames == 1 && f.firstMax > 0 && f.firstMax < max {
+				if total := f.length + 1 + uint32(f.lenBytes); total > f.firstMax {
+					return fmt.Errorf("%w: %d bytes declared, %d allowed", ErrConnectTooLarge, total, f.firstMax)
+				}
 			}
 			if total := f.length + 1 + uint32(f.lenBytes); total > max {
 				return fmt.Errorf("%w: %d bytes declared, %d allowed", ErrPacketTooLarge, total, max)
@@ -92,6 +107,14 @@ type conn struct {
 	closed  atomic.Bool
 	stats   *Stats
 	w       heldWrites
+
+	// For the strangers' budget (preauth.go): the source address, the
+	// place in the queue of strangers (guarded by the budget's lock), and
+	// whether the whole CONNECT arrived and the client logged in.
+	addr        string
+	stranger    *list.Element
+	connectRead atomic.Bool
+	loggedIn    atomic.Bool
 }
 
 func (c *conn) Read(p []byte) (int, error) {
@@ -107,6 +130,9 @@ func (c *conn) Read(p []byte) (int, error) {
 			c.stats.Rejected(ferr)
 			_ = c.Conn.Close()
 			return 0, ferr
+		}
+		if !c.connectRead.Load() && c.frames.frames > 0 && c.frames.stage == 0 || c.frames.frames > 1 {
+			c.connectRead.Store(true) // the CONNECT is in: not a silent stranger
 		}
 		c.w.reading.Store(true)
 	}

@@ -20,9 +20,10 @@ import (
 // Guard is shared by all listeners of one broker: one connection limit, one
 // set of counters.
 type Guard struct {
-	Limits *Limits
-	Stats  Stats
-	Log    *slog.Logger
+	Limits  *Limits
+	Stats   Stats
+	Log     *slog.Logger
+	preauth preauth
 	// CloseClients disconnects the clients of one listener when it closes.
 	// mochi's own (Clients.GetByListener) takes its read lock twice and can
 	// deadlock against a client being removed at the same moment, so the
@@ -40,17 +41,31 @@ func (g *Guard) closeClients(id string, mochis listeners.CloseFn) {
 
 // admit wraps a new connection, or closes it when the broker is full.
 func (g *Guard) admit(raw net.Conn) (*conn, bool) {
-	if g.Stats.Open.Add(1) > g.Limits.MaxConnections() {
+	// Logged-in clients are bounded by maxConnections (the policy hook);
+	// those not logged in by their own budget (preauth.go).
+	if g.Stats.Open.Add(1) > g.Limits.MaxConnections()+g.Limits.MaxPending() {
 		g.Stats.Open.Add(-1)
 		g.Stats.RefusedOverLimit.Add(1)
 		_ = raw.Close()
 		return nil, false
 	}
+	c := &conn{Conn: raw, limits: g.Limits, stats: &g.Stats, addr: hostOf(raw.RemoteAddr())}
+	c.frames.firstMax = g.Limits.MaxConnectPacketSize()
+	evict, ok := g.admitStranger(c)
+	if evict != nil {
+		_ = evict.Close()
+	}
+	if !ok {
+		g.Stats.Open.Add(-1)
+		_ = raw.Close()
+		return nil, false
+	}
+	c.onClose = func() { g.Stats.Open.Add(-1); g.leave(c) }
 	g.Stats.Accepted.Add(1)
 	// mochi replaces this deadline with its keepalive deadline once CONNECT
 	// has been read; until then a silent client is dropped.
 	_ = raw.SetReadDeadline(time.Now().Add(g.Limits.ConnectTimeout()))
-	return &conn{Conn: raw, limits: g.Limits, stats: &g.Stats, onClose: func() { g.Stats.Open.Add(-1) }}, true
+	return c, true
 }
 
 // serveConn runs mochi on one connection, so that a panic in the decoder or a

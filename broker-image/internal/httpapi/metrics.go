@@ -19,7 +19,7 @@ var metricHelp = map[string]string{
 	"mqtt_connections":                              "Open network connections, before and after CONNECT.",
 	"mqtt_clients_connected":                        "Authenticated MQTT clients.",
 	"mqtt_connections_accepted_total":               "Connections accepted by the listeners.",
-	"mqtt_connections_refused_total":                "Connections refused because maxConnections was reached.",
+	"mqtt_connections_refused_total":                "Connections refused: maxConnections clients logged in, the sockets limit (maxConnections plus the budget of connections not logged in) reached, or a per-address limit.",
 	"mqtt_connections_closed_total":                 "Connections closed by the guard, by reason.",
 	"mqtt_connection_panics_total":                  "Panics recovered on client connections (each closed that one connection).",
 	"mqtt_bytes_received_total":                     "Bytes received from clients.",
@@ -41,6 +41,10 @@ var metricHelp = map[string]string{
 	"mqtt_quota_exceeded_total":                     "Clients or filters refused by a per-client quota, by quota.",
 	"mqtt_sessions_revoked_total":                   "Sessions disconnected because a new auth bundle no longer admits them.",
 	"mqtt_reloads_total":                            "Configuration and auth bundle reloads, by result (stale: an auth bundle older than the one in force, ignored).",
+	"mqtt_preauth_connections":                      "Connections that have not logged in yet (their own budget, apart from maxConnections).",
+	"mqtt_preauth_evicted_total":                    "Connections closed before sending a whole CONNECT, to make room for new ones when the budget of connections not logged in was full.",
+	"mqtt_preauth_refused_total":                    "New connections refused by a per-source-address limit, by limit.",
+	"mqtt_connect_too_large_total":                  "CONNECT packets over the CONNECT size limit (also in mqtt_connections_closed_total{reason=packet_too_large}).",
 	"mqtt_client_id_refused_total":                  "Logins refused because their client ID names another user's session (live or offline).",
 	"mqtt_sessions_deleted_total":                   "Sessions deleted with their queued messages because their user no longer exists.",
 	"mqtt_auth_bundle_info":                         "The auth bundle in force (revision label); value is its generation.",
@@ -57,7 +61,7 @@ func newCollector(b *broker.Broker) *collector {
 		"mqtt_connections_closed_total": {"reason"}, "mqtt_messages_received_total": {"qos"}, "mqtt_messages_sent_total": {"qos"},
 		"mqtt_auth_total": {"result"}, "mqtt_acl_denied_total": {"access"}, "mqtt_quota_exceeded_total": {"quota"},
 		"mqtt_reloads_total": {"result"}, "mqtt_auth_bundle_info": {"revision"}, "mqtt_messages_dropped_total": {"reason"},
-		"mqtt_tls_reloads_total": {"result"},
+		"mqtt_tls_reloads_total": {"result"}, "mqtt_preauth_refused_total": {"limit"},
 	}
 	for name, help := range metricHelp {
 		c.descs[name] = prometheus.NewDesc(name, help, labels[name], nil)
@@ -120,6 +124,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter("mqtt_quota_exceeded_total", s.RateLimited, "publish_rate")
 	counter("mqtt_quota_exceeded_total", s.SubscriptionQuota, "subscriptions")
 	counter("mqtt_sessions_revoked_total", s.SessionsRevoked)
+	gauge("mqtt_preauth_connections", float64(s.PreauthPending))
+	counter("mqtt_preauth_evicted_total", s.PreauthEvicted)
+	counter("mqtt_preauth_refused_total", s.PreauthRefusedAddress, "pending_per_address")
+	counter("mqtt_preauth_refused_total", s.PreauthRefusedRate, "connect_rate_per_address")
+	counter("mqtt_connect_too_large_total", s.ConnectTooLarge)
 	counter("mqtt_client_id_refused_total", s.ClientIDRefused)
 	counter("mqtt_sessions_deleted_total", s.SessionsDeleted)
 	counter("mqtt_reloads_total", s.ReloadsOK, "success")

@@ -8,6 +8,7 @@ package policy
 import (
 	"crypto/rand"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,8 +91,9 @@ type Counters struct {
 	// another user's session; SessionsDeleted, sessions deleted because
 	// their user no longer exists.
 	ClientIDRefused, SessionsDeleted atomic.Uint64
-	// KDFRuns counts bcrypt verifications actually run.
-	KDFRuns atomic.Uint64
+	// KDFRuns counts bcrypt verifications actually run; ServerFull, logins
+	// refused because maxConnections clients were logged in.
+	KDFRuns, ServerFull atomic.Uint64
 
 	// AuthCertificate counts the successes that logged in with a client
 	// certificate (they are in AuthSuccess too).
@@ -113,6 +115,11 @@ type Hook struct {
 	// SessionDeleted, when set, is told of every session the hook deleted
 	// (its user is gone), so the store forgets it too.
 	SessionDeleted func(*mqtt.Client)
+	// LoggedIn, when set, is told of every client that logged in (the
+	// guard then counts it against maxConnections, not the strangers'
+	// budget); Full reports that maxConnections clients are logged in.
+	LoggedIn func(net.Conn)
+	Full     func() bool
 }
 
 // New returns a hook that denies everything until Apply gives it a snapshot.
@@ -177,6 +184,9 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 // since the login, the client is judged as Apply would have judged it.
 // Either Apply's scan sees the client, or this load sees Apply's snapshot.
 func (h *Hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	if h.LoggedIn != nil {
+		h.LoggedIn(cl.Net.Conn)
+	}
 	st := h.state(cl)
 	if st == nil {
 		return

@@ -51,6 +51,17 @@ func (h *Hook) state(cl *mqtt.Client) *clientState {
 // or for more than the limit gets the limit (MQTT 5 clients are told so in
 // CONNACK), so no idle connection lives forever.
 func (h *Hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
+	if h.Full != nil && h.Full() {
+		// maxConnections clients are logged in. Answered before any
+		// password check: a full broker does no work for newcomers.
+		h.Counters.ServerFull.Add(1)
+		code := packets.ErrServerBusy
+		if cl.Properties.ProtocolVersion < 5 {
+			code = packets.ErrServerUnavailable // 3.1.1 has no "busy"
+		}
+		_ = h.server.SendConnack(cl, code, false, nil)
+		return code
+	}
 	h.clients.Store(cl, &clientState{})
 	s := h.snap.Load()
 	if s == nil {
