@@ -399,6 +399,39 @@ type Limits struct {
 	// +kubebuilder:validation:Maximum=1048576
 	// +optional
 	MaxConnectPacketSize int32 `json:"maxConnectPacketSize,omitempty"`
+
+	// maxRetainedMessages bounds the retained messages one broker pod keeps
+	// (they live in memory and are all loaded at every start). Past it, or
+	// past maxRetainedBytes, a retained PUBLISH is delivered to current
+	// subscribers but not kept, and counted in mqtt_retained_refused_total.
+	// Unset means 100000.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000000
+	// +optional
+	MaxRetainedMessages int32 `json:"maxRetainedMessages,omitempty"`
+
+	// maxRetainedBytes bounds the topics and payloads of the retained
+	// messages one broker pod keeps, as a quantity such as 64Mi. Unset
+	// means 64Mi.
+	// +kubebuilder:validation:XValidation:rule="isQuantity(self) && quantity(self).isGreaterThan(quantity('0')) && quantity(self).compareTo(quantity('64Gi')) <= 0",message="maxRetainedBytes must be a quantity such as 64Mi, above 0 and at most 64Gi"
+	// +kubebuilder:validation:MaxLength=32
+	// +optional
+	MaxRetainedBytes string `json:"maxRetainedBytes,omitempty"`
+
+	// maxTopicLength is the longest topic name or filter in bytes; a PUBLISH
+	// to a longer one disconnects the client (MQTT 5 reason 0x90) and a
+	// longer filter is refused in SUBACK. Unset means 4096.
+	// +kubebuilder:validation:Minimum=16
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	MaxTopicLength int32 `json:"maxTopicLength,omitempty"`
+
+	// maxTopicLevels is the most levels (parts between slashes) of a topic
+	// name or filter, treated like maxTopicLength. Unset means 32.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	MaxTopicLevels int32 `json:"maxTopicLevels,omitempty"`
 }
 
 // TLSMode says where the broker's server certificate comes from.

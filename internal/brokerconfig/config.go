@@ -113,6 +113,43 @@ type Limits struct {
 	// MaxConnectPacketSize bounds the CONNECT packet, which arrives before
 	// the client proved anything; 0 means 16 KiB. Never above maxPacketSize.
 	MaxConnectPacketSize int32 `json:"maxConnectPacketSize,omitempty"`
+
+	// MaxRetainedMessages and MaxRetainedBytes (topics and payloads) bound
+	// the retained messages the broker keeps; past them a retained PUBLISH
+	// is delivered but not kept. 0 means DefaultMaxRetainedMessages and
+	// DefaultMaxRetainedBytes.
+	MaxRetainedMessages int32 `json:"maxRetainedMessages,omitempty"`
+	MaxRetainedBytes    int64 `json:"maxRetainedBytes,omitempty"`
+	// MaxTopicLength (bytes) and MaxTopicLevels bound topic names and
+	// filters; 0 means DefaultMaxTopicLength and DefaultMaxTopicLevels.
+	MaxTopicLength int32 `json:"maxTopicLength,omitempty"`
+	MaxTopicLevels int32 `json:"maxTopicLevels,omitempty"`
+}
+
+// Defaults of the limits whose zero value means "the default".
+const (
+	DefaultMaxRetainedMessages = 100_000
+	DefaultMaxRetainedBytes    = 64 << 20
+	DefaultMaxTopicLength      = 4096
+	DefaultMaxTopicLevels      = 32
+)
+
+// RetainedMessages, RetainedBytes, TopicLength and TopicLevels are the
+// limits with their defaults applied.
+func (l *Limits) RetainedMessages() int {
+	return orDefault(int(l.MaxRetainedMessages), DefaultMaxRetainedMessages)
+}
+func (l *Limits) RetainedBytes() int {
+	return orDefault(int(l.MaxRetainedBytes), DefaultMaxRetainedBytes)
+}
+func (l *Limits) TopicLength() int { return orDefault(int(l.MaxTopicLength), DefaultMaxTopicLength) }
+func (l *Limits) TopicLevels() int { return orDefault(int(l.MaxTopicLevels), DefaultMaxTopicLevels) }
+
+func orDefault(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
 }
 
 // Storage says where broker state lives.
@@ -223,6 +260,10 @@ func (l *Limits) validate() []error {
 	check("maxPendingConnections", int64(l.MaxPendingConnections), 0, 1_000_000)
 	check("maxPendingConnectionsPerAddress", int64(l.MaxPendingConnectionsPerAddress), 0, 1_000_000)
 	check("connectRatePerAddress", int64(l.ConnectRatePerAddress), 0, 1_000_000)
+	check("maxRetainedMessages", int64(l.MaxRetainedMessages), 0, 10_000_000)
+	check("maxRetainedBytes", l.MaxRetainedBytes, 0, 64<<30)
+	check("maxTopicLength", int64(l.MaxTopicLength), 0, 65535)
+	check("maxTopicLevels", int64(l.MaxTopicLevels), 0, 1000)
 	if l.MaxConnectPacketSize != 0 {
 		check("maxConnectPacketSize", int64(l.MaxConnectPacketSize), 256, 1<<20)
 	}

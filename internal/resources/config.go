@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
@@ -67,6 +68,14 @@ func BrokerConfig(b *v1alpha1.MQTTBroker) (*brokerconfig.Config, error) {
 		}
 		expiry = d
 	}
+	var retainedBytes int64
+	if lim.MaxRetainedBytes != "" {
+		q, err := resource.ParseQuantity(lim.MaxRetainedBytes)
+		if err != nil {
+			return nil, fmt.Errorf("limits.maxRetainedBytes: %w", err)
+		}
+		retainedBytes = q.Value()
+	}
 	cfg := &brokerconfig.Config{
 		Version:        brokerconfig.Version,
 		HealthAddress:  net.JoinHostPort("", strconv.Itoa(v1alpha1.HealthPort)),
@@ -88,6 +97,11 @@ func BrokerConfig(b *v1alpha1.MQTTBroker) (*brokerconfig.Config, error) {
 			MaxPendingConnectionsPerAddress: lim.MaxPendingConnectionsPerAddress,
 			ConnectRatePerAddress:           lim.ConnectRatePerAddress,
 			MaxConnectPacketSize:            lim.MaxConnectPacketSize,
+
+			MaxRetainedMessages: lim.MaxRetainedMessages,
+			MaxRetainedBytes:    retainedBytes,
+			MaxTopicLength:      lim.MaxTopicLength,
+			MaxTopicLevels:      lim.MaxTopicLevels,
 		},
 		Storage: brokerconfig.Storage{
 			Persistent: b.Spec.Storage.Type == v1alpha1.StoragePersistent,

@@ -104,7 +104,7 @@ func TestOnlyRestartRequiringChangesTouchThePodTemplate(t *testing.T) {
 			b.Spec.Limits.MaxPendingConnections, b.Spec.Limits.MaxPendingConnectionsPerAddress = 100, 10
 			b.Spec.Limits.ConnectRatePerAddress, b.Spec.Limits.MaxConnectPacketSize = 5, 4096
 		},
-		"serviceType":    func(b *v1alpha1.MQTTBroker) { b.Spec.Service.Type = corev1.ServiceTypeNodePort },
+		"serviceType": func(b *v1alpha1.MQTTBroker) { b.Spec.Service.Type = corev1.ServiceTypeNodePort },
 	}
 	for name, mutate := range inPlace {
 		if diff := cmp.Diff(base, template(mutate)); diff != "" {

@@ -192,6 +192,7 @@ func (b *Broker) Start() error {
 			b.log.Info("deleted stored sessions of users that no longer exist", "sessions", n)
 		}
 		b.countRestored()
+		b.Policy.RecountRetained()
 		if _, err := b.store.ReplayPending(b.server); err != nil {
 			return err
 		}

@@ -91,6 +91,10 @@ func quotasOf(cfg *brokerconfig.Config) policy.Quotas {
 		MaxSubscriptionsPerClient: cfg.Limits.MaxSubscriptionsPerClient,
 		MaxQoS:                    byte(cfg.Limits.MaxQoS),
 		RetainAvailable:           cfg.Limits.RetainAvailable,
+		MaxRetainedMessages:       cfg.Limits.RetainedMessages(),
+		MaxRetainedBytes:          cfg.Limits.RetainedBytes(),
+		MaxTopicLength:            cfg.Limits.TopicLength(),
+		MaxTopicLevels:            cfg.Limits.TopicLevels(),
 	}
 }
 

@@ -21,6 +21,8 @@ type Stats struct {
 	// Connections not logged in yet (guard/preauth.go).
 	PreauthPending                                                             int64
 	PreauthEvicted, PreauthRefusedAddress, PreauthRefusedRate, ConnectTooLarge uint64
+	RetainedBytes, RetainedKept                                                int64
+	RetainedRefused, TopicTooLong                                              uint64
 	Revision                                                                   string
 	Generation                                                                 int64
 }
@@ -40,7 +42,8 @@ func (b *Broker) Stats() Stats {
 		PreauthPending: g.Preauth.Pending.Load(), PreauthEvicted: g.Preauth.Evicted.Load(),
 		PreauthRefusedAddress: g.Preauth.RefusedAddress.Load(), PreauthRefusedRate: g.Preauth.RefusedRate.Load(),
 		ConnectTooLarge: g.Preauth.ConnectTooLarge.Load(),
-		PacketTooLarge:  g.ClosedPacketTooLarge.Load(), Malformed: g.ClosedMalformed.Load(),
+		RetainedBytes:   b.Policy.RetainedBytes(), RetainedKept: b.Policy.RetainedKept(), RetainedRefused: p.RetainedRefused.Load(), TopicTooLong: p.TopicTooLong.Load(),
+		PacketTooLarge: g.ClosedPacketTooLarge.Load(), Malformed: g.ClosedMalformed.Load(),
 		Panics: g.Panics.Load(), BytesIn: g.BytesIn.Load(), BytesOut: g.BytesOut.Load(),
 		MessagesDropped: uint64(atomic.LoadInt64(&info.MessagesDropped)), QueueFullDropped: uint64(atomic.LoadInt64(&info.InflightDropped)),
 		QoSRefused: p.QoSRefused.Load(), RetainRefused: p.RetainRefused.Load(),

@@ -45,6 +45,9 @@ var metricHelp = map[string]string{
 	"mqtt_preauth_evicted_total":                    "Connections closed before sending a whole CONNECT, to make room for new ones when the budget of connections not logged in was full.",
 	"mqtt_preauth_refused_total":                    "New connections refused by a per-source-address limit, by limit.",
 	"mqtt_connect_too_large_total":                  "CONNECT packets over the CONNECT size limit (also in mqtt_connections_closed_total{reason=packet_too_large}).",
+	"mqtt_retained_bytes":                           "Bytes of topics and payloads of the retained messages kept.",
+	"mqtt_retained_refused_total":                   "Retained messages delivered but not kept: the retained limits (count or bytes) were reached.",
+	"mqtt_topic_refused_total":                      "Topic names and filters refused for exceeding the topic length or level limit.",
 	"mqtt_client_id_refused_total":                  "Logins refused because their client ID names another user's session (live or offline).",
 	"mqtt_sessions_deleted_total":                   "Sessions deleted with their queued messages because their user no longer exists.",
 	"mqtt_auth_bundle_info":                         "The auth bundle in force (revision label); value is its generation.",
@@ -129,6 +132,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter("mqtt_preauth_refused_total", s.PreauthRefusedAddress, "pending_per_address")
 	counter("mqtt_preauth_refused_total", s.PreauthRefusedRate, "connect_rate_per_address")
 	counter("mqtt_connect_too_large_total", s.ConnectTooLarge)
+	gauge("mqtt_retained_bytes", float64(s.RetainedBytes))
+	counter("mqtt_retained_refused_total", s.RetainedRefused)
+	counter("mqtt_topic_refused_total", s.TopicTooLong)
 	counter("mqtt_client_id_refused_total", s.ClientIDRefused)
 	counter("mqtt_sessions_deleted_total", s.SessionsDeleted)
 	counter("mqtt_reloads_total", s.ReloadsOK, "success")

@@ -47,6 +47,13 @@ type Quotas struct {
 	// CONNACK); the hook enforces them on PUBLISH the way MQTT 5 asks.
 	MaxQoS          byte
 	RetainAvailable bool
+	// Retained messages the broker keeps, and their bytes (topics and
+	// payloads); 0 = no limit (retained.go).
+	MaxRetainedMessages, MaxRetainedBytes int
+	// Topic names and filters: bytes and levels; 0 = no limit. A PUBLISH
+	// over them disconnects the client (MQTT 5 reason 0x90), a filter over
+	// them is refused in SUBACK.
+	MaxTopicLength, MaxTopicLevels int
 }
 
 // NewSnapshot indexes a validated bundle.
@@ -94,6 +101,9 @@ type Counters struct {
 	// KDFRuns counts bcrypt verifications actually run; ServerFull, logins
 	// refused because maxConnections clients were logged in.
 	KDFRuns, ServerFull atomic.Uint64
+	// RetainedRefused counts retained messages delivered but not kept
+	// (retained.go); TopicTooLong, topics and filters over the limits.
+	RetainedRefused, TopicTooLong atomic.Uint64
 
 	// AuthCertificate counts the successes that logged in with a client
 	// certificate (they are in AuthSuccess too).
@@ -109,6 +119,7 @@ type Hook struct {
 	server   *mqtt.Server
 	Counters Counters
 	log      *slog.Logger
+	retained retainedBook
 	// Flow holds a publisher back while a subscriber's pending writes are
 	// nearly full (see package flow). Set before the server starts.
 	Flow *flow.Control
@@ -136,7 +147,8 @@ func (h *Hook) ID() string { return "mqtt-operator-policy" }
 func (h *Hook) Provides(b byte) bool {
 	switch b { // mochi asks this for every event of every message: no allocation, no scan
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablished, mqtt.OnACLCheck,
-		mqtt.OnDisconnect, mqtt.OnPacketRead, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnPacketSent:
+		mqtt.OnDisconnect, mqtt.OnPacketRead, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnPacketSent,
+		mqtt.OnPublish, mqtt.OnRetainedExpired:
 		return true
 	}
 	return false

@@ -121,6 +121,13 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		_ = h.server.DisconnectClient(cl, packets.ErrQosNotSupported)
 		return pk, packets.ErrRejectPacket
 	}
+	if s.Quotas.topicTooLong(pk.TopicName) {
+		h.Counters.TopicTooLong.Add(1)
+		h.log.Info("client published to a topic over the length or level limit; disconnecting", "clientId", cl.ID,
+			"topicBytes", len(pk.TopicName), "maxTopicLength", s.Quotas.MaxTopicLength, "maxTopicLevels", s.Quotas.MaxTopicLevels)
+		_ = h.server.DisconnectClient(cl, packets.ErrTopicNameInvalid)
+		return pk, packets.ErrRejectPacket
+	}
 	if pk.FixedHeader.Retain && !s.Quotas.RetainAvailable {
 		h.Counters.RetainRefused.Add(1)
 		h.log.Info("client published a retained message while retain is off; disconnecting", "clientId", cl.ID)
@@ -159,11 +166,20 @@ func (h *Hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	count := cl.State.Subscriptions.Len()
 	var refuse map[string]struct{}
 	for _, f := range pk.Filters {
+		if s.Quotas.topicTooLong(f.Filter) {
+			h.Counters.TopicTooLong.Add(1)
+			if refuse == nil {
+				refuse = map[string]struct{}{}
+			}
+			refuse[f.Filter] = struct{}{}
+			continue
+		}
 		if _, already := cl.State.Subscriptions.Get(f.Filter); already {
 			continue
 		}
 		count++
 		if int32(count) > s.Quotas.MaxSubscriptionsPerClient {
+			h.Counters.SubscriptionQuota.Add(1)
 			if refuse == nil {
 				refuse = map[string]struct{}{}
 			}
@@ -171,7 +187,6 @@ func (h *Hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 		}
 	}
 	if refuse != nil {
-		h.Counters.SubscriptionQuota.Add(uint64(len(refuse)))
 		st.refusing.Store(&refuse)
 	}
 	return pk
