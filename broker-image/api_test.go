@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -305,5 +306,27 @@ func TestRecreatedBrokerIgnoresTheOldBrokersCache(t *testing.T) {
 	}
 	if len(logLines(p2.output(), "deleted the auth bundle cached by an earlier broker")) != 1 {
 		t.Error("the old broker's cache was not reported as deleted")
+	}
+}
+
+// The admin token rotates without a restart: once the mounted file holds a
+// new token, the new one is accepted and the old one refused.
+func TestAdminTokenRotatesInPlace(t *testing.T) {
+	f := newBrokerFiles(t)
+	f.writeConfig(t)
+	f.writeBundle(t, f.authBundle())
+	f.start(t)
+	if code, _ := adminRequest(t, f, http.MethodGet, "/v1/auth-bundle/revision", adminToken, nil); code != http.StatusOK {
+		t.Fatalf("first token: %d", code)
+	}
+	rotated := adminToken + "-rotated"
+	if err := os.WriteFile(f.token, []byte(rotated+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := adminRequest(t, f, http.MethodGet, "/v1/auth-bundle/revision", rotated, nil); code != http.StatusOK {
+		t.Errorf("rotated token: %d, want 200", code)
+	}
+	if code, _ := adminRequest(t, f, http.MethodGet, "/v1/auth-bundle/revision", adminToken, nil); code != http.StatusUnauthorized {
+		t.Errorf("old token after the rotation: %d, want 401", code)
 	}
 }

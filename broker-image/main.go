@@ -16,7 +16,6 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -156,10 +155,10 @@ func run(log *slog.Logger, opts options) error {
 	}
 
 	servers := []*http.Server{{Addr: cfg.HealthAddress, Handler: httpapi.Health(b), ReadHeaderTimeout: 5 * time.Second}}
-	token, err := os.ReadFile(opts.tokenPath)
+	token := httpapi.TokenFile(opts.tokenPath)
 	switch {
-	case err == nil && len(strings.TrimSpace(string(token))) > 0:
-		servers = append(servers, &http.Server{Addr: cfg.AdminAddress, Handler: httpapi.Admin(b, strings.TrimSpace(string(token)), log), ReadHeaderTimeout: 5 * time.Second})
+	case token() != "":
+		servers = append(servers, &http.Server{Addr: cfg.AdminAddress, Handler: httpapi.Admin(b, token, log), ReadHeaderTimeout: 5 * time.Second})
 	case !opts.anonymous:
 		log.Warn("no admin token; the admin API is off and bundles arrive only through the file", "path", opts.tokenPath)
 	}

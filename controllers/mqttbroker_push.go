@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -103,11 +104,18 @@ type readyPod struct {
 	name, ip, container string
 }
 
-func readyPods(pods []corev1.Pod) []readyPod {
+// readyPods are the ready pods of the StatefulSet with UID owner: the pods
+// that should enforce the bundle now. A pod that merely carries the
+// broker's labels (anyone who may create pods in the namespace can label
+// one so) is never pushed to: a push carries the admin token.
+func readyPods(pods []corev1.Pod, owner types.UID) []readyPod {
 	var out []readyPod
 	for i := range pods {
 		p := &pods[i]
 		if !p.DeletionTimestamp.IsZero() || p.Status.PodIP == "" || len(p.Status.ContainerStatuses) == 0 {
+			continue
+		}
+		if ref := metav1.GetControllerOf(p); ref == nil || ref.Kind != "StatefulSet" || ref.UID != owner || owner == "" {
 			continue
 		}
 		for _, c := range p.Status.Conditions {
@@ -212,7 +220,11 @@ func (r *MQTTBrokerReconciler) syncAuth(ctx context.Context, s *brokerScope, aut
 	if err := r.Client.List(ctx, &pods, client.InNamespace(b.Namespace), client.MatchingLabels(resources.SelectorLabels(b))); err != nil {
 		return fmt.Errorf("listing the broker's pods: %w", err)
 	}
-	ready := readyPods(pods.Items)
+	var owner types.UID
+	if s.sts != nil {
+		owner = s.sts.UID
+	}
+	ready := readyPods(pods.Items, owner)
 	inSync, err := r.pusher.sync(ctx, key, ready, auth.token, auth.data, auth.bundle.Revision)
 	s.auth = &v1alpha1.AuthStatus{
 		Revision: auth.bundle.Revision, Generation: auth.bundle.Generation,

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,9 +44,25 @@ func Health(b *broker.Broker) http.Handler {
 	return mux
 }
 
-// Admin returns the handler of the admin port. token is compared in constant
-// time; an empty token disables every admin route.
-func Admin(b *broker.Broker, token string, log *slog.Logger) http.Handler {
+// TokenFile reads the admin token from a file at every request, so a
+// rotated token (a new Secret, synced by the kubelet) is in force without a
+// restart. A request costs one read of a small file; the admin port is
+// reachable only from the operator. An unreadable file gives "", which
+// refuses every request.
+func TokenFile(path string) func() string {
+	return func() string {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(data))
+	}
+}
+
+// Admin returns the handler of the admin port. The token, as token returns
+// it for each request, is compared in constant time; an empty one refuses
+// every admin route.
+func Admin(b *broker.Broker, token func() string, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /v1/auth-bundle", func(w http.ResponseWriter, r *http.Request) {
 		data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBundleBytes))
@@ -72,11 +89,11 @@ func Admin(b *broker.Broker, token string, log *slog.Logger) http.Handler {
 	return authenticated(token, log, mux)
 }
 
-func authenticated(token string, log *slog.Logger, next http.Handler) http.Handler {
-	want := []byte("Bearer " + token)
+func authenticated(token func() string, log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if token == "" || subtle.ConstantTimeCompare(got, want) != 1 {
+		current := token()
+		got, want := []byte(r.Header.Get("Authorization")), []byte("Bearer "+current)
+		if current == "" || subtle.ConstantTimeCompare(got, want) != 1 {
 			log.Warn("refused an admin request without a valid token", "remote", r.RemoteAddr, "path", r.URL.Path,
 				"hadToken", strings.HasPrefix(string(got), "Bearer "))
 			w.Header().Set("WWW-Authenticate", "Bearer")
