@@ -125,6 +125,9 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 	if err := server.AddHook(b.Policy, nil); err != nil {
 		return nil, fmt.Errorf("adding policy hook: %w", err)
 	}
+	if err := server.AddHook(b.Policy.WillCheck(), nil); err != nil {
+		return nil, fmt.Errorf("adding will check hook: %w", err)
+	}
 	if !cfg.Limits.RetainAvailable {
 		if err := server.AddHook(new(retainOffHook), nil); err != nil {
 			return nil, fmt.Errorf("adding retain hook: %w", err)
