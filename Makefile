@@ -56,9 +56,12 @@ test: ## Everything CI runs: verify, lint, unit tests, envtest specs (builds env
 
 FUZZTIME ?= 1m
 .PHONY: fuzz
-fuzz: ## Run each broker fuzz target for FUZZTIME (default 1m; issues ask for 10m per target before a release).
-	cd broker-image/internal/broker && for t in FuzzRawStream FuzzAfterConnect; do \
-	  $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s -parallel 1 . || exit 1; done
+# package:target, one per fuzz target.
+FUZZ_TARGETS = broker-image/internal/broker:FuzzRawStream broker-image/internal/broker:FuzzAfterConnect \
+	broker-image/internal/store:FuzzStoreRoundTrip internal/brokerconfig:FuzzConfigParse internal/brokerconfig:FuzzBundleParse
+fuzz: ## Run each fuzz target for FUZZTIME (default 1m; issues ask for 10m per target before a release).
+	for pt in $(FUZZ_TARGETS); do \
+	  $(GO) test -run '^$$' -fuzz "^$${pt#*:}$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s -parallel 1 ./$${pt%%:*} || exit 1; done
 
 .PHONY: test-e2e
 test-e2e: ## The e2e suite on the offline kind cluster, operator installed by its Helm chart (needs Docker; see hack/README.md).

@@ -154,11 +154,11 @@ func run(log *slog.Logger, opts options) error {
 		log.Info("listening", "listener", l.Name, "protocol", l.Protocol, "address", b.ListenerAddress(l.Name))
 	}
 
-	servers := []*http.Server{{Addr: cfg.HealthAddress, Handler: httpapi.Health(b), ReadHeaderTimeout: 5 * time.Second}}
+	servers := []*http.Server{httpapi.NewServer(cfg.HealthAddress, httpapi.Health(b))}
 	token := httpapi.TokenFile(opts.tokenPath)
 	switch {
 	case token() != "":
-		servers = append(servers, &http.Server{Addr: cfg.AdminAddress, Handler: httpapi.Admin(b, token, log), ReadHeaderTimeout: 5 * time.Second})
+		servers = append(servers, httpapi.NewServer(cfg.AdminAddress, httpapi.Admin(b, token, log)))
 	case !opts.anonymous:
 		log.Warn("no admin token; the admin API is off and bundles arrive only through the file", "path", opts.tokenPath)
 	}
@@ -166,7 +166,7 @@ func run(log *slog.Logger, opts options) error {
 	// the admin port the operator pushes to is not listening yet.
 	sockets := make([]net.Listener, len(servers))
 	for i, s := range servers {
-		if sockets[i], err = net.Listen("tcp", s.Addr); err != nil {
+		if sockets[i], err = httpapi.Listen(s.Addr); err != nil {
 			return fmt.Errorf("http %s: %w", s.Addr, err)
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/certs"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/flow"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/guard"
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/mochilog"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/policy"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/session"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/store"
@@ -97,7 +98,9 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 		// system call per ~25 small messages). The buffer exists only
 		// while there is a backlog.
 		ClientNetWriteBufferSize: 16 << 10,
-		Logger:                   log.With("component", "mochi"),
+		// mochi logs whole packets (passwords, payloads) at WARN and DEBUG:
+		// its handler keeps only summaries of them.
+		Logger: slog.New(mochilog.New(log.Handler())).With("component", "mochi"),
 	})
 	b := &Broker{
 		server: server,
@@ -123,6 +126,9 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 	}
 	if err := server.AddHook(b.Policy, nil); err != nil {
 		return nil, fmt.Errorf("adding policy hook: %w", err)
+	}
+	if err := server.AddHook(b.Policy.WillCheck(), nil); err != nil {
+		return nil, fmt.Errorf("adding will check hook: %w", err)
 	}
 	if !cfg.Limits.RetainAvailable {
 		if err := server.AddHook(new(retainOffHook), nil); err != nil {

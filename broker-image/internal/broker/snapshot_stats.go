@@ -11,6 +11,7 @@ type Stats struct {
 	MessagesDropped, QueueFullDropped                                    uint64
 	QoSRefused, RetainRefused                                            uint64
 	StoreCommitFailures, DurableWrites, DurableRefused                   uint64
+	StoreWritesRefused                                                   uint64
 	TLSCertNotAfter                                                      int64 // unix seconds; 0 without TLS
 	TLSReloadsOK, TLSReloadsFailed                                       uint64
 	AuthSuccess, AuthFailure, AuthCacheHits, AuthCertificate             uint64
@@ -56,6 +57,7 @@ func (b *Broker) Stats() Stats {
 	}
 	if b.store != nil {
 		s.StoreCommitFailures = b.store.Counters.CommitFailures.Load()
+		s.StoreWritesRefused = b.store.Counters.WritesRefused.Load()
 		s.DurableWrites, s.DurableRefused = b.store.Counters.DurableWrites.Load(), b.store.Counters.DurableRefused.Load()
 	}
 	if b.certs != nil {

@@ -54,6 +54,7 @@ var metricHelp = map[string]string{
 	"mqtt_store_commit_failures_total":              "Batches the persistent store could not commit (disk full, I/O error).",
 	"mqtt_store_durable_writes_total":               "QoS 1/2 messages committed and fsynced before their acknowledgement (durable mode).",
 	"mqtt_store_durable_refused_total":              "QoS 1/2 messages refused because their durable write failed.",
+	"mqtt_store_writes_refused_total":               "Single changes the persistent store refused (the rest of their batch was stored); lost on restart.",
 	"mqtt_tls_certificate_expiry_timestamp_seconds": "Expiry of the TLS certificate in use, as a Unix time.",
 	"mqtt_tls_reloads_total":                        "TLS certificate reloads, by result.",
 }
@@ -112,6 +113,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter("mqtt_store_commit_failures_total", s.StoreCommitFailures)
 	counter("mqtt_store_durable_writes_total", s.DurableWrites)
 	counter("mqtt_store_durable_refused_total", s.DurableRefused)
+	counter("mqtt_store_writes_refused_total", s.StoreWritesRefused)
 	if s.TLSCertNotAfter != 0 {
 		gauge("mqtt_tls_certificate_expiry_timestamp_seconds", float64(s.TLSCertNotAfter))
 		counter("mqtt_tls_reloads_total", s.TLSReloadsOK, "success")

@@ -23,7 +23,6 @@
 package store
 
 import (
-	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -58,6 +57,7 @@ type Options struct {
 // Counters are the store's metrics.
 type Counters struct {
 	CommitFailures  atomic.Uint64
+	WritesRefused   atomic.Uint64
 	DurableWrites   atomic.Uint64
 	DurableRefused  atomic.Uint64
 	PendingReplayed atomic.Uint64
@@ -72,6 +72,9 @@ type Hook struct {
 	log      *slog.Logger
 	server   *mqtt.Server
 	Counters Counters
+	// lastRefusalLog (Unix nanoseconds) limits the refused-write log line
+	// to one a minute.
+	lastRefusalLog atomic.Int64
 }
 
 // Open opens (or creates) the database. server is used to disconnect MQTT
@@ -97,7 +100,7 @@ func Open(o Options, server *mqtt.Server) (*Hook, error) {
 	h.w = newWriter(db, func(err error) {
 		h.Counters.CommitFailures.Add(1)
 		h.log.Error("persistent store commit failed; broker state since the last commit may be lost on restart", "error", err.Error())
-	})
+	}, h.refusedWrite)
 	return h, nil
 }
 
@@ -134,18 +137,6 @@ func persistent(cl *mqtt.Client) bool {
 	return !cl.Properties.Clean
 }
 
-// clientPrefix is the key prefix of everything stored for one client. The
-// length in front keeps one client ID from being a prefix of another's keys.
-func clientPrefix(id string) []byte {
-	k := make([]byte, 2, 2+len(id)+1)
-	binary.BigEndian.PutUint16(k, uint16(len(id)))
-	return append(k, id...)
-}
-
-func packetKey(id string, packetID uint16) []byte {
-	return binary.BigEndian.AppendUint16(clientPrefix(id), packetID)
-}
-
 func (h *Hook) put(bucket, key []byte, v storage.Serializable) {
 	data, err := v.MarshalBinary()
 	if err != nil {
@@ -158,7 +149,7 @@ func (h *Hook) put(bucket, key []byte, v storage.Serializable) {
 func (h *Hook) del(bucket, key []byte) { _ = h.w.enqueue(op{bucket: bucket, key: key}) }
 
 func (h *Hook) forgetClient(id string) {
-	_ = h.w.enqueue(op{bucket: bucketClients, key: []byte(id)})
+	_ = h.w.enqueue(op{bucket: bucketClients, key: clientKey(id)})
 	for _, b := range [][]byte{bucketSubs, bucketInflight, bucketPending} {
 		_ = h.w.enqueue(op{bucket: b, key: clientPrefix(id), prefix: true})
 	}
@@ -183,7 +174,7 @@ func (h *Hook) OnWillSent(cl *mqtt.Client, _ packets.Packet) {
 
 func (h *Hook) putClient(cl *mqtt.Client) {
 	p := cl.Properties.Props.Copy(false)
-	h.put(bucketClients, []byte(cl.ID), &storage.Client{
+	h.put(bucketClients, clientKey(cl.ID), &storage.Client{
 		ID: cl.ID, T: storage.ClientKey, Remote: cl.Net.Remote, Listener: cl.Net.Listener,
 		Username: cl.Properties.Username, Clean: cl.Properties.Clean, ProtocolVersion: cl.Properties.ProtocolVersion,
 		Properties: storage.ClientProperties{
@@ -217,7 +208,7 @@ func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 		if i >= len(reasonCodes) || reasonCodes[i] >= packets.ErrUnspecifiedError.Code {
 			continue // refused: nothing to restore
 		}
-		h.put(bucketSubs, append(clientPrefix(cl.ID), f.Filter...), &storage.Subscription{
+		h.put(bucketSubs, subscriptionKey(cl.ID, f.Filter), &storage.Subscription{
 			ID: f.Filter, T: storage.SubscriptionKey, Client: cl.ID, Qos: reasonCodes[i], Filter: f.Filter,
 			Identifier: f.Identifier, NoLocal: f.NoLocal, RetainHandling: f.RetainHandling, RetainAsPublished: f.RetainAsPublished,
 		})
@@ -230,7 +221,7 @@ func (h *Hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	for _, f := range pk.Filters {
-		h.del(bucketSubs, append(clientPrefix(cl.ID), f.Filter...))
+		h.del(bucketSubs, subscriptionKey(cl.ID, f.Filter))
 	}
 }
 
@@ -265,16 +256,16 @@ func (h *Hook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
 // OnRetainMessage stores or (r == -1) removes a retained message.
 func (h *Hook) OnRetainMessage(_ *mqtt.Client, pk packets.Packet, r int64) {
 	if r == -1 {
-		h.del(bucketRetained, []byte(pk.TopicName))
+		h.del(bucketRetained, retainedKey(pk.TopicName))
 		return
 	}
 	m := message(pk)
 	m.ID, m.T = pk.TopicName, storage.RetainedKey
-	h.put(bucketRetained, []byte(pk.TopicName), m)
+	h.put(bucketRetained, retainedKey(pk.TopicName), m)
 }
 
 // OnRetainedExpired removes an expired retained message.
-func (h *Hook) OnRetainedExpired(topic string) { h.del(bucketRetained, []byte(topic)) }
+func (h *Hook) OnRetainedExpired(topic string) { h.del(bucketRetained, retainedKey(topic)) }
 
 func message(pk packets.Packet) *storage.Message {
 	p := pk.Properties.Copy(false)

@@ -34,15 +34,18 @@ type writer struct {
 	// failures counts batches that could not be committed (disk full, I/O
 	// error); the metrics expose it.
 	failures func(error)
-	closed   bool
+	// refused is told of each change bbolt refused on its own; the rest
+	// of its batch was committed.
+	refused func(op, error)
+	closed  bool
 }
 
 // maxBatch bounds one transaction, so a flood of buffered writes cannot hold
 // a durable writer behind an arbitrarily large commit.
 const maxBatch = 4096
 
-func newWriter(db *bbolt.DB, failures func(error)) *writer {
-	w := &writer{db: db, queue: make(chan op, 16384), done: make(chan struct{}), failures: failures}
+func newWriter(db *bbolt.DB, failures func(error), refused func(op, error)) *writer {
+	w := &writer{db: db, queue: make(chan op, 16384), done: make(chan struct{}), failures: failures, refused: refused}
 	go w.run()
 	return w
 }
@@ -86,10 +89,16 @@ func (w *writer) run() {
 				break drain
 			}
 		}
+		// A change bbolt refuses (a key or value over its limits) is
+		// skipped alone: it must not roll back the rest of the batch, which
+		// can hold thousands of other clients' changes. bbolt checks those
+		// limits before it touches the page, so the transaction goes on.
+		refused := make(map[int]error)
 		err := w.db.Update(func(tx *bbolt.Tx) error {
-			for _, o := range batch {
+			clear(refused)
+			for i, o := range batch {
 				if err := apply(tx, o); err != nil {
-					return err
+					refused[i] = err
 				}
 			}
 			return nil
@@ -97,9 +106,16 @@ func (w *writer) run() {
 		if err != nil && w.failures != nil {
 			w.failures(err)
 		}
-		for _, o := range batch {
+		for i, o := range batch {
+			opErr := err
+			if refusal, ok := refused[i]; ok && err == nil {
+				opErr = refusal
+				if w.refused != nil {
+					w.refused(o, refusal)
+				}
+			}
 			if o.done != nil {
-				o.done <- err
+				o.done <- opErr
 			}
 		}
 	}
