@@ -115,7 +115,7 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 		}
 	}
 	b.Policy = policy.New(server, log)
-	b.Policy.Flow = flow.New()
+	b.Policy.Flow = flow.New(int(caps.MaximumInflight))
 	if !flow.Available() {
 		log.Warn("this build of mochi hides its per-client write queue: publishers are not held back for full subscribers, full queues drop messages")
 	}

@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 	"os"
+	"strconv"
 
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/policy"
 	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
@@ -69,6 +70,17 @@ func (b *Broker) ApplyConfig(data []byte) error {
 
 func (b *Broker) applyQuotas(cfg *brokerconfig.Config) {
 	b.guard.Limits.Set(uint32(cfg.Limits.MaxPacketSize), int64(cfg.Limits.MaxConnections), ConnectTimeout)
+	b.Policy.Flow.SetBudget(cfg.Limits.QueuedBytesPerClient(), cfg.Limits.QueuedBytesTotal(memoryLimit()))
+}
+
+// memoryLimit is the container's memory limit in bytes, from the pod's
+// resourceFieldRef (MQTT_BROKER_MEMORY_LIMIT); 0 when not known.
+func memoryLimit() int64 {
+	n, err := strconv.ParseInt(os.Getenv("MQTT_BROKER_MEMORY_LIMIT"), 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }
 
 func quotasOf(cfg *brokerconfig.Config) policy.Quotas {

@@ -16,36 +16,39 @@ type collector struct {
 }
 
 var metricHelp = map[string]string{
-	"mqtt_connections":                              "Open network connections, before and after CONNECT.",
-	"mqtt_clients_connected":                        "Authenticated MQTT clients.",
-	"mqtt_connections_accepted_total":               "Connections accepted by the listeners.",
-	"mqtt_connections_refused_total":                "Connections refused because maxConnections was reached.",
-	"mqtt_connections_closed_total":                 "Connections closed by the guard, by reason.",
-	"mqtt_connection_panics_total":                  "Panics recovered on client connections (each closed that one connection).",
-	"mqtt_bytes_received_total":                     "Bytes received from clients.",
-	"mqtt_bytes_sent_total":                         "Bytes sent to clients.",
-	"mqtt_messages_received_total":                  "PUBLISH messages accepted from clients, by QoS.",
-	"mqtt_messages_sent_total":                      "PUBLISH messages sent to clients, by QoS.",
-	"mqtt_messages_dropped_total":                   "Messages not delivered, by reason: slow_subscriber (QoS 0, the client's write buffer was full) or queue_full (QoS 1/2, maxQueuedMessages reached).",
-	"mqtt_flow_waits_total":                         "Deliveries whose publisher waited for room in the subscriber's nearly full queue of pending writes.",
-	"mqtt_flow_wait_seconds_total":                  "Time publishers spent waiting for room in subscribers' queues.",
-	"mqtt_flow_slow_subscribers_total":              "Waits that ran out: the subscriber was treated as slow (its full queue drops messages) for a while.",
-	"mqtt_subscriptions":                            "Active subscriptions.",
-	"mqtt_retained_messages":                        "Retained messages.",
-	"mqtt_inflight_messages":                        "Unacknowledged QoS 1 and 2 messages.",
-	"mqtt_auth_total":                               "CONNECT authentications, by result.",
-	"mqtt_auth_cache_hits_total":                    "Authentications answered from the verified-credential cache.",
-	"mqtt_auth_certificate_total":                   "Successful authentications with a client certificate (also in mqtt_auth_total).",
-	"mqtt_acl_denied_total":                         "Publish and subscribe/deliver checks denied by ACL, by access.",
-	"mqtt_quota_exceeded_total":                     "Clients or filters refused by a per-client quota, by quota.",
-	"mqtt_sessions_revoked_total":                   "Sessions disconnected because a new auth bundle no longer admits them.",
-	"mqtt_reloads_total":                            "Configuration and auth bundle reloads, by result.",
-	"mqtt_auth_bundle_info":                         "The auth bundle in force (revision label); value is its generation.",
-	"mqtt_store_commit_failures_total":              "Batches the persistent store could not commit (disk full, I/O error).",
-	"mqtt_store_durable_writes_total":               "QoS 1/2 messages committed and fsynced before their acknowledgement (durable mode).",
-	"mqtt_store_durable_refused_total":              "QoS 1/2 messages refused because their durable write failed.",
-	"mqtt_tls_certificate_expiry_timestamp_seconds": "Expiry of the TLS certificate in use, as a Unix time.",
-	"mqtt_tls_reloads_total":                        "TLS certificate reloads, by result.",
+	"mqtt_connections":                                "Open network connections, before and after CONNECT.",
+	"mqtt_clients_connected":                          "Authenticated MQTT clients.",
+	"mqtt_connections_accepted_total":                 "Connections accepted by the listeners.",
+	"mqtt_connections_refused_total":                  "Connections refused because maxConnections was reached.",
+	"mqtt_connections_closed_total":                   "Connections closed by the guard, by reason.",
+	"mqtt_connection_panics_total":                    "Panics recovered on client connections (each closed that one connection).",
+	"mqtt_bytes_received_total":                       "Bytes received from clients.",
+	"mqtt_bytes_sent_total":                           "Bytes sent to clients.",
+	"mqtt_messages_received_total":                    "PUBLISH messages accepted from clients, by QoS.",
+	"mqtt_messages_sent_total":                        "PUBLISH messages sent to clients, by QoS.",
+	"mqtt_messages_dropped_total":                     "Messages not delivered, by reason: slow_subscriber (the client's write queue was full), queue_full (QoS 1/2, maxQueuedMessages reached), stuck_subscriber (the client stopped reading and its queue is full or over its byte budget), offline_over_budget (a persistent session's offline queue is over its byte budget).",
+	"mqtt_flow_waits_total":                           "Deliveries whose publisher waited for room in the subscriber's nearly full queue of pending writes.",
+	"mqtt_flow_wait_seconds_total":                    "Time publishers spent waiting for room in subscribers' queues.",
+	"mqtt_flow_slow_subscribers_total":                "Times a subscriber was judged stuck: it made no headway for a while with a full queue; nobody waits for it until it makes headway again.",
+	"mqtt_flow_stuck_skips_total":                     "Deliveries to a subscriber judged stuck that found its queue full and did not wait.",
+	"mqtt_subscribers_disconnected_over_budget_total": "Subscribers that stopped reading and were disconnected because their queued bytes passed maxQueuedBytesPerClient or the broker's total.",
+	"mqtt_queued_bytes":                               "Bytes of messages held for subscribers: waiting to be written, unacknowledged, or queued for offline sessions.",
+	"mqtt_subscriptions":                              "Active subscriptions.",
+	"mqtt_retained_messages":                          "Retained messages.",
+	"mqtt_inflight_messages":                          "Unacknowledged QoS 1 and 2 messages.",
+	"mqtt_auth_total":                                 "CONNECT authentications, by result.",
+	"mqtt_auth_cache_hits_total":                      "Authentications answered from the verified-credential cache.",
+	"mqtt_auth_certificate_total":                     "Successful authentications with a client certificate (also in mqtt_auth_total).",
+	"mqtt_acl_denied_total":                           "Publish and subscribe/deliver checks denied by ACL, by access.",
+	"mqtt_quota_exceeded_total":                       "Clients or filters refused by a per-client quota, by quota.",
+	"mqtt_sessions_revoked_total":                     "Sessions disconnected because a new auth bundle no longer admits them.",
+	"mqtt_reloads_total":                              "Configuration and auth bundle reloads, by result.",
+	"mqtt_auth_bundle_info":                           "The auth bundle in force (revision label); value is its generation.",
+	"mqtt_store_commit_failures_total":                "Batches the persistent store could not commit (disk full, I/O error).",
+	"mqtt_store_durable_writes_total":                 "QoS 1/2 messages committed and fsynced before their acknowledgement (durable mode).",
+	"mqtt_store_durable_refused_total":                "QoS 1/2 messages refused because their durable write failed.",
+	"mqtt_tls_certificate_expiry_timestamp_seconds":   "Expiry of the TLS certificate in use, as a Unix time.",
+	"mqtt_tls_reloads_total":                          "TLS certificate reloads, by result.",
 }
 
 func newCollector(b *broker.Broker) *collector {
@@ -97,6 +100,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter("mqtt_flow_waits_total", s.FlowWaits)
 	ch <- prometheus.MustNewConstMetric(c.descs["mqtt_flow_wait_seconds_total"], prometheus.CounterValue, float64(s.FlowWaitNanos)/1e9)
 	counter("mqtt_flow_slow_subscribers_total", s.FlowSlowSubscribers)
+	counter("mqtt_flow_stuck_skips_total", s.FlowStuckSkips)
+	counter("mqtt_messages_dropped_total", s.FlowRefused, "stuck_subscriber")
+	counter("mqtt_messages_dropped_total", s.OfflineDropped, "offline_over_budget")
+	counter("mqtt_subscribers_disconnected_over_budget_total", s.OverBudgetDisconnects)
+	gauge("mqtt_queued_bytes", float64(s.QueuedBytes))
 	counter("mqtt_quota_exceeded_total", s.QoSRefused, "max_qos")
 	counter("mqtt_quota_exceeded_total", s.RetainRefused, "retain")
 	counter("mqtt_store_commit_failures_total", s.StoreCommitFailures)
