@@ -332,7 +332,7 @@ type Limits struct {
 
 	// maxQueuedBytesTotal bounds the same bytes for all clients of one broker
 	// pod together: past it, clients that stopped reading are disconnected
-	// and offline sessions drop new messages. Unset means two fifths of the
+	// and offline sessions drop new messages. Unset means a quarter of the
 	// broker container's memory limit, or 512 MiB without one. Changes
 	// apply in place.
 	// +kubebuilder:validation:XValidation:rule="self >= 1048576 && self <= 17592186044416",message="maxQueuedBytesTotal must be between 1048576 bytes (1 MiB) and 17592186044416 bytes (16 TiB)"

@@ -213,17 +213,20 @@ func (l *Limits) QueuedBytesPerClient() int64 {
 // and the memory limit is not known.
 const DefaultMaxQueuedBytesTotal = 512 << 20
 
-// QueuedBytesTotal is MaxQueuedBytesTotal, or when that is 0, two fifths of
+// QueuedBytesTotal is MaxQueuedBytesTotal, or when that is 0, a quarter of
 // memoryLimit (the container's limit in bytes; 0 when not known, which gives
-// DefaultMaxQueuedBytesTotal). The rest of the limit is for the broker's own
-// state, the garbage the collector has not yet freed, and what mochi holds
-// that is not counted (read buffers, subscriptions, retained messages).
+// DefaultMaxQueuedBytesTotal). The rest of the limit is for the garbage the
+// collector has not yet freed (at the broker's GOGC of 200 the heap grows to
+// three times what is live before a collection; mochi copies every message
+// for every subscriber, also those it then refuses), the broker's own
+// state, and what mochi holds that is not counted (connections, read
+// buffers, subscriptions, retained messages).
 func (l *Limits) QueuedBytesTotal(memoryLimit int64) int64 {
 	switch {
 	case l.MaxQueuedBytesTotal != 0:
 		return l.MaxQueuedBytesTotal
 	case memoryLimit > 0:
-		return memoryLimit / 5 * 2
+		return memoryLimit / 4
 	}
 	return DefaultMaxQueuedBytesTotal
 }

@@ -100,15 +100,15 @@ func TestRestartHashIgnoresWhatReloadsInPlace(t *testing.T) {
 	}
 }
 
-// The broker-wide byte budget is set, or two fifths of the container's
+// The broker-wide byte budget is set, or a quarter of the container's
 // memory limit, or a default when the limit is not known.
 func TestQueuedBytesTotal(t *testing.T) {
 	l := Limits{}
 	if got := l.QueuedBytesTotal(0); got != DefaultMaxQueuedBytesTotal {
 		t.Errorf("no limit known: %d, want the default %d", got, DefaultMaxQueuedBytesTotal)
 	}
-	if got := l.QueuedBytesTotal(1 << 30); got != (1<<30)/5*2 {
-		t.Errorf("1 GiB limit: %d, want two fifths of it", got)
+	if got := l.QueuedBytesTotal(1 << 30); got != (1<<30)/4 {
+		t.Errorf("1 GiB limit: %d, want a quarter of it", got)
 	}
 	l.MaxQueuedBytesTotal = 100 << 20
 	if got := l.QueuedBytesTotal(1 << 30); got != 100<<20 {

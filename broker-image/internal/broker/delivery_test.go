@@ -323,7 +323,7 @@ func TestManyStuckSubscribersDoNotSlowPublisherOrReaders(t *testing.T) {
 	if st.FlowSlowSubscribers > stuck {
 		t.Errorf("subscribers judged stuck %d times, want at most once each (%d)", st.FlowSlowSubscribers, stuck)
 	}
-	// Each stuck subscriber costs at most one wait of StuckAfter (500 ms),
+	// Each stuck subscriber costs at most one wait of StuckAfter (250 ms),
 	// and those that stopped together are judged together.
 	if waited := time.Duration(st.FlowWaitNanos); waited > 2*time.Second {
 		t.Errorf("the publisher waited %v for stuck subscribers, want at most 2 s", waited)

@@ -37,10 +37,12 @@ import (
 )
 
 // StuckAfter is how long a subscriber with a full queue may make no headway
-// before it is judged stuck. Long enough for a reading client on a busy
-// machine (its writer waits for CPU, a garbage collection) to write at
-// least one packet; short enough that publishers notice little.
-const StuckAfter = 500 * time.Millisecond
+// before it is judged stuck: a dozen times the 20 ms the earlier flow
+// control allowed a writer, and short enough that a queue of a thousand
+// messages filling at up to three thousand a second is three quarters full
+// only after its subscriber would be judged stuck, so the publisher does not
+// wait for it at all.
+const StuckAfter = 250 * time.Millisecond
 
 // outboundField locates mochi's per-client queue of pending writes
 // (ClientState.outbound, unexported). Only its length is ever read. When a
