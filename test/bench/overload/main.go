@@ -13,7 +13,9 @@
 //	                   bounded by, and stuck_subscribers_disconnected.
 //	                   stuck_subscribers_publisher_ratio: the rate a paced
 //	                   publisher (--rate messages/s for --duration) achieves
-//	                   with --ratio-stuck stuck subscribers, over its rate with
+//	                   with --ratio-stuck stuck subscribers (already judged
+//	                   stuck: a flood first fills their buffers; the publisher's
+//	                   wait meanwhile is _detection_wait_s), over its rate with
 //	                   none; stuck_subscribers_healthy_latency_ms_p99: the
 //	                   latency of a subscriber that reads, in that run (and
 //	                   _baseline, with none stuck); stuck_subscribers_publisher_

@@ -35,8 +35,10 @@ func stuckSubscribers(e *env, f *flags, out *report) error {
 	out.add("stuck_subscribers_healthy_latency_ms_p99_baseline", "%.1f", base.p99ms)
 	out.add("stuck_subscribers_publisher_msgs_per_s", "%.0f", with.rate)
 	out.add("stuck_subscribers_publisher_msgs_per_s_baseline", "%.0f", base.rate)
-	// The mechanism: how long the publisher waited for subscribers, and how
-	// often one was judged stuck (at most once each while it stays stuck).
+	// The mechanism: how long the publisher waited while the subscribers
+	// were being judged stuck and after, and how often one was judged
+	// stuck (once each while it stays stuck).
+	out.add("stuck_subscribers_detection_wait_s", "%.2f", with.warmWaitS)
 	out.add("stuck_subscribers_publisher_wait_s", "%.2f", with.waitedS)
 	out.add("stuck_subscribers_judged_stuck", "%.0f", with.judged)
 	return nil
@@ -177,9 +179,50 @@ func stuckMemory(e *env, f *flags, out *report) error {
 	return nil
 }
 
+// stallSubscribers publishes messages of size bytes flat out until the n
+// stuck subscribers are judged stuck (their socket buffers and queues are
+// full, as a client that stopped reading long ago has them), and the
+// reading subscriber got them all. It returns how many it sent and how
+// long the publisher waited for subscribers meanwhile (the one-off cost of
+// judging them).
+func stallSubscribers(b *broker, pub *mqttc.Conn, r *reader, n, size int) (sent int, waited float64, err error) {
+	if n == 0 {
+		return 0, 0, nil
+	}
+	payload := make([]byte, size)
+	deadline := time.Now().Add(120 * time.Second)
+	for {
+		judged, err := b.metric("mqtt_flow_slow_subscribers_total")
+		if err != nil {
+			return 0, 0, err
+		}
+		if int(judged) >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, 0, fmt.Errorf("only %.0f of %d stuck subscribers judged stuck after 120 s", judged, n)
+		}
+		for range 1000 {
+			if err := pub.WritePublish(benchTopic, 0, 0, payload); err != nil {
+				return 0, 0, fmt.Errorf("filling the stuck subscribers: %w", err)
+			}
+		}
+		if err := pub.Flush(); err != nil {
+			return 0, 0, err
+		}
+		sent += 1000
+	}
+	if err := r.waitFor(int64(sent), 60*time.Second); err != nil {
+		return 0, 0, err
+	}
+	waited, err = b.metric("mqtt_flow_wait_seconds_total")
+	logf("%d stuck: %d messages until all were judged stuck; the publisher waited %.2f s for them meanwhile", n, sent, waited)
+	return sent, waited, err
+}
+
 // pacedResult is one paced run: the publisher's messages delivered per
 // second at the reading subscriber, and that subscriber's p99 latency.
-type pacedResult struct{ rate, p99ms, waitedS, judged float64 }
+type pacedResult struct{ rate, p99ms, waitedS, judged, warmWaitS float64 }
 
 // pacedRun publishes --rate messages a second for --duration to a reading
 // subscriber, with stuck subscribers of the same messages.
@@ -204,6 +247,13 @@ func pacedRun(e *env, f *flags, stuckN int) (pacedResult, error) {
 		return pacedResult{}, err
 	}
 	defer pub.Close()
+	warmup, warmWait, err := stallSubscribers(b, pub, r, stuckN, f.payload)
+	if err != nil {
+		return pacedResult{}, err
+	}
+	r.mu.Lock()
+	r.lat = r.lat[:0]
+	r.mu.Unlock()
 	total := int(float64(f.rate) * f.duration.Seconds())
 	payload := make([]byte, f.payload)
 	start := time.Now()
@@ -223,7 +273,7 @@ func pacedRun(e *env, f *flags, stuckN int) (pacedResult, error) {
 	if err := pub.Flush(); err != nil {
 		return pacedResult{}, err
 	}
-	if err := r.waitFor(int64(total), f.duration+60*time.Second); err != nil {
+	if err := r.waitFor(int64(warmup+total), f.duration+60*time.Second); err != nil {
 		return pacedResult{}, err
 	}
 	elapsed := time.Unix(0, r.last.Load()).Sub(start)
@@ -231,15 +281,16 @@ func pacedRun(e *env, f *flags, stuckN int) (pacedResult, error) {
 	if err != nil {
 		return pacedResult{}, err
 	}
+	waited -= warmWait
 	judged, err := b.metric("mqtt_flow_slow_subscribers_total")
 	if err != nil {
 		return pacedResult{}, err
 	}
 	cpu := measure.CPUSeconds(b.PID())
-	logf("%d stuck: the publisher waited %.2f s for subscribers, %0.f times a subscriber was judged stuck, broker CPU %.1f s",
-		stuckN, waited, judged, cpu)
+	logf("%d stuck: the publisher waited %.2f s for subscribers while they got stuck, %.2f s after; %0.f times a subscriber was judged stuck, broker CPU %.1f s",
+		stuckN, warmWait, waited, judged, cpu)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	slices.Sort(r.lat)
-	return pacedResult{rate: float64(total) / elapsed.Seconds(), p99ms: measure.Percentile(r.lat, 0.99), waitedS: waited, judged: judged}, nil
+	return pacedResult{rate: float64(total) / elapsed.Seconds(), p99ms: measure.Percentile(r.lat, 0.99), waitedS: waited, judged: judged, warmWaitS: warmWait}, nil
 }
