@@ -142,6 +142,10 @@ undeploy: ## Remove what deploy created.
 bench-broker: broker ## Our broker vs plain mochi vs mosquitto on loopback: throughput, ACL size, idle memory, auth storm.
 	MOSQUITTO=$$(hack/ensure-mosquitto.sh) && $(GO) run ./test/bench/broker --broker=bin/broker --mosquitto=$$MOSQUITTO
 
+.PHONY: bench-overload
+bench-overload: broker ## Our broker under misbehaving clients: stuck subscribers (memory, publisher rate, latency); name=value lines.
+	$(GO) run ./test/bench/overload --broker=bin/broker
+
 .PHONY: bench-acl
 bench-acl: build ## Users and ACLs reaching live brokers: propagation and revocation latency, 10,000 users (envtest + local pods).
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) run ./test/bench/acl --manager=bin/manager

@@ -318,6 +318,27 @@ type Limits struct {
 	// +optional
 	MaxQueuedMessages int32 `json:"maxQueuedMessages,omitempty"`
 
+	// maxQueuedBytesPerClient bounds, in bytes, the messages the broker holds
+	// for one client: waiting to be written, sent and not yet acknowledged,
+	// or queued while a persistent session is offline. A client that stopped
+	// reading and passes it is disconnected (MQTT 5 reason 0x97, quota
+	// exceeded); an offline session that passes it keeps the messages it
+	// has and drops new ones. Clients that are reading are never cut off:
+	// publishers wait for them. Both are counted in the broker's metrics.
+	// Unset means 16 MiB. Changes apply in place.
+	// +kubebuilder:validation:XValidation:rule="self >= 65536 && self <= 1099511627776",message="maxQueuedBytesPerClient must be between 65536 bytes (64 KiB) and 1099511627776 bytes (1 TiB)"
+	// +optional
+	MaxQueuedBytesPerClient int64 `json:"maxQueuedBytesPerClient,omitempty"`
+
+	// maxQueuedBytesTotal bounds the same bytes for all clients of one broker
+	// pod together: past it, clients that stopped reading are disconnected
+	// and offline sessions drop new messages. Unset means a quarter of the
+	// broker container's memory limit, or 512 MiB without one. Changes
+	// apply in place.
+	// +kubebuilder:validation:XValidation:rule="self >= 1048576 && self <= 17592186044416",message="maxQueuedBytesTotal must be between 1048576 bytes (1 MiB) and 17592186044416 bytes (16 TiB)"
+	// +optional
+	MaxQueuedBytesTotal int64 `json:"maxQueuedBytesTotal,omitempty"`
+
 	// maxQoS is the highest quality of service the broker grants: 0, 1 or 2.
 	// Changing it rolls the pods.
 	// +kubebuilder:default=2

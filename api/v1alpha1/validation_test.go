@@ -132,6 +132,8 @@ func TestInvalidObjectsAreRefusedWithAClearMessage(t *testing.T) {
 		{"fsync on ephemeral storage", brokerHead + "spec: {storage: {durability: Fsync}}", "storage.durability Fsync needs type Persistent"},
 		{"unknown durability", brokerHead + "spec: {storage: {type: Persistent, durability: Always}}", `supported values: "Buffered", "Fsync"`},
 		{"tiny packet size", brokerHead + "spec: {limits: {maxPacketSize: 100}}", "maxPacketSize must be between 1024 bytes and 268435455 bytes"},
+		{"tiny queue byte budget", brokerHead + "spec: {limits: {maxQueuedBytesPerClient: 1000}}", "maxQueuedBytesPerClient must be between 65536 bytes"},
+		{"tiny broker queue budget", brokerHead + "spec: {limits: {maxQueuedBytesTotal: 1000}}", "maxQueuedBytesTotal must be between 1048576 bytes"},
 		{"qos 3", brokerHead + "spec: {limits: {maxQoS: 3}}", "maxQoS must be 0, 1 or 2"},
 		{"retained bytes not a quantity", brokerHead + "spec: {limits: {maxRetainedBytes: lots}}", "maxRetainedBytes must be a quantity such as 64Mi"},
 		{"retained bytes too large", brokerHead + "spec: {limits: {maxRetainedBytes: 1Ti}}", "at most 64Gi"},

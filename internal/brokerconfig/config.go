@@ -89,7 +89,17 @@ type Limits struct {
 	// offline); beyond it new messages for that client are dropped and
 	// counted. 0 means DefaultMaxQueuedMessages.
 	MaxQueuedMessages int32 `json:"maxQueuedMessages,omitempty"`
-	MaxQoS            int32 `json:"maxQoS"`
+	// MaxQueuedBytesPerClient bounds the bytes of messages held for one
+	// client (waiting to be written, or unacknowledged, or queued while a
+	// persistent session is offline). A client that stopped reading and is
+	// over it is disconnected; an offline session over it drops new
+	// messages. 0 means DefaultMaxQueuedBytesPerClient.
+	MaxQueuedBytesPerClient int64 `json:"maxQueuedBytesPerClient,omitempty"`
+	// MaxQueuedBytesTotal bounds the same bytes for all clients of the
+	// broker together. 0 derives it from the container's memory limit (see
+	// QueuedBytesTotal).
+	MaxQueuedBytesTotal int64 `json:"maxQueuedBytesTotal,omitempty"`
+	MaxQoS              int32 `json:"maxQoS"`
 	// RetainAvailable lets clients publish retained messages.
 	RetainAvailable      bool  `json:"retainAvailable"`
 	SessionExpirySeconds int64 `json:"sessionExpirySeconds"`
@@ -240,6 +250,40 @@ func (l *Limits) QueuedMessages() int32 {
 	return l.MaxQueuedMessages
 }
 
+// DefaultMaxQueuedBytesPerClient is the per-client byte bound when none is
+// set: sixteen messages of the default maximum packet size.
+const DefaultMaxQueuedBytesPerClient = 16 << 20
+
+// QueuedBytesPerClient is MaxQueuedBytesPerClient with the default applied.
+func (l *Limits) QueuedBytesPerClient() int64 {
+	if l.MaxQueuedBytesPerClient == 0 {
+		return DefaultMaxQueuedBytesPerClient
+	}
+	return l.MaxQueuedBytesPerClient
+}
+
+// DefaultMaxQueuedBytesTotal is the broker-wide byte bound when none is set
+// and the memory limit is not known.
+const DefaultMaxQueuedBytesTotal = 512 << 20
+
+// QueuedBytesTotal is MaxQueuedBytesTotal, or when that is 0, a quarter of
+// memoryLimit (the container's limit in bytes; 0 when not known, which gives
+// DefaultMaxQueuedBytesTotal). The rest of the limit is for the garbage the
+// collector has not yet freed (at the broker's GOGC of 200 the heap grows to
+// three times what is live before a collection; mochi copies every message
+// for every subscriber, also those it then refuses), the broker's own
+// state, and what mochi holds that is not counted (connections, read
+// buffers, subscriptions, retained messages).
+func (l *Limits) QueuedBytesTotal(memoryLimit int64) int64 {
+	switch {
+	case l.MaxQueuedBytesTotal != 0:
+		return l.MaxQueuedBytesTotal
+	case memoryLimit > 0:
+		return memoryLimit / 4
+	}
+	return DefaultMaxQueuedBytesTotal
+}
+
 func (l *Limits) validate() []error {
 	var errs []error
 	check := func(name string, v, lo, hi int64) {
@@ -252,6 +296,12 @@ func (l *Limits) validate() []error {
 	check("maxInflight", int64(l.MaxInflight), 1, 65535)
 	// Packet IDs are 16 bits: a client cannot hold more distinct messages.
 	check("maxQueuedMessages", int64(l.MaxQueuedMessages), 0, 65535)
+	if l.MaxQueuedBytesPerClient != 0 {
+		check("maxQueuedBytesPerClient", l.MaxQueuedBytesPerClient, 64<<10, 1<<40)
+	}
+	if l.MaxQueuedBytesTotal != 0 {
+		check("maxQueuedBytesTotal", l.MaxQueuedBytesTotal, 1<<20, 1<<44)
+	}
 	check("maxQoS", int64(l.MaxQoS), 0, 2)
 	check("sessionExpirySeconds", l.SessionExpirySeconds, 0, 720*3600)
 	check("maxKeepaliveSeconds", int64(l.MaxKeepaliveSeconds), 10, 65535)

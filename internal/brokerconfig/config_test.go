@@ -38,6 +38,8 @@ func TestValidate(t *testing.T) {
 		}, `name "mqtt" is empty or used twice`},
 		"qos":                {func(c *Config) { c.Limits.MaxQoS = 3 }, "limits.maxQoS: 3 is outside [0, 2]"},
 		"packet size":        {func(c *Config) { c.Limits.MaxPacketSize = 10 }, "limits.maxPacketSize: 10 is outside"},
+		"client byte budget": {func(c *Config) { c.Limits.MaxQueuedBytesPerClient = 1000 }, "limits.maxQueuedBytesPerClient: 1000 is outside"},
+		"total byte budget":  {func(c *Config) { c.Limits.MaxQueuedBytesTotal = -1 }, "limits.maxQueuedBytesTotal: -1 is outside"},
 		"storage path":       {func(c *Config) { c.Storage.Path = "" }, "storage.path is required"},
 		"zero subscriptions": {func(c *Config) { c.Limits.MaxSubscriptionsPerClient = 0 }, "limits.maxSubscriptionsPerClient"},
 	}
@@ -75,6 +77,8 @@ func TestRestartHashIgnoresWhatReloadsInPlace(t *testing.T) {
 	b.Limits.MaxKeepaliveSeconds = 30
 	b.Limits.PublishRatePerClient = 7
 	b.Limits.MaxSubscriptionsPerClient = 3
+	b.Limits.MaxQueuedBytesPerClient = 1 << 20
+	b.Limits.MaxQueuedBytesTotal = 64 << 20
 	b.AllowAnonymous = true
 	if a.RestartHash() != b.RestartHash() {
 		t.Error("a limit the broker reloads in place, or anonymous access, changed the restart hash")
@@ -93,6 +97,25 @@ func TestRestartHashIgnoresWhatReloadsInPlace(t *testing.T) {
 		if c.RestartHash() == a.RestartHash() {
 			t.Errorf("a %s change left the restart hash alone; the broker cannot apply it in place, so pods must roll", name)
 		}
+	}
+}
+
+// The broker-wide byte budget is set, or a quarter of the container's
+// memory limit, or a default when the limit is not known.
+func TestQueuedBytesTotal(t *testing.T) {
+	l := Limits{}
+	if got := l.QueuedBytesTotal(0); got != DefaultMaxQueuedBytesTotal {
+		t.Errorf("no limit known: %d, want the default %d", got, DefaultMaxQueuedBytesTotal)
+	}
+	if got := l.QueuedBytesTotal(1 << 30); got != (1<<30)/4 {
+		t.Errorf("1 GiB limit: %d, want a quarter of it", got)
+	}
+	l.MaxQueuedBytesTotal = 100 << 20
+	if got := l.QueuedBytesTotal(1 << 30); got != 100<<20 {
+		t.Errorf("set explicitly: %d, want 100 MiB", got)
+	}
+	if got := l.QueuedBytesPerClient(); got != DefaultMaxQueuedBytesPerClient {
+		t.Errorf("per client unset: %d, want the default", got)
 	}
 }
 

@@ -86,6 +86,8 @@ func BrokerConfig(b *v1alpha1.MQTTBroker) (*brokerconfig.Config, error) {
 			MaxPacketSize:             lim.MaxPacketSize,
 			MaxInflight:               lim.MaxInflight,
 			MaxQueuedMessages:         lim.MaxQueuedMessages,
+			MaxQueuedBytesPerClient:   lim.MaxQueuedBytesPerClient,
+			MaxQueuedBytesTotal:       lim.MaxQueuedBytesTotal,
 			MaxQoS:                    valueOr(lim.MaxQoS, 2),
 			RetainAvailable:           valueOr(lim.RetainAvailable, true),
 			SessionExpirySeconds:      int64(expiry / time.Second),

@@ -82,6 +82,19 @@ func TestGoldenChildren(t *testing.T) {
 // What the broker reloads in place must leave the pod template, and with it
 // the running pods, alone. What it cannot apply in place (listeners, image,
 // the limits fixed at start) must roll the pods.
+// The queue byte budgets reach the broker's configuration.
+func TestQueueByteBudgetsAreRendered(t *testing.T) {
+	b := loadBroker(t, "minimal")
+	b.Spec.Limits.MaxQueuedBytesPerClient, b.Spec.Limits.MaxQueuedBytesTotal = 1<<20, 64<<20
+	cfg, err := BrokerConfig(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Limits.MaxQueuedBytesPerClient != 1<<20 || cfg.Limits.MaxQueuedBytesTotal != 64<<20 {
+		t.Errorf("rendered %d and %d, want 1 MiB and 64 MiB", cfg.Limits.MaxQueuedBytesPerClient, cfg.Limits.MaxQueuedBytesTotal)
+	}
+}
+
 func TestOnlyRestartRequiringChangesTouchThePodTemplate(t *testing.T) {
 	template := func(mutate func(*v1alpha1.MQTTBroker)) corev1.PodTemplateSpec {
 		b := loadBroker(t, "minimal")
@@ -99,6 +112,8 @@ func TestOnlyRestartRequiringChangesTouchThePodTemplate(t *testing.T) {
 		"maxPacketSize":  func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.MaxPacketSize = 4096 },
 		"maxKeepalive":   func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.MaxKeepalive = 30 },
 		"maxSubs":        func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.MaxSubscriptionsPerClient = 3 },
+		"queueBytes":     func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.MaxQueuedBytesPerClient = 1 << 20 },
+		"queueTotal":     func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.MaxQueuedBytesTotal = 64 << 20 },
 		"allowAnonymous": func(b *v1alpha1.MQTTBroker) { b.Spec.AllowAnonymous = true },
 		"preauthBudget": func(b *v1alpha1.MQTTBroker) {
 			b.Spec.Limits.MaxPendingConnections, b.Spec.Limits.MaxPendingConnectionsPerAddress = 100, 10

@@ -118,7 +118,7 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 		}
 	}
 	b.Policy = policy.New(server, log)
-	b.Policy.Flow = flow.New()
+	b.Policy.Flow = flow.New(int(caps.MaximumInflight))
 	b.Policy.LoggedIn = b.guard.LoggedIn
 	b.Policy.Full = func() bool { return atomic.LoadInt64(&server.Info.ClientsConnected) >= b.guard.Limits.MaxConnections() }
 	if !flow.Available() {

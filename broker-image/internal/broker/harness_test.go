@@ -128,6 +128,11 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// brokerLogLevel is the level of the brokers tests start. Load tests raise
+// it to the broker's default (info): mochi logs every dropped delivery, with
+// its payload, at debug, which at debug costs more than the delivery.
+var brokerLogLevel = slog.LevelDebug
+
 func startBroker(t testing.TB, cfg *brokerconfig.Config, bundle *brokerconfig.AuthBundle) *testBroker {
 	t.Helper()
 	logs := &syncBuffer{}
@@ -135,7 +140,7 @@ func startBroker(t testing.TB, cfg *brokerconfig.Config, bundle *brokerconfig.Au
 	if os.Getenv("BROKER_TEST_LOGS") != "" {
 		out = io.MultiWriter(logs, os.Stderr)
 	}
-	b, err := broker.New(cfg, slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	b, err := broker.New(cfg, slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: brokerLogLevel})))
 	if err != nil {
 		t.Fatal(err)
 	}

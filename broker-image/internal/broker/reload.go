@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/guard"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/policy"
@@ -82,6 +83,17 @@ func (b *Broker) applyQuotas(cfg *brokerconfig.Config) {
 		MaxPending: int64(l.MaxPendingConnections), MaxPendingPerAddress: int64(l.MaxPendingConnectionsPerAddress),
 		ConnectRatePerAddress: int64(l.ConnectRatePerAddress), MaxConnectPacketSize: uint32(l.MaxConnectPacketSize),
 	})
+	b.Policy.Flow.SetBudget(cfg.Limits.QueuedBytesPerClient(), cfg.Limits.QueuedBytesTotal(memoryLimit()))
+}
+
+// memoryLimit is the container's memory limit in bytes, from the pod's
+// resourceFieldRef (MQTT_BROKER_MEMORY_LIMIT); 0 when not known.
+func memoryLimit() int64 {
+	n, err := strconv.ParseInt(os.Getenv("MQTT_BROKER_MEMORY_LIMIT"), 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }
 
 func quotasOf(cfg *brokerconfig.Config) policy.Quotas {

@@ -24,6 +24,8 @@ type Stats struct {
 	PreauthEvicted, PreauthRefusedAddress, PreauthRefusedRate, ConnectTooLarge uint64
 	RetainedBytes, RetainedKept                                                int64
 	RetainedRefused, TopicTooLong                                              uint64
+	FlowStuckSkips, FlowRefused, OverBudgetDisconnects, OfflineDropped         uint64
+	QueuedBytes                                                                int64
 	Revision                                                                   string
 	Generation                                                                 int64
 }
@@ -65,7 +67,10 @@ func (b *Broker) Stats() Stats {
 		s.TLSReloadsOK, s.TLSReloadsFailed = b.certs.ReloadsOK.Load(), b.certs.ReloadsFailed.Load()
 	}
 	if f := b.Policy.Flow; f != nil {
-		s.FlowWaits, s.FlowWaitNanos, s.FlowSlowSubscribers = f.Stats.Waits.Load(), f.Stats.WaitNano.Load(), f.Stats.Slow.Load()
+		s.FlowWaits, s.FlowWaitNanos, s.FlowSlowSubscribers = f.Stats.Waits.Load(), f.Stats.WaitNano.Load(), f.Stats.Stuck.Load()
+		s.FlowStuckSkips, s.FlowRefused = f.Stats.StuckSkips.Load(), f.Stats.Refused.Load()
+		s.OverBudgetDisconnects, s.OfflineDropped = f.Stats.OverBudgetDisconnects.Load(), f.Stats.OfflineDropped.Load()
+		s.QueuedBytes = f.QueuedBytes()
 	}
 	for q := range 3 {
 		s.MessagesIn[q], s.MessagesOut[q] = g.PublishIn[q].Load(), g.PublishOut[q].Load()

@@ -1,23 +1,30 @@
-// Package flow slows a publisher down, briefly, while a subscriber's queue of
-// pending writes is nearly full, so a burst is delivered rather than dropped.
+// Package flow decides, for each delivery to a subscriber, whether the
+// publisher waits, the message is queued, or it is refused; and it bounds
+// what is queued for each subscriber, and for all of them, in bytes.
 //
 // mochi hands each delivery to the subscriber's write goroutine through a
-// bounded queue (MaximumClientWritesPending) and drops the message when the
-// queue is full. The queue fills not only for subscribers on slow networks:
-// when many publishers feed one subscriber, their reader goroutines share
-// the CPU with that subscriber's single writer, out-produce it, and the
-// broker threw away messages it had the capacity to deliver a moment later
-// (a third of a QoS 0 fan-in burst on two cores).
+// bounded queue (MaximumClientWritesPending) and keeps each QoS 1/2 message
+// in the subscriber's inflight map until it is acknowledged
+// (MaximumInflight); it drops a message when either is full. Both fill not
+// only for subscribers that stopped reading: when many publishers feed one
+// subscriber, they out-produce its single writer, and a subscriber that
+// acknowledges once per read of its socket holds many messages
+// unacknowledged. Dropping those would lose acknowledged QoS 1 messages for
+// a subscriber that is reading.
 //
-// So before a delivery to a subscriber whose queue is at least three
-// quarters full, the publisher's goroutine waits, giving its CPU to the
-// writer, until the writer has taken the queue down to half. It waits as
-// long as the writer makes headway: at least a sixteenth of the queue in
-// every MaxWait. A writer that does not is held up by its client (a slow
-// network, a client that stopped reading), not by the CPU: for the next
-// SlowFor nobody waits for that subscriber and mochi drops what does not
-// fit, as before, so one slow subscriber holds its publishers back for at
-// most MaxWait a second.
+// So a delivery to a subscriber whose queue or inflight map is three
+// quarters full, or whose queued bytes would pass its budget, waits on the
+// publisher's goroutine until the subscriber has made room. It waits as
+// long as the subscriber makes headway: its writer wrote a packet, or it
+// acknowledged one, within StuckAfter. A subscriber that makes none for
+// StuckAfter while it has work is judged stuck, once, on its own clock (not
+// per publisher or per wait), and stays stuck until it makes headway again.
+// Nobody ever waits for a stuck subscriber: deliveries to it are queued
+// while there is room and refused (counted) when there is none, and when
+// its queued bytes pass its budget it is disconnected. So however many
+// subscribers stop reading, each costs a publisher at most one wait of
+// StuckAfter, and the waits for subscribers that stopped at the same time
+// overlap.
 package flow
 
 import (
@@ -29,11 +36,13 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 )
 
-// Defaults for Control.
-const (
-	MaxWait = 20 * time.Millisecond
-	SlowFor = time.Second
-)
+// StuckAfter is how long a subscriber with a full queue may make no headway
+// before it is judged stuck: a dozen times the 20 ms the earlier flow
+// control allowed a writer, and short enough that a queue of a thousand
+// messages filling at up to three thousand a second is three quarters full
+// only after its subscriber would be judged stuck, so the publisher does not
+// wait for it at all.
+const StuckAfter = 250 * time.Millisecond
 
 // outboundField locates mochi's per-client queue of pending writes
 // (ClientState.outbound, unexported). Only its length is ever read. When a
@@ -60,13 +69,22 @@ func pending(cl *mqtt.Client) (n, capacity int) {
 	return q.Len(), q.Cap()
 }
 
-// Subscriber is what flow remembers about one client.
+// Subscriber is what flow remembers about one client's session.
 type Subscriber struct {
-	slowUntil atomic.Int64  // unix nanoseconds; 0 = not slow
-	waiting   atomic.Bool   // a publisher waits for room
-	written   atomic.Uint64 // packets the client's writer wrote
-	mu        sync.Mutex
-	room      chan struct{} // closed when there is room again
+	// progressAt is when the subscriber last showed headway (unix
+	// nanoseconds): wrote or acknowledged a packet, or had nothing to
+	// write. Deliveries do not move it, so subscribers that stopped reading
+	// at about the same time are judged stuck together, however long the
+	// first judgement kept the publisher.
+	progressAt atomic.Int64
+	stuck      atomic.Bool
+	// overBudget is set once the subscriber was disconnected, or its
+	// offline queue first refused a message, for its bytes.
+	overBudget atomic.Bool
+	waiting    atomic.Bool // a publisher waits for room
+	mu         sync.Mutex
+	room       chan struct{} // closed when there is room again
+	queue      queuedBytes
 }
 
 // await returns the channel that is closed when there is room.
@@ -91,89 +109,202 @@ func (s *Subscriber) wake() {
 	s.waiting.Store(false)
 }
 
+// Stuck reports whether the subscriber is judged stuck.
+func (s *Subscriber) Stuck() bool { return s.stuck.Load() }
+
 // Stats count what flow did.
 type Stats struct {
 	Waits    atomic.Uint64 // deliveries that waited for room
 	WaitNano atomic.Uint64 // time spent waiting, in total
-	Slow     atomic.Uint64 // waits that ran out: the subscriber was marked slow
+	Stuck    atomic.Uint64 // times a subscriber was judged stuck
+	// StuckSkips are deliveries to a subscriber already judged stuck that
+	// found it full and did not wait.
+	StuckSkips atomic.Uint64
+	// Refused are deliveries to a stuck subscriber refused for want of room
+	// (mochi would have dropped them).
+	Refused atomic.Uint64
+	// OverBudgetDisconnects are live subscribers disconnected for their
+	// queued bytes; OfflineDropped are messages not queued for an offline
+	// session over its budget.
+	OverBudgetDisconnects, OfflineDropped atomic.Uint64
 }
 
-// Control decides when a delivery waits. The zero value never waits; New
-// returns one with the defaults.
+// Control decides what happens to each delivery. The zero value never
+// waits and bounds nothing; New returns one with the defaults.
 type Control struct {
-	MaxWait, SlowFor time.Duration
-	Stats            Stats
+	StuckAfter time.Duration
+	// InflightLimit is mochi's MaximumInflight: the QoS 1/2 messages it
+	// holds for one client before it drops.
+	InflightLimit int
+	budget        budget
+	Stats         Stats
 }
 
 // New returns a Control with the package defaults, or one that never waits
 // when mochi's queue cannot be seen.
-func New() *Control {
+func New(inflightLimit int) *Control {
 	if !Available() {
 		return &Control{}
 	}
-	return &Control{MaxWait: MaxWait, SlowFor: SlowFor}
+	return &Control{StuckAfter: StuckAfter, InflightLimit: inflightLimit}
+}
+
+// Verdict is what becomes of one delivery.
+type Verdict int
+
+const (
+	// Deliver lets mochi queue the message.
+	Deliver Verdict = iota
+	// Refuse drops the message for this subscriber (counted).
+	Refuse
+	// RefuseFirst is the first Refuse of an offline session for its bytes:
+	// worth a log line.
+	RefuseFirst
+	// Disconnect refuses the message and asks for the subscriber to be
+	// disconnected: it is stuck and over its byte budget.
+	Disconnect
+)
+
+// levels are the thresholds of a subscriber's queue, in eighths of its
+// capacity: newcomers wait from 6, a woken waiter from 7, waiters are woken
+// at 4 and below.
+const (
+	newcomerEighths = 6
+	waiterEighths   = 7
+	wakeEighths     = 4
+)
+
+// full reports whether cl has less room than eighths/8 of its queue, its
+// inflight map and its byte budget, for a message of size bytes.
+func (c *Control) full(cl *mqtt.Client, sub *Subscriber, size int64, eighths int) bool {
+	n, capacity := pending(cl)
+	if capacity > 0 && n >= capacity*eighths/8 {
+		return true
+	}
+	if c.InflightLimit > 0 && cl.State.Inflight.Len() >= c.InflightLimit*eighths/8 {
+		return true
+	}
+	return c.budget.overClient(sub, size)
 }
 
 // BeforeDelivery is called on the publisher's goroutine just before mochi
-// queues a message for cl; it returns once there is room, or the wait ran
-// out. The wake-up comes from the subscriber's writer (AfterWrite), not from
-// polling: on a busy machine the Go runtime fires timers late, by tens of
-// milliseconds, while the writer is running anyway.
-func (c *Control) BeforeDelivery(cl *mqtt.Client, sub *Subscriber) {
-	if c.MaxWait <= 0 || sub == nil {
-		return
+// queues a message of size bytes (see SizeOf) for cl; queued says whether
+// mochi keeps it while cl is offline (QoS 1/2). It returns once there
+// is room, or the subscriber is judged stuck, with what to do with the
+// message. The wake-up comes from the subscriber (AfterWrite, AfterAck), not
+// from polling: on a busy machine the Go runtime fires timers late.
+func (c *Control) BeforeDelivery(cl *mqtt.Client, sub *Subscriber, size int64, queued bool) Verdict {
+	if sub == nil {
+		return Deliver
+	}
+	if cl.Closed() || cl.Net.Conn == nil {
+		return c.offline(sub, size, queued)
+	}
+	if c.StuckAfter <= 0 || !c.full(cl, sub, size, newcomerEighths) {
+		if n, _ := pending(cl); n == 0 {
+			// Nothing waits to be written: the writer is not behind, and an
+			// idle subscriber's clock starts now, not at its last write.
+			sub.progressAt.Store(time.Now().UnixNano())
+		}
+		c.budget.add(sub, size)
+		return Deliver
+	}
+	if !sub.stuck.Load() {
+		c.wait(cl, sub, size)
+	} else {
+		c.Stats.StuckSkips.Add(1)
+	}
+	if !sub.stuck.Load() {
+		c.budget.add(sub, size)
+		return Deliver
+	}
+	return c.stuckVerdict(cl, sub, size)
+}
+
+// stuckVerdict decides a delivery to a subscriber judged stuck.
+func (c *Control) stuckVerdict(cl *mqtt.Client, sub *Subscriber, size int64) Verdict {
+	if c.budget.overClient(sub, size) || c.budget.overTotal(size) {
+		c.Stats.Refused.Add(1)
+		if sub.overBudget.CompareAndSwap(false, true) {
+			c.Stats.OverBudgetDisconnects.Add(1)
+			return Disconnect
+		}
+		return Refuse
 	}
 	n, capacity := pending(cl)
-	limit := capacity * 3 / 4
-	if capacity == 0 || n < limit {
-		return
+	if n >= capacity || (c.InflightLimit > 0 && cl.State.Inflight.Len() >= c.InflightLimit) {
+		c.Stats.Refused.Add(1)
+		return Refuse
 	}
+	c.budget.add(sub, size)
+	return Deliver
+}
+
+// wait holds the publisher until sub has room, or is judged stuck.
+func (c *Control) wait(cl *mqtt.Client, sub *Subscriber, size int64) {
 	start := time.Now()
-	if until := sub.slowUntil.Load(); until != 0 && start.UnixNano() < until {
-		return
-	}
 	c.Stats.Waits.Add(1)
-	timeout := time.NewTimer(c.MaxWait)
-	defer timeout.Stop()
-	written := sub.written.Load()
-wait:
+	defer func() { c.Stats.WaitNano.Add(uint64(time.Since(start))) }()
+	var timeout *time.Timer
+	defer func() {
+		if timeout != nil {
+			timeout.Stop()
+		}
+	}()
+	eighths := newcomerEighths
 	for {
 		woken := sub.await()
-		if n, _ = pending(cl); n < limit || cl.Closed() {
-			break
+		if !c.full(cl, sub, size, eighths) || cl.Closed() || sub.stuck.Load() {
+			return
+		}
+		left := time.Duration(sub.progressAt.Load()+int64(c.StuckAfter)) - time.Duration(time.Now().UnixNano())
+		if left <= 0 {
+			if sub.stuck.CompareAndSwap(false, true) {
+				c.Stats.Stuck.Add(1)
+			}
+			return
+		}
+		if timeout == nil {
+			timeout = time.NewTimer(left)
+		} else {
+			timeout.Reset(left)
 		}
 		select {
 		case <-woken:
 			// A publisher that waited may use the room up to seven eighths,
 			// which newcomers may not: otherwise it could lose the race for
 			// room to the others again and again.
-			limit = capacity * 7 / 8
+			eighths = waiterEighths
 		case <-timeout.C:
-			// The writer is slow, not merely starved of CPU, when it took
-			// less than a sixteenth of the queue off in MaxWait.
-			if now := sub.written.Load(); now-written >= uint64(capacity/16) {
-				written = now
-				timeout.Reset(c.MaxWait)
-				continue
-			}
-			sub.slowUntil.Store(time.Now().Add(c.SlowFor).UnixNano())
-			c.Stats.Slow.Add(1)
-			break wait
 		}
 	}
-	c.Stats.WaitNano.Add(uint64(time.Since(start)))
 }
 
-// AfterWrite is called on cl's write goroutine after each packet it wrote:
-// once the queue is down to half, waiting publishers go on.
-func (c *Control) AfterWrite(cl *mqtt.Client, sub *Subscriber) {
-	sub.written.Add(1)
-	if !sub.waiting.Load() {
-		return
+// progress records headway: the subscriber is not stuck, and waiting
+// publishers go on once there is room.
+func (c *Control) progress(cl *mqtt.Client, sub *Subscriber) {
+	c.resync(cl, sub)
+	sub.progressAt.Store(time.Now().UnixNano())
+	if sub.stuck.Load() {
+		sub.stuck.Store(false)
 	}
-	if n, capacity := pending(cl); n <= capacity/2 {
+	if sub.waiting.Load() && !c.full(cl, sub, 0, wakeEighths) {
 		sub.wake()
 	}
+}
+
+// AfterWrite is called on cl's write goroutine after each packet it wrote;
+// released is the bytes of queue the packet leaves (see Released).
+func (c *Control) AfterWrite(cl *mqtt.Client, sub *Subscriber, released int64) {
+	c.budget.release(sub, released)
+	c.progress(cl, sub)
+}
+
+// AfterAck is called on cl's read goroutine when it acknowledged a message
+// of released bytes (PUBACK, or PUBREC for QoS 2).
+func (c *Control) AfterAck(cl *mqtt.Client, sub *Subscriber, released int64) {
+	c.budget.release(sub, released)
+	c.progress(cl, sub)
 }
 
 // Release lets every publisher waiting for cl go: it disconnected.

@@ -122,7 +122,8 @@ type Hook struct {
 	retained retainedBook
 	// Flow holds a publisher back while a subscriber's pending writes are
 	// nearly full (see package flow). Set before the server starts.
-	Flow *flow.Control
+	Flow  *flow.Control
+	sizes messageSizes // of the messages being fanned out, for Flow
 	// SessionDeleted, when set, is told of every session the hook deleted
 	// (its user is gone), so the store forgets it too.
 	SessionDeleted func(*mqtt.Client)
@@ -148,7 +149,7 @@ func (h *Hook) Provides(b byte) bool {
 	switch b { // mochi asks this for every event of every message: no allocation, no scan
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablished, mqtt.OnACLCheck,
 		mqtt.OnDisconnect, mqtt.OnPacketRead, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnPacketSent,
-		mqtt.OnPublish, mqtt.OnRetainedExpired:
+		mqtt.OnPublish, mqtt.OnPublished, mqtt.OnSessionEstablish, mqtt.OnClientExpired, mqtt.OnRetainedExpired:
 		return true
 	}
 	return false
@@ -307,10 +308,7 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	}
 	if s.index.Allowed(c, acl.Subscribe, topic) {
 		// mochi queues the delivery right after this check.
-		if h.Flow != nil && st != nil {
-			h.Flow.BeforeDelivery(cl, &st.flow)
-		}
-		return true
+		return h.Flow == nil || st == nil || h.admitDelivery(cl, st, topic)
 	}
 	h.Counters.ACLDeniedSubscribe.Add(1)
 	return false

@@ -28,6 +28,10 @@ type clientState struct {
 	revoked atomic.Bool
 	// flow is what flow control remembers about the client as a subscriber.
 	flow flow.Subscriber
+	// fanningOut is the topic string of the message the client published
+	// last, while mochi fans it out (see messageSizes). Only the client's
+	// read goroutine touches it.
+	fanningOut *byte
 }
 
 func (st *clientState) refused(filter string) bool {
@@ -75,28 +79,25 @@ func (h *Hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 	return nil
 }
 
-// OnDisconnect forgets the client's quota state, lets go of publishers
-// waiting for room in its queue, and deletes a session that would outlive
-// its connection although its user no longer exists (a revoked session).
-// Sessions the store restores (no connection) are judged by the broker
-// once they are all loaded (DeleteOrphanedSessions).
+// OnDisconnect lets go of publishers waiting for room in the client's
+// queue. A session that ends with the connection is forgotten; a persistent
+// one stays, so that what is queued for it while offline is counted (see
+// OnClientExpired and OnSessionEstablish), unless its user no longer exists
+// (a revoked session): then it is deleted. Sessions the store restores (no
+// connection) are judged once they are all loaded (DeleteOrphanedSessions).
 func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
-	if st := h.state(cl); st != nil && h.Flow != nil {
+	st := h.state(cl)
+	if st != nil && h.Flow != nil {
 		h.Flow.Release(&st.flow)
+		if expire {
+			h.Flow.Forget(&st.flow)
+		}
 	}
-	h.clients.Delete(cl)
+	if expire || st == nil || h.Flow == nil {
+		h.clients.Delete(cl)
+	}
 	if s := h.snap.Load(); !expire && s != nil && cl.Net.Conn != nil && !cl.IsTakenOver() && !s.hasUser(string(cl.Properties.Username)) {
 		h.deleteSession(cl)
-	}
-}
-
-// OnPacketSent tells flow control that cl's queue of pending writes moved.
-func (h *Hook) OnPacketSent(cl *mqtt.Client, _ packets.Packet, _ []byte) {
-	if h.Flow == nil {
-		return
-	}
-	if st := h.state(cl); st != nil {
-		h.Flow.AfterWrite(cl, &st.flow)
 	}
 }
 
@@ -108,6 +109,7 @@ func (h *Hook) OnPacketSent(cl *mqtt.Client, _ packets.Packet, _ []byte) {
 // (reason 0x96).
 func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Type != packets.Publish {
+		h.acknowledged(cl, pk)
 		return pk, nil
 	}
 	s := h.snap.Load()

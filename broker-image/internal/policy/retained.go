@@ -35,11 +35,13 @@ type retainedBook struct {
 
 func retainedSize(pk *packets.Packet) int { return len(pk.TopicName) + len(pk.Payload) }
 
-// OnPublish keeps retained messages within the limits.
-func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+// retainWithinLimits keeps retained messages within the limits: it
+// returns pk, without its retain flag when keeping it would go past them.
+// OnPublish calls it.
+func (h *Hook) retainWithinLimits(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	s := h.snap.Load()
 	if !pk.FixedHeader.Retain || s == nil || !s.Quotas.RetainAvailable {
-		return pk, nil
+		return pk
 	}
 	b := &h.retained
 	b.mu.Lock()
@@ -51,7 +53,7 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if len(pk.Payload) == 0 { // clears the retained message
 		b.bytes -= old
 		delete(b.size, pk.TopicName)
-		return pk, nil
+		return pk
 	}
 	size := retainedSize(&pk)
 	count := len(b.size)
@@ -68,11 +70,11 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 				"maxRetainedMessages", q.MaxRetainedMessages, "maxRetainedBytes", q.MaxRetainedBytes)
 		}
 		pk.FixedHeader.Retain = false
-		return pk, nil
+		return pk
 	}
 	b.bytes += size - old
 	b.size[pk.TopicName] = size
-	return pk, nil
+	return pk
 }
 
 // OnRetainedExpired rebuilds the book: mochi dropped an expired message.

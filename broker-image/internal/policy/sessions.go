@@ -71,6 +71,7 @@ func (h *Hook) deleteSession(cl *mqtt.Client) {
 	if current, ok := h.server.Clients.Get(cl.ID); ok && current == cl {
 		h.server.Clients.Delete(cl.ID)
 	}
+	h.OnClientExpired(cl) // flow control stops counting its queue
 	if h.SessionDeleted != nil {
 		h.SessionDeleted(cl)
 	}

@@ -16,12 +16,18 @@ import (
 type scenario struct {
 	qos    byte
 	fanOut bool // false: N publishers -> 1 subscriber; true: 1 publisher -> N subscribers
+	// batchAck gives subscribers a 256 KiB read buffer, so each read, and
+	// the one write of PUBACKs that follows it, covers hundreds of messages.
+	batchAck bool
 }
 
 func (s scenario) String() string {
 	p := "fanin"
 	if s.fanOut {
 		p = "fanout"
+	}
+	if s.batchAck {
+		p += "_batchack"
 	}
 	return fmt.Sprintf("qos%d_%s", s.qos, p)
 }
@@ -191,8 +197,12 @@ func runLoad(t *target, sc scenario, cfg loadConfig, run int) (result, error) {
 			_ = p.c.Close()
 		}
 	}
+	readBuffer := 64 << 10
+	if sc.batchAck {
+		readBuffer = 256 << 10
+	}
 	for i := range nSub {
-		c, err := mqttc.Dial(t.addr, t.options(50+i, id("sub", i), 60, 64<<10))
+		c, err := mqttc.Dial(t.addr, t.options(50+i, id("sub", i), 60, readBuffer))
 		if err != nil {
 			cleanup()
 			return result{}, fmt.Errorf("subscriber %d: %w", i, err)

@@ -12,6 +12,9 @@
 //	acl_10k_rules_vs_10_ratio                 ours, QoS 0 fan-out, 10,000-rule bundle / 10-rule bundle
 //	rss_kib_per_idle_conn[_<broker>]          resident memory per idle, subscribed client
 //	auth_storm_10k_reconnects_s[_<broker>]    seconds for 10,000 CONNECT/CONNACK/DISCONNECT
+//	ours_qos1_fanin_batchack_{msgs_per_s,delivered,dropped}  QoS 1 fan-in to a subscriber
+//	                                          that acknowledges once per 256 KiB read, with the
+//	                                          default maxQueuedMessages (batchack phase)
 //
 // broker is ours, mochi or mosquitto; qos is qos0 or qos1; pattern is fanin
 // (N publishers -> 1 wildcard subscriber) or fanout (1 publisher -> N
@@ -49,7 +52,7 @@ func main() {
 	flag.StringVar(&f.oursBin, "broker", "bin/broker", "our broker binary (go build -o bin/broker ./broker-image)")
 	flag.StringVar(&f.mochiBin, "mochi", "", "plain mochi binary; empty builds ./test/bench/broker/mochiplain")
 	flag.StringVar(&f.mosquittoBin, "mosquitto", "", "mosquitto binary; empty looks on PATH and in /usr/sbin (hack/ensure-mosquitto.sh installs it)")
-	flag.StringVar(&f.phases, "phases", "throughput,acl,durable,idle,storm", "comma-separated phases to run")
+	flag.StringVar(&f.phases, "phases", "throughput,acl,batchack,durable,idle,storm", "comma-separated phases to run")
 	flag.StringVar(&f.scenarios, "scenarios", "qos0_fanin,qos0_fanout,qos1_fanin,qos1_fanout", "comma-separated throughput scenarios to run")
 	flag.IntVar(&f.runs, "runs", 3, "runs per broker and scenario; the median is reported")
 	flag.IntVar(&f.load.clients, "clients", 8, "publishers of fan-in, subscribers of fan-out")
@@ -112,6 +115,11 @@ func run(f *flags) error {
 	out := &report{}
 	if phases["throughput"] || phases["acl"] {
 		if err := throughputPhases(s, f, phases, out); err != nil {
+			return err
+		}
+	}
+	if phases["batchack"] {
+		if err := batchAckPhase(s, f, out); err != nil {
 			return err
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"syscall"
 	"time"
 )
 
@@ -49,6 +50,11 @@ type Options struct {
 	BufferSize int
 	// Timeout bounds dialling and the CONNECT/CONNACK exchange.
 	Timeout time.Duration
+	// ReceiveBuffer, when set, is the socket's receive buffer (SO_RCVBUF)
+	// in bytes: small for a client that stops reading, so the broker's
+	// queue for it fills at once instead of after megabytes of kernel
+	// buffers.
+	ReceiveBuffer int
 }
 
 // Conn is one MQTT connection.
@@ -76,6 +82,13 @@ func Dial(addr string, o Options) (*Conn, error) {
 	d := net.Dialer{Timeout: o.Timeout}
 	if o.LocalIP != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(o.LocalIP)}
+	}
+	if o.ReceiveBuffer > 0 {
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) {
+				_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, o.ReceiveBuffer)
+			})
+		}
 	}
 	nc, err := d.Dial("tcp", addr)
 	if err != nil {

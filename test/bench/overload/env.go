@@ -1,0 +1,166 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
+	"github.com/mqtt-operator/mqtt-operator/internal/passwordhash"
+	"github.com/mqtt-operator/mqtt-operator/test/bench/benchproc"
+	"github.com/mqtt-operator/mqtt-operator/test/bench/broker/mqttc"
+	"github.com/mqtt-operator/mqtt-operator/test/bench/measure"
+)
+
+// env is what every scenario shares: the broker binary, a working
+// directory, and one user the clients log in as.
+type env struct {
+	bin, dir           string
+	username, password string
+	hash               string
+	started            int
+}
+
+func newEnv(bin, dir string) (*env, error) {
+	secret, salt := make([]byte, 32), make([]byte, 16)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
+	if _, err := rand.Read(salt); err != nil {
+		return nil, err
+	}
+	password := base64.RawURLEncoding.EncodeToString(secret)
+	hash, err := passwordhash.HashGenerated(password, salt)
+	if err != nil {
+		return nil, err
+	}
+	return &env{bin: bin, dir: dir, username: "bench", password: password, hash: hash}, nil
+}
+
+// broker is one running broker process.
+type broker struct {
+	*benchproc.Process
+	addr, healthAddr string
+	password         string // of the bench user
+}
+
+// benchTopic is where the scenarios publish; benchFilter takes it all.
+const (
+	benchTopic  = "bench/overload/feed"
+	benchFilter = "bench/#"
+)
+
+// start runs our broker as a pod would (config and bundle rendered by
+// brokerconfig, admin token, MQTT_BROKER_MEMORY_LIMIT from the container
+// limit) with the MQTTBroker defaults but for maxConnections, and waits until
+// it takes clients.
+func (e *env) start(name string, memoryLimit int64) (*broker, error) {
+	e.started++
+	name = fmt.Sprintf("%s-%d", name, e.started)
+	var p [3]int
+	for i := range p {
+		port, err := benchproc.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		p[i] = port
+	}
+	cfg := &brokerconfig.Config{
+		Version:       brokerconfig.Version,
+		Listeners:     []brokerconfig.Listener{{Name: "mqtt", Protocol: brokerconfig.ProtocolTCP, Address: benchproc.Loopback(p[0])}},
+		HealthAddress: benchproc.Loopback(p[1]),
+		AdminAddress:  benchproc.Loopback(p[2]),
+		Limits: brokerconfig.Limits{
+			MaxConnections: 1000, MaxPacketSize: 1 << 20, MaxInflight: 64, MaxQoS: 2,
+			RetainAvailable: true, SessionExpirySeconds: 7200, MaxKeepaliveSeconds: 300, MaxSubscriptionsPerClient: 100,
+		},
+		Storage: brokerconfig.Storage{Path: e.dir},
+	}
+	bundle := &brokerconfig.AuthBundle{
+		Generation: 1,
+		Users:      []brokerconfig.User{{Username: e.username, PasswordHash: e.hash}},
+		ACLs: []brokerconfig.ACL{{Name: "bench/overload", Subjects: brokerconfig.Subjects{AllAuthenticated: true}, Rules: []brokerconfig.Rule{
+			{Topic: "bench/#", Access: brokerconfig.AccessPublishSubscribe, Effect: brokerconfig.EffectAllow},
+		}}},
+	}
+	cfgData, err := brokerconfig.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	bundleData, err := brokerconfig.MarshalBundle(bundle)
+	if err != nil {
+		return nil, err
+	}
+	token := make([]byte, 16)
+	if _, err := rand.Read(token); err != nil {
+		return nil, err
+	}
+	files := map[string][]byte{".broker.yaml": cfgData, ".auth.json": bundleData, ".token": []byte(hex.EncodeToString(token) + "\n")}
+	for suffix, data := range files {
+		if err := os.WriteFile(filepath.Join(e.dir, name+suffix), data, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	cmd := exec.Command(e.bin, "--config", filepath.Join(e.dir, name+".broker.yaml"), "--auth-bundle", filepath.Join(e.dir, name+".auth.json"),
+		"--admin-token-file", filepath.Join(e.dir, name+".token"), "--drain-period", "1s")
+	cmd.Env = append(os.Environ(), "MQTT_BROKER_MEMORY_LIMIT="+strconv.FormatInt(memoryLimit, 10), "GOMEMLIMIT=")
+	proc, err := benchproc.Start(name, filepath.Join(e.dir, name+".log"), cmd)
+	if err != nil {
+		return nil, err
+	}
+	b := &broker{Process: proc, addr: cfg.Listeners[0].Address, healthAddr: cfg.HealthAddress, password: e.password}
+	if err := measure.WaitFor(20*time.Second, func() error {
+		if err := proc.Alive(); err != nil {
+			return err
+		}
+		c, err := b.dial("ready-probe", 512, 0)
+		if err != nil {
+			return err
+		}
+		return c.Disconnect()
+	}); err != nil {
+		proc.Stop()
+		return nil, fmt.Errorf("%s never accepted a client: %w (log: %s)", name, err, benchproc.Tail(proc.LogPath, 5))
+	}
+	return b, nil
+}
+
+// dial logs a client in as the bench user; rcvbuf, when set, is its
+// socket's receive buffer.
+func (b *broker) dial(clientID string, buffer, rcvbuf int) (*mqttc.Conn, error) {
+	return mqttc.Dial(b.addr, mqttc.Options{ClientID: clientID, Username: "bench", Password: b.password, KeepaliveSeconds: 300, BufferSize: buffer, ReceiveBuffer: rcvbuf})
+}
+
+// metric reads the sum of every series of a metric from /metrics.
+func (b *broker) metric(name string) (float64, error) {
+	resp, err := http.Get("http://" + b.healthAddr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	var total float64
+	for _, line := range strings.Split(string(body), "\n") {
+		series, value, ok := strings.Cut(line, " ")
+		if !ok || (series != name && !strings.HasPrefix(series, name+"{")) {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err == nil {
+			total += v
+		}
+	}
+	return total, nil
+}
