@@ -16,9 +16,14 @@ import (
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/controllers"
+	"github.com/mqtt-operator/mqtt-operator/internal/memlimit"
 	"github.com/mqtt-operator/mqtt-operator/internal/resources"
 	"github.com/mqtt-operator/mqtt-operator/internal/version"
 )
+
+// memoryLimitEnv carries the container's memory limit in bytes (the pod's
+// downward API); the operator sets its Go memory limit to 90% of it.
+const memoryLimitEnv = "MQTT_OPERATOR_MEMORY_LIMIT"
 
 func main() {
 	var (
@@ -46,6 +51,11 @@ func main() {
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
+	if limit, err := memlimit.Apply(memoryLimitEnv); err != nil {
+		log.Error(err, "no Go memory limit set")
+	} else if limit > 0 {
+		log.Info("Go memory limit set from the container limit", "goMemLimitBytes", limit)
+	}
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -74,6 +84,7 @@ func main() {
 	if err := controllers.Setup(mgr, controllers.Config{
 		Options:     resources.Options{BrokerImage: brokerImage, OperatorNamespace: operatorNamespace, ClusterDomain: clusterDomain},
 		Concurrency: concurrency,
+		Namespaces:  namespaces,
 	}); err != nil {
 		log.Error(err, "setting up the controllers")
 		os.Exit(1)

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -49,10 +50,14 @@ type MQTTBrokerReconciler struct {
 	pusher       *pusher
 	seen         transitions
 	bundleHashes bundleHashes
+	// secrets reads the Secrets users and the broker point at; secretEvents
+	// is the metadata-only informer that reports changes to them.
+	secrets      secretReader
+	secretEvents cache.Cache
 }
 
 // +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttbrokers,verbs=get;list;watch
-// +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttbrokers/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttbrokers/status,verbs=patch
 // +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttusers;topicacls,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=configmaps;services;serviceaccounts,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch
@@ -212,8 +217,8 @@ func (r *MQTTBrokerReconciler) writeStatus(ctx context.Context, s *brokerScope) 
 // MQTTUsers, TopicACLs, password Secrets and broker pods lead to the broker
 // whose auth bundle they change.
 func (r *MQTTBrokerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
-	if r.Recorder == nil || r.Enforcement == nil {
-		return errors.New("MQTTBrokerReconciler needs an event recorder and an enforcement report")
+	if r.Recorder == nil || r.Enforcement == nil || r.secretEvents == nil {
+		return errors.New("MQTTBrokerReconciler needs an event recorder, an enforcement report and a Secret metadata cache: build it with Setup")
 	}
 	r.pusher = newPusher()
 	return ctrl.NewControllerManagedBy(mgr).
@@ -229,7 +234,7 @@ func (r *MQTTBrokerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency in
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&v1alpha1.TopicACL{}, handler.EnqueueRequestsFromMapFunc(brokerOfACL),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.brokersOfPasswordSecret)).
+		WatchesRawSource(secretWatch(r.secretEvents, r.brokersOfPasswordSecret)).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(brokerOfPod)).
 		Named("mqttbroker").
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(concurrency, 1)}).
