@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/internal/brokerpolicy"
 	"github.com/mqtt-operator/mqtt-operator/internal/resources"
 )
 
@@ -38,9 +39,12 @@ type MQTTBrokerReconciler struct {
 	Client client.Client
 	// APIReader reads past the cache, for the rare object the cache cannot
 	// have seen yet.
-	APIReader   client.Reader
-	Recorder    events.EventRecorder
-	Options     resources.Options
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Options   resources.Options
+	// Policy is the operator's allow-list for images, priority classes and
+	// tolerations; the zero Policy allows only the default image.
+	Policy      brokerpolicy.Policy
 	Enforcement *Enforcement
 	// Now is the clock for condition transition times; tests may fix it.
 	Now func() metav1.Time
@@ -98,6 +102,12 @@ func (r *MQTTBrokerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		s.failure = failure
 		return ctrl.Result{}, nil
 	}
+	if why := r.Policy.Check(broker, r.Options.BrokerImage); why != "" {
+		// Nothing of the pods' spec is applied, so the running pods stay as
+		// they are; their users, ACLs and certificates below stay current,
+		// so a revoked user is still cut off.
+		s.failure, children = &specFailure{ReasonNotAllowed, why}, nil
+	}
 	// Certificates before the StatefulSet: its pods mount them.
 	if s.tls, err = r.reconcileTLS(ctx, broker); err != nil {
 		return ctrl.Result{}, err
@@ -114,7 +124,7 @@ func (r *MQTTBrokerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if authErr != nil && !errors.Is(authErr, errAuthTooLarge) {
 		return result, authErr
 	}
-	if err := r.applyChildren(ctx, s, children); err != nil || s.failure != nil {
+	if err := r.applyChildren(ctx, s, children); err != nil || (s.failure != nil && s.failure.reason != ReasonNotAllowed) {
 		return result, err
 	}
 	if authErr != nil { // the pods keep the last bundle that fitted

@@ -6,6 +6,7 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/mqtt-operator/mqtt-operator/internal/brokerpolicy"
 	"github.com/mqtt-operator/mqtt-operator/internal/resources"
 )
 
@@ -18,6 +19,10 @@ type Config struct {
 	// Clock decides certificate renewals and CA rollovers; nil is the
 	// system clock. Tests move it instead of waiting.
 	Clock func() time.Time
+	// BrokerPolicy is what MQTTBrokers may ask for beyond their tenant:
+	// images, priority classes, tolerations. The zero value allows only
+	// the default broker image.
+	BrokerPolicy brokerpolicy.Policy
 	// Namespaces the operator watches, as given to CacheOptions; nil is
 	// all. The Secret metadata informer lists only these, so namespaced
 	// mode needs no cluster-wide right.
@@ -48,7 +53,7 @@ func setup(mgr ctrl.Manager, cfg Config) (secretReader, error) {
 	recorder := mgr.GetEventRecorder(resources.OperatorName)
 	if err := (&MQTTBrokerReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder,
-		Options: cfg.Options, Enforcement: enforcement, Clock: cfg.Clock,
+		Options: cfg.Options, Policy: cfg.BrokerPolicy, Enforcement: enforcement, Clock: cfg.Clock,
 		secrets: secrets, secretEvents: secretEvents,
 	}).SetupWithManager(mgr, cfg.Concurrency); err != nil {
 		return secrets, err

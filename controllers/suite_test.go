@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/mqtt-operator/mqtt-operator/internal/brokerpolicy"
 	"github.com/mqtt-operator/mqtt-operator/internal/resources"
 	"github.com/mqtt-operator/mqtt-operator/internal/testenv"
 )
@@ -90,6 +91,9 @@ func runSuite(m *testing.M) (int, error) {
 		Options:     resources.Options{BrokerImage: "mqtt-operator/broker:test", OperatorNamespace: operatorNamespace},
 		Concurrency: 4,
 		Clock:       testClock.Now,
+		// TestSpecTheAPIRefusesStallsWithAClearCondition needs a
+		// toleration past the policy, to reach the API server's check.
+		BrokerPolicy: brokerpolicy.Policy{TolerationKeys: []string{"dedicated"}},
 	}); err != nil {
 		return 1, err
 	}

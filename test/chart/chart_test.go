@@ -234,6 +234,19 @@ func TestValues(t *testing.T) {
 	if c.Image != "registry.example.com/mqtt-operator:1.2.3" {
 		t.Errorf("image %s", c.Image)
 	}
+	for _, arg := range c.Args {
+		if strings.HasPrefix(arg, "--allowed-") {
+			t.Errorf("%s without brokerPolicy values: the operator's deny-by-default defaults must apply", arg)
+		}
+	}
+
+	c = deployment(t, render(t, "ops", "--set", "brokerPolicy.allowedImages={registry.example.com/mqtt/*,mqtt-operator/broker}",
+		"--set", "brokerPolicy.allowedPriorityClasses={mqtt-high}", "--set", "brokerPolicy.allowedTolerationKeys={dedicated,spot}")).Spec.Template.Spec.Containers[0]
+	for _, arg := range []string{"--allowed-broker-images=registry.example.com/mqtt/*,mqtt-operator/broker", "--allowed-priority-classes=mqtt-high", "--allowed-toleration-keys=dedicated,spot"} {
+		if !slices.Contains(c.Args, arg) {
+			t.Errorf("args %v lack %s", c.Args, arg)
+		}
+	}
 
 	objs = render(t, "ops", "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.serviceMonitor.labels.release=prom")
 	sm := find(objs, "ServiceMonitor")
