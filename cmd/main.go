@@ -16,13 +16,20 @@ import (
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/controllers"
+	"github.com/mqtt-operator/mqtt-operator/internal/brokerpolicy"
+	"github.com/mqtt-operator/mqtt-operator/internal/memlimit"
 	"github.com/mqtt-operator/mqtt-operator/internal/resources"
 	"github.com/mqtt-operator/mqtt-operator/internal/version"
 )
 
+// memoryLimitEnv carries the container's memory limit in bytes (the pod's
+// downward API); the operator sets its Go memory limit to 90% of it.
+const memoryLimitEnv = "MQTT_OPERATOR_MEMORY_LIMIT"
+
 func main() {
 	var (
 		metricsAddr, probeAddr, brokerImage, watchNamespaces, operatorNamespace, clusterDomain string
+		allowedImages, allowedPriorityClasses, allowedTolerationKeys                           string
 		leaderElect                                                                            bool
 		concurrency, burst                                                                     int
 		qps                                                                                    float64
@@ -31,6 +38,11 @@ func main() {
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader so that only one replica reconciles at a time")
 	flag.StringVar(&brokerImage, "broker-image", version.DefaultBrokerImage(), "broker image for MQTTBrokers that do not set spec.image")
+	flag.StringVar(&allowedImages, "allowed-broker-images", "",
+		"comma-separated images MQTTBrokers may set in spec.image: an image, a repository (any tag or digest), or a prefix ending in '*'; empty allows only the repository of --broker-image")
+	flag.StringVar(&allowedPriorityClasses, "allowed-priority-classes", "", "comma-separated priority classes broker pods may use; '*' allows any; empty allows none")
+	flag.StringVar(&allowedTolerationKeys, "allowed-toleration-keys", "",
+		"comma-separated taint keys broker pods may tolerate; '*' allows any, including tolerating every taint; empty allows none")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "comma-separated namespaces to watch; empty watches all")
 	flag.StringVar(&operatorNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"),
 		"namespace the operator runs in; only its pods may reach broker admin ports")
@@ -46,6 +58,11 @@ func main() {
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
+	if limit, err := memlimit.Apply(memoryLimitEnv); err != nil {
+		log.Error(err, "no Go memory limit set")
+	} else if limit > 0 {
+		log.Info("Go memory limit set from the container limit", "goMemLimitBytes", limit)
+	}
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -74,6 +91,11 @@ func main() {
 	if err := controllers.Setup(mgr, controllers.Config{
 		Options:     resources.Options{BrokerImage: brokerImage, OperatorNamespace: operatorNamespace, ClusterDomain: clusterDomain},
 		Concurrency: concurrency,
+		Namespaces:  namespaces,
+		BrokerPolicy: brokerpolicy.Policy{
+			Images: brokerpolicy.ParseList(allowedImages), PriorityClasses: brokerpolicy.ParseList(allowedPriorityClasses),
+			TolerationKeys: brokerpolicy.ParseList(allowedTolerationKeys),
+		},
 	}); err != nil {
 		log.Error(err, "setting up the controllers")
 		os.Exit(1)

@@ -16,15 +16,15 @@ import (
 // it the operator would hold every ConfigMap, Service and StatefulSet of the
 // cluster in memory just to notice changes to its own.
 //
-// Secrets are the exception: an MQTTUser may take its password from any
-// Secret of its namespace, and a change must rotate it at once. So Secrets
-// are watched, but only the types that can hold a password or certificate
-// keep their data in memory; the rest (Helm releases, service account
-// tokens, registry credentials) are cached as metadata.
+// Secrets too: only those the operator manages are cached with their data.
+// The Secrets tenants point it at are watched as metadata by a second cache
+// and read from the API server when needed (see secrets.go), so the data of
+// Helm releases, service account tokens, registry credentials and every
+// other Secret of the cluster never enters the operator's memory.
 func CacheOptions(namespaces []string) cache.Options {
 	managed := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{resources.LabelManagedBy: resources.OperatorName})}
 	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Secret{}:                {Transform: trimSecret},
+		&corev1.Secret{}:                {Label: managed.Label, Transform: cache.TransformStripManagedFields()},
 		&corev1.Pod{}:                   managed,
 		&corev1.ConfigMap{}:             managed,
 		&corev1.Service{}:               managed,
@@ -40,19 +40,4 @@ func CacheOptions(namespaces []string) cache.Options {
 		}
 	}
 	return opts
-}
-
-// trimSecret drops what the operator never reads from a cached Secret.
-func trimSecret(obj any) (any, error) {
-	s, ok := obj.(*corev1.Secret)
-	if !ok {
-		return obj, nil
-	}
-	s.ManagedFields = nil
-	switch s.Type {
-	case corev1.SecretTypeOpaque, corev1.SecretTypeBasicAuth, corev1.SecretTypeTLS, "":
-	default:
-		s.Data, s.StringData = nil, nil
-	}
-	return s, nil
 }

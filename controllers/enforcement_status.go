@@ -76,7 +76,7 @@ func readyCondition(kind string, generation int64, now metav1.Time, problem *use
 var userFixable = map[string]bool{
 	ReasonBrokerNotFound: true, ReasonSecretNotFound: true, ReasonSecretKeyMissing: true, ReasonSecretConflict: true,
 	ReasonPasswordInvalid: true, ReasonUsernameConflict: true, ReasonInvalidRules: true,
-	ReasonInvalidSpec: true, ReasonAuthTooLarge: true,
+	ReasonInvalidSpec: true, ReasonAuthTooLarge: true, ReasonNotAllowed: true,
 }
 
 // transitions remembers the last Ready status and reason an event was

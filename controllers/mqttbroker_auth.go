@@ -55,8 +55,8 @@ func passwordSource(u *v1alpha1.MQTTUser) (name, key string) {
 // sourceVersion identifies a password by the version of the Secret holding
 // it, never by the password itself. Resource versions are unique across a
 // resource type, so a recreated Secret gets a new one.
-func sourceVersion(s *corev1.Secret, key string) string {
-	return s.ResourceVersion + "/" + key
+func sourceVersion(resourceVersion, key string) string {
+	return resourceVersion + "/" + key
 }
 
 // gatherAuth renders the broker's auth bundle from its MQTTUsers, their
@@ -88,26 +88,41 @@ func (r *MQTTBrokerReconciler) gatherAuth(ctx context.Context, b *v1alpha1.MQTTB
 			continue // a username conflict: the older MQTTUser holds it
 		}
 		name, key := passwordSource(u)
+		ref := client.ObjectKey{Namespace: b.Namespace, Name: name}
+		chosen := u.Spec.PasswordSecretRef != nil
+		if p := previous[username]; chosen && p.hash != "" {
+			// A tenant's Secret is read from the API server, not a cache:
+			// only when it changed since its password was hashed.
+			version, err := r.secrets.version(ctx, ref)
+			if apierrors.IsNotFound(err) {
+				continue // gone: the user controller reports it
+			} else if err != nil {
+				return nil, fmt.Errorf("looking up the password Secret of MQTTUser %s: %w", u.Name, err)
+			}
+			if v := sourceVersion(version, key); v == p.version {
+				jobs = append(jobs, hashJob{user: u.Name, generation: u.Generation, username: username, version: v, chosen: true, previous: p})
+				continue
+			}
+		}
 		secret := &corev1.Secret{}
-		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: b.Namespace, Name: name}, secret); apierrors.IsNotFound(err) {
+		if err := r.secrets.get(ctx, ref, secret); apierrors.IsNotFound(err) {
 			continue // not there (yet): the user controller reports it
 		} else if err != nil {
 			return nil, fmt.Errorf("reading the password Secret of MQTTUser %s: %w", u.Name, err)
 		}
 		if u.Spec.Authentication == v1alpha1.AuthenticationClientCertificate {
 			if fps := certificateFingerprints(secret, key); len(fps) > 0 {
-				out.users[u.Name] = member{generation: u.Generation, source: sourceVersion(secret, key)}
+				out.users[u.Name] = member{generation: u.Generation, source: sourceVersion(secret.ResourceVersion, key)}
 				certUsers = append(certUsers, authbundle.User{Username: username, CertificateSHA256: fps})
 			}
 			continue
 		}
 		password := string(secret.Data[key])
-		chosen := u.Spec.PasswordSecretRef != nil
 		if password == "" || (chosen && passwordhash.ValidateChosen(password) != nil) {
 			continue // the user controller reports what is wrong
 		}
 		jobs = append(jobs, hashJob{user: u.Name, generation: u.Generation, username: username, password: password,
-			version: sourceVersion(secret, key), chosen: chosen, previous: previous[username]})
+			version: sourceVersion(secret.ResourceVersion, key), chosen: chosen, previous: previous[username]})
 	}
 	hashAll(jobs)
 	bundleUsers := make([]authbundle.User, 0, len(jobs)+len(certUsers))

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -27,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/internal/brokerpolicy"
 	"github.com/mqtt-operator/mqtt-operator/internal/resources"
 )
 
@@ -37,9 +39,12 @@ type MQTTBrokerReconciler struct {
 	Client client.Client
 	// APIReader reads past the cache, for the rare object the cache cannot
 	// have seen yet.
-	APIReader   client.Reader
-	Recorder    events.EventRecorder
-	Options     resources.Options
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Options   resources.Options
+	// Policy is the operator's allow-list for images, priority classes and
+	// tolerations; the zero Policy allows only the default image.
+	Policy      brokerpolicy.Policy
 	Enforcement *Enforcement
 	// Now is the clock for condition transition times; tests may fix it.
 	Now func() metav1.Time
@@ -49,10 +54,14 @@ type MQTTBrokerReconciler struct {
 	pusher       *pusher
 	seen         transitions
 	bundleHashes bundleHashes
+	// secrets reads the Secrets users and the broker point at; secretEvents
+	// is the metadata-only informer that reports changes to them.
+	secrets      secretReader
+	secretEvents cache.Cache
 }
 
 // +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttbrokers,verbs=get;list;watch
-// +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttbrokers/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttbrokers/status,verbs=patch
 // +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttusers;topicacls,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=configmaps;services;serviceaccounts,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch
@@ -93,6 +102,12 @@ func (r *MQTTBrokerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		s.failure = failure
 		return ctrl.Result{}, nil
 	}
+	if why := r.Policy.Check(broker, r.Options.BrokerImage); why != "" {
+		// Nothing of the pods' spec is applied, so the running pods stay as
+		// they are; their users, ACLs and certificates below stay current,
+		// so a revoked user is still cut off.
+		s.failure, children = &specFailure{ReasonNotAllowed, why}, nil
+	}
 	// Certificates before the StatefulSet: its pods mount them.
 	if s.tls, err = r.reconcileTLS(ctx, broker); err != nil {
 		return ctrl.Result{}, err
@@ -109,7 +124,7 @@ func (r *MQTTBrokerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if authErr != nil && !errors.Is(authErr, errAuthTooLarge) {
 		return result, authErr
 	}
-	if err := r.applyChildren(ctx, s, children); err != nil || s.failure != nil {
+	if err := r.applyChildren(ctx, s, children); err != nil || (s.failure != nil && s.failure.reason != ReasonNotAllowed) {
 		return result, err
 	}
 	if authErr != nil { // the pods keep the last bundle that fitted
@@ -212,8 +227,8 @@ func (r *MQTTBrokerReconciler) writeStatus(ctx context.Context, s *brokerScope) 
 // MQTTUsers, TopicACLs, password Secrets and broker pods lead to the broker
 // whose auth bundle they change.
 func (r *MQTTBrokerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
-	if r.Recorder == nil || r.Enforcement == nil {
-		return errors.New("MQTTBrokerReconciler needs an event recorder and an enforcement report")
+	if r.Recorder == nil || r.Enforcement == nil || r.secretEvents == nil {
+		return errors.New("MQTTBrokerReconciler needs an event recorder, an enforcement report and a Secret metadata cache: build it with Setup")
 	}
 	r.pusher = newPusher()
 	return ctrl.NewControllerManagedBy(mgr).
@@ -229,7 +244,7 @@ func (r *MQTTBrokerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency in
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&v1alpha1.TopicACL{}, handler.EnqueueRequestsFromMapFunc(brokerOfACL),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.brokersOfPasswordSecret)).
+		WatchesRawSource(secretWatch(r.secretEvents, r.brokersOfPasswordSecret)).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(brokerOfPod)).
 		Named("mqttbroker").
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(concurrency, 1)}).

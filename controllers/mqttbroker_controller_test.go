@@ -326,6 +326,89 @@ func TestSpecTheAPIRefusesStallsWithAClearCondition(t *testing.T) {
 	}
 }
 
+// An image, priority class or toleration outside the operator's allow-list
+// stalls the broker with a clear condition and one Warning event, and
+// leaves its running StatefulSet alone: whoever may create an MQTTBroker
+// must not run any image on any node.
+func TestBrokerPolicyRefusesWhatIsNotAllowed(t *testing.T) {
+	ns := newNamespace(t)
+	createBroker(t, ns, nil)
+	markStatefulSetReady(t, ns, 1)
+	waitForCondition(t, ns, v1alpha1.ConditionReady, metav1.ConditionTrue, ReasonPodsReady)
+	good, _ := get(t, ns, "telemetry", &appsv1.StatefulSet{})
+
+	patchBrokerSpec(t, ns, func(b *v1alpha1.MQTTBroker) { b.Spec.Image = "attacker.example.com/miner:1" })
+	waitForCondition(t, ns, v1alpha1.ConditionReady, metav1.ConditionFalse, ReasonNotAllowed)
+	waitForCondition(t, ns, ConditionStalled, metav1.ConditionTrue, ReasonNotAllowed)
+	msg := meta.FindStatusCondition(brokerStatus(t, ns).Conditions, v1alpha1.ConditionReady).Message
+	if !strings.Contains(msg, "attacker.example.com/miner:1") || !strings.Contains(msg, "--allowed-broker-images") {
+		t.Errorf("Ready message %q should name the image and how to allow it", msg)
+	}
+	// The running pods' users stay current: a user added (or removed) now
+	// still reaches them.
+	createUser(t, ns, "late", nil)
+	eventually(t, wait, "a new user in the bundle of the refused broker", func() error {
+		if b, _ := bundle(t, ns); hashOf(b, "late") == "" {
+			return errors.New("not in the bundle")
+		}
+		return nil
+	})
+
+	// The priority class and toleration checks, on the same broker: the
+	// message follows what is wrong now.
+	patchBrokerSpec(t, ns, func(b *v1alpha1.MQTTBroker) {
+		b.Spec.Image = ""
+		b.Spec.Pod.PriorityClassName = "system-node-critical"
+	})
+	eventually(t, wait, "the priority class refused", func() error {
+		if msg := meta.FindStatusCondition(brokerStatus(t, ns).Conditions, v1alpha1.ConditionReady).Message; !strings.Contains(msg, "system-node-critical") {
+			return fmt.Errorf("Ready message %q", msg)
+		}
+		return nil
+	})
+	patchBrokerSpec(t, ns, func(b *v1alpha1.MQTTBroker) {
+		b.Spec.Pod.PriorityClassName = ""
+		b.Spec.Pod.Tolerations = []corev1.Toleration{{Operator: corev1.TolerationOpExists}} // every taint, control plane included
+	})
+	eventually(t, wait, "the toleration refused", func() error {
+		if msg := meta.FindStatusCondition(brokerStatus(t, ns).Conditions, v1alpha1.ConditionReady).Message; !strings.Contains(msg, "every taint") {
+			return fmt.Errorf("Ready message %q", msg)
+		}
+		return nil
+	})
+
+	now, _ := get(t, ns, "telemetry", &appsv1.StatefulSet{})
+	if now.Generation != good.Generation || now.Spec.Template.Spec.Containers[0].Image != good.Spec.Template.Spec.Containers[0].Image {
+		t.Errorf("a refused spec changed the running StatefulSet")
+	}
+	var list eventsv1.EventList
+	_ = k8s.List(context.Background(), &list, client.InNamespace(ns))
+	warnings := 0
+	for _, e := range list.Items {
+		if e.Type == corev1.EventTypeWarning && e.Reason == ReasonNotAllowed {
+			warnings++
+		}
+	}
+	if warnings != 1 {
+		t.Errorf("%d NotAllowed warnings, want exactly 1 for the one transition", warnings)
+	}
+}
+
+// patchBrokerSpec changes the broker's spec with a merge patch, which the
+// operator's concurrent status writes cannot make conflict.
+func patchBrokerSpec(t *testing.T, ns string, mutate func(*v1alpha1.MQTTBroker)) {
+	t.Helper()
+	b, err := get(t, ns, "telemetry", &v1alpha1.MQTTBroker{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := b.DeepCopy()
+	mutate(b)
+	if err := k8s.Patch(context.Background(), b, client.MergeFrom(before)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // The last test: with every broker of the suite converged, the operator must
 // be idle. Zero reconciles at rest is what lets it manage thousands of brokers.
 func TestConvergedBrokersCauseNoReconciles(t *testing.T) {

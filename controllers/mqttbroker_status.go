@@ -22,6 +22,9 @@ const (
 	ReasonScaledToZero = "ScaledToZero"
 	ReasonUpToDate     = "UpToDate"
 	ReasonInvalidSpec  = "InvalidSpec"
+	// ReasonNotAllowed: the spec asks for an image, priority class or
+	// toleration the operator's allow-list does not have.
+	ReasonNotAllowed = "NotAllowed"
 
 	// Condition types that kstatus (Flux, kpt, cli-utils) reads: present and
 	// True only while the broker is on its way (Reconciling) or stuck on

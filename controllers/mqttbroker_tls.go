@@ -6,8 +6,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
@@ -167,7 +169,11 @@ func operatorIssued(b *v1alpha1.MQTTBroker, s *resources.TLSSettings, opts resou
 // pairFromSecret reads and checks a pair someone else provides. When it
 // cannot be used it returns nil and records why in out.
 func (r *MQTTBrokerReconciler) pairFromSecret(ctx context.Context, namespace, name, mode string, now time.Time, out *tlsOutcome) *tlsPair {
-	secret, err := r.getSecret(ctx, namespace, name)
+	secret := &corev1.Secret{}
+	err := r.secrets.get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, secret)
+	if apierrors.IsNotFound(err) {
+		secret, err = nil, nil
+	}
 	switch {
 	case err != nil:
 		out.ready = notReady(ReasonSecretNotFound, err.Error())

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -43,9 +44,13 @@ type MQTTUserReconciler struct {
 	// Clock decides client certificate renewal; nil is the system clock.
 	Clock func() time.Time
 	seen  transitions
+	// secrets reads password Secrets; secretEvents is the metadata-only
+	// informer that reports changes to them.
+	secrets      secretReader
+	secretEvents cache.Cache
 }
 
-// +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttusers/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttusers/status,verbs=patch
 
 // Reconcile writes the user's connection Secret and status.
 func (r *MQTTUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, err error) {
@@ -76,7 +81,7 @@ func (r *MQTTUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_
 		if err := r.gatherPassword(ctx, s); err != nil || s.problem != nil {
 			return ctrl.Result{}, err
 		}
-		creds.Password, creds.Rotation = s.password, s.rotation
+		creds.Password, creds.Rotation, creds.PasswordSource = s.password, s.rotation, s.source
 	}
 	if creds.CA, err = r.serverCA(ctx, s.broker); err != nil {
 		return ctrl.Result{}, err
@@ -97,6 +102,7 @@ type userScope struct {
 	broker       *v1alpha1.MQTTBroker
 	password     string
 	rotation     string
+	source       string // version of the referenced password Secret
 	permissions  []v1alpha1.EffectiveRule
 	problem      *userProblem
 	enforced     *enforcementState
@@ -138,26 +144,8 @@ func (r *MQTTUserReconciler) gatherBroker(ctx context.Context, s *userScope) err
 // only when the rotate-password annotation changes).
 func (r *MQTTUserReconciler) gatherPassword(ctx context.Context, s *userScope) error {
 	u := s.user
-	if ref := u.Spec.PasswordSecretRef; ref != nil {
-		name, key := passwordSource(u)
-		secret := &corev1.Secret{}
-		err := r.Client.Get(ctx, client.ObjectKey{Namespace: u.Namespace, Name: name}, secret)
-		switch {
-		case apierrors.IsNotFound(err):
-			s.problem = &userProblem{ReasonSecretNotFound, fmt.Sprintf("Secret %q (passwordSecretRef) does not exist", name)}
-			return nil
-		case err != nil:
-			return fmt.Errorf("reading the password Secret: %w", err)
-		case len(secret.Data[key]) == 0:
-			s.problem = &userProblem{ReasonSecretKeyMissing, fmt.Sprintf("Secret %q has no key %q, or it is empty", name, key)}
-			return nil
-		}
-		if err := passwordhash.ValidateChosen(string(secret.Data[key])); err != nil {
-			s.problem = &userProblem{ReasonPasswordInvalid, fmt.Sprintf("the password in Secret %q key %q cannot be used: %v", name, key, err)}
-			return nil
-		}
-		s.password = string(secret.Data[key])
-		return nil
+	if u.Spec.PasswordSecretRef != nil {
+		return r.gatherChosenPassword(ctx, s)
 	}
 	want := u.Annotations[resources.AnnotationRotatePassword]
 	conn, err := r.readConnectionSecret(ctx, u)
@@ -175,6 +163,47 @@ func (r *MQTTUserReconciler) gatherPassword(ctx context.Context, s *userScope) e
 	default:
 		return fmt.Errorf("reading the connection Secret: %w", err)
 	}
+	return nil
+}
+
+// gatherChosenPassword reads the password from the Secret the user points
+// at. That Secret is not cached (the operator does not manage it), so it is
+// read from the API server only when its version differs from the one the
+// connection Secret was written from: a broker or ACL change that wakes
+// every user of a broker costs no read of their password Secrets.
+func (r *MQTTUserReconciler) gatherChosenPassword(ctx context.Context, s *userScope) error {
+	u := s.user
+	name, key := passwordSource(u)
+	ref := client.ObjectKey{Namespace: u.Namespace, Name: name}
+	version, err := r.secrets.version(ctx, ref)
+	if err == nil {
+		conn := &corev1.Secret{}
+		if r.Client.Get(ctx, client.ObjectKey{Namespace: u.Namespace, Name: resources.ConnectionSecretName(u)}, conn) == nil &&
+			metav1.IsControlledBy(conn, u) && len(conn.Data[resources.ConnectionPasswordKey]) > 0 &&
+			conn.Annotations[resources.AnnotationPasswordSource] == sourceVersion(version, key) {
+			s.password, s.source = string(conn.Data[resources.ConnectionPasswordKey]), sourceVersion(version, key)
+			return nil
+		}
+	}
+	secret := &corev1.Secret{}
+	if err == nil {
+		err = r.secrets.get(ctx, ref, secret)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		s.problem = &userProblem{ReasonSecretNotFound, fmt.Sprintf("Secret %q (passwordSecretRef) does not exist", name)}
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading the password Secret: %w", err)
+	case len(secret.Data[key]) == 0:
+		s.problem = &userProblem{ReasonSecretKeyMissing, fmt.Sprintf("Secret %q has no key %q, or it is empty", name, key)}
+		return nil
+	}
+	if err := passwordhash.ValidateChosen(string(secret.Data[key])); err != nil {
+		s.problem = &userProblem{ReasonPasswordInvalid, fmt.Sprintf("the password in Secret %q key %q cannot be used: %v", name, key, err)}
+		return nil
+	}
+	s.password, s.source = string(secret.Data[key]), sourceVersion(secret.ResourceVersion, key)
 	return nil
 }
 
@@ -208,11 +237,11 @@ func generatePassword() string {
 func (r *MQTTUserReconciler) observeEnforcement(ctx context.Context, s *userScope) error {
 	u := s.user
 	name, key := passwordSource(u)
-	secret := &corev1.Secret{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: u.Namespace, Name: name}, secret); err != nil {
+	version, err := r.secrets.version(ctx, client.ObjectKey{Namespace: u.Namespace, Name: name})
+	if err != nil {
 		return client.IgnoreNotFound(err) // the write above is not in the cache yet; its event brings us back
 	}
-	want := member{generation: u.Generation, source: sourceVersion(secret, key)}
+	want := member{generation: u.Generation, source: sourceVersion(version, key)}
 	auth, known := r.Enforcement.get(types.NamespacedName{Namespace: u.Namespace, Name: s.broker.Name})
 	got, in := auth.users[u.Name]
 	s.enforced = &enforcementState{known: known, current: in && got == want, readyPods: auth.readyPods, scaledToZero: auth.scaledToZero}
@@ -243,13 +272,13 @@ func (r *MQTTUserReconciler) writeStatus(ctx context.Context, s *userScope) erro
 
 // SetupWithManager registers the reconciler.
 func (r *MQTTUserReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
-	if r.Recorder == nil || r.Enforcement == nil {
-		return errors.New("MQTTUserReconciler needs an event recorder and an enforcement report")
+	if r.Recorder == nil || r.Enforcement == nil || r.secretEvents == nil {
+		return errors.New("MQTTUserReconciler needs an event recorder, an enforcement report and a Secret metadata cache: build it with Setup")
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.MQTTUser{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&corev1.Secret{}).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.usersOfSecret)).
+		WatchesRawSource(secretWatch(r.secretEvents, r.usersOfSecret)).
 		Watches(&v1alpha1.MQTTBroker{}, handler.EnqueueRequestsFromMapFunc(r.usersOfBroker),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&v1alpha1.TopicACL{}, handler.EnqueueRequestsFromMapFunc(r.usersOfBrokerOf),

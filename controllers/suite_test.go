@@ -12,11 +12,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/mqtt-operator/mqtt-operator/internal/brokerpolicy"
 	"github.com/mqtt-operator/mqtt-operator/internal/resources"
 	"github.com/mqtt-operator/mqtt-operator/internal/testenv"
 )
@@ -31,6 +33,13 @@ var k8s client.Client
 
 // watcher watches objects for tests that check a sequence of changes.
 var watcher client.WithWatch
+
+// operatorCache is the running operator's cache, and operatorSecrets its
+// Secret reader, for tests that check what the operator holds in memory.
+var (
+	operatorCache   cache.Cache
+	operatorSecrets secretReader
+)
 
 // operatorLogs holds the operator's log output for the whole suite.
 var operatorLogs testenv.LogBuffer
@@ -77,10 +86,14 @@ func runSuite(m *testing.M) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	if err := Setup(mgr, Config{
+	operatorCache = mgr.GetCache()
+	if operatorSecrets, err = setup(mgr, Config{
 		Options:     resources.Options{BrokerImage: "mqtt-operator/broker:test", OperatorNamespace: operatorNamespace},
 		Concurrency: 4,
 		Clock:       testClock.Now,
+		// TestSpecTheAPIRefusesStallsWithAClearCondition needs a
+		// toleration past the policy, to reach the API server's check.
+		BrokerPolicy: brokerpolicy.Policy{TolerationKeys: []string{"dedicated"}},
 	}); err != nil {
 		return 1, err
 	}

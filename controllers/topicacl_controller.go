@@ -37,7 +37,7 @@ type TopicACLReconciler struct {
 	seen        transitions
 }
 
-// +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=topicacls/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=topicacls/status,verbs=patch
 
 // Reconcile writes the ACL's status.
 func (r *TopicACLReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

@@ -21,7 +21,9 @@ type MQTTBrokerSpec struct {
 	Replicas *int32 `json:"replicas,omitempty"`
 
 	// image overrides the broker container image. Empty uses the broker image
-	// this operator version was built and tested with.
+	// this operator version was built and tested with. Another image must be
+	// on the operator's allow-list (by default: other tags of its broker
+	// image's repository), else the broker is not applied (reason NotAllowed).
 	// +kubebuilder:validation:MaxLength=512
 	// +kubebuilder:validation:XValidation:rule="!self.contains(' ')",message="image must be an image reference without spaces, such as registry.example.com/mqtt-broker:1.2.3"
 	// +optional
@@ -103,7 +105,9 @@ type PodTemplate struct {
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
 
-	// tolerations let broker pods run on tainted nodes.
+	// tolerations let broker pods run on tainted nodes. Each taint key must be
+	// on the operator's allow-list (empty by default), else the broker is not
+	// applied (reason NotAllowed).
 	// +optional
 	// +listType=atomic
 	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
@@ -117,7 +121,9 @@ type PodTemplate struct {
 	// +listType=atomic
 	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
 
-	// priorityClassName of broker pods.
+	// priorityClassName of broker pods. It must be on the operator's
+	// allow-list (empty by default), else the broker is not applied (reason
+	// NotAllowed).
 	// +kubebuilder:validation:MaxLength=253
 	// +optional
 	PriorityClassName string `json:"priorityClassName,omitempty"`

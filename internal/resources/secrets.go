@@ -37,6 +37,11 @@ const (
 	// password: whenever its value changes, the operator generates one. The
 	// connection Secret records the value it last acted on.
 	AnnotationRotatePassword = "broker.mqtt-operator.io/rotate-password"
+	// AnnotationPasswordSource on a connection Secret records the version
+	// of the tenant's Secret its password was copied from (never the
+	// password), so the operator reads that Secret again only when it
+	// changed.
+	AnnotationPasswordSource = "broker.mqtt-operator.io/password-source"
 )
 
 // AuthSecret holds the rendered bundle the broker pods mount. data is the
@@ -90,6 +95,9 @@ type Credentials struct {
 	// Password and Rotation (the rotate-password annotation value it was
 	// generated for) of a password user.
 	Password, Rotation string
+	// PasswordSource is the version of the Secret a chosen password came
+	// from (MQTTUser passwordSecretRef), empty for a generated one.
+	PasswordSource string
 	// ClientCert and ClientKey (PEM) of a certificate user, and the
 	// fingerprint of the certificate they replaced, if any.
 	ClientCert, ClientKey []byte
@@ -114,6 +122,9 @@ func ConnectionSecret(u *v1alpha1.MQTTUser, b *v1alpha1.MQTTBroker, c Credential
 	} else {
 		data[ConnectionPasswordKey] = []byte(c.Password)
 		annotations[AnnotationRotatePassword] = c.Rotation
+		if c.PasswordSource != "" {
+			annotations[AnnotationPasswordSource] = c.PasswordSource
+		}
 	}
 	if len(c.CA) > 0 {
 		data[ConnectionCAKey] = c.CA

@@ -201,8 +201,10 @@ func CertManagerCertificate(b *v1alpha1.MQTTBroker, s *TLSSettings, opts Options
 				"group": valueOrString(s.Issuer.Group, "cert-manager.io"),
 			},
 			// The issued Secret carries the broker's label, so the operator
-			// learns of it from its Secret watch alone.
-			"secretTemplate": map[string]any{"labels": map[string]any{LabelBroker: b.Name}},
+			// learns of it from its Secret watch alone, and the operator's
+			// managed-by label, so it is cached like the operator's own
+			// (without it, it is read from the API server each time).
+			"secretTemplate": map[string]any{"labels": map[string]any{LabelBroker: b.Name, LabelManagedBy: OperatorName}},
 		},
 	}}
 	return u

@@ -21,6 +21,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -176,6 +177,37 @@ func TestDefaultRender(t *testing.T) {
 	}
 }
 
+// TestMemoryLimit: the operator's container limit fits the documented scale
+// (10,000 users peaked at 294 MiB) and reaches the operator, which sets its
+// Go memory limit from it (cmd/main.go, MQTT_OPERATOR_MEMORY_LIMIT).
+func TestMemoryLimit(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "512Mi"},
+		{[]string{"--set", "resources.limits.memory=1Gi"}, "1Gi"},
+	} {
+		c0 := deployment(t, render(t, "ops", c.args...)).Spec.Template.Spec.Containers[0]
+		if got := c0.Resources.Limits.Memory(); got.Cmp(resource.MustParse(c.want)) != 0 {
+			t.Errorf("%v: memory limit %s, want %s", c.args, got, c.want)
+		}
+		if req := c0.Resources.Requests.Memory(); req.Cmp(resource.MustParse("256Mi")) < 0 {
+			t.Errorf("%v: memory request %s is below what 10,000 users hold (231 MiB)", c.args, req)
+		}
+		var env *corev1.EnvVar
+		for i := range c0.Env {
+			if c0.Env[i].Name == "MQTT_OPERATOR_MEMORY_LIMIT" {
+				env = &c0.Env[i]
+			}
+		}
+		if env == nil || env.ValueFrom == nil || env.ValueFrom.ResourceFieldRef == nil || env.ValueFrom.ResourceFieldRef.Resource != "limits.memory" ||
+			(env.ValueFrom.ResourceFieldRef.Divisor != resource.Quantity{} && env.ValueFrom.ResourceFieldRef.Divisor.Value() != 1) {
+			t.Errorf("%v: the container limit does not reach the operator in bytes: %+v", c.args, env)
+		}
+	}
+}
+
 func TestValues(t *testing.T) {
 	objs := render(t, "ops", "--set", "watchNamespaces={tenant-a,tenant-b}", "--set", "metrics.enabled=false",
 		"--set", "image.repository=registry.example.com/mqtt-operator", "--set", "image.tag=1.2.3", "--set", "logLevel=debug")
@@ -201,6 +233,19 @@ func TestValues(t *testing.T) {
 	}
 	if c.Image != "registry.example.com/mqtt-operator:1.2.3" {
 		t.Errorf("image %s", c.Image)
+	}
+	for _, arg := range c.Args {
+		if strings.HasPrefix(arg, "--allowed-") {
+			t.Errorf("%s without brokerPolicy values: the operator's deny-by-default defaults must apply", arg)
+		}
+	}
+
+	c = deployment(t, render(t, "ops", "--set", "brokerPolicy.allowedImages={registry.example.com/mqtt/*,mqtt-operator/broker}",
+		"--set", "brokerPolicy.allowedPriorityClasses={mqtt-high}", "--set", "brokerPolicy.allowedTolerationKeys={dedicated,spot}")).Spec.Template.Spec.Containers[0]
+	for _, arg := range []string{"--allowed-broker-images=registry.example.com/mqtt/*,mqtt-operator/broker", "--allowed-priority-classes=mqtt-high", "--allowed-toleration-keys=dedicated,spot"} {
+		if !slices.Contains(c.Args, arg) {
+			t.Errorf("args %v lack %s", c.Args, arg)
+		}
 	}
 
 	objs = render(t, "ops", "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.serviceMonitor.labels.release=prom")
@@ -274,7 +319,7 @@ func TestInstalledChartRunsTheOperator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := controllers.Setup(mgr, controllers.Config{Options: resources.Options{BrokerImage: "b:1", OperatorNamespace: "ops"}, Concurrency: 2}); err != nil {
+	if err := controllers.Setup(mgr, controllers.Config{Options: resources.Options{BrokerImage: "b:1", OperatorNamespace: "ops"}, Concurrency: 2, Namespaces: []string{"tenant"}}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -292,7 +337,14 @@ func TestInstalledChartRunsTheOperator(t *testing.T) {
 	b.Spec.Listeners.TLS = v1alpha1.TLSListener{Enabled: true, Port: 8883}
 	u := &v1alpha1.MQTTUser{ObjectMeta: metav1.ObjectMeta{Name: "gateway"}, Spec: v1alpha1.MQTTUserSpec{BrokerRef: v1alpha1.BrokerReference{Name: "telemetry"}}}
 	u.Namespace = "tenant"
-	for _, o := range []client.Object{b, u} {
+	// A password from a tenant's Secret: read with the Role's rights and
+	// noticed by the Secret metadata informer, which lists the watched
+	// namespace only.
+	password := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "dashboard-password", Namespace: "tenant"},
+		Data: map[string][]byte{"password": []byte("a passphrase the tenant chose")}}
+	chosen := &v1alpha1.MQTTUser{ObjectMeta: metav1.ObjectMeta{Name: "dashboard", Namespace: "tenant"}, Spec: v1alpha1.MQTTUserSpec{
+		BrokerRef: v1alpha1.BrokerReference{Name: "telemetry"}, PasswordSecretRef: &v1alpha1.SecretKeyReference{Name: "dashboard-password"}}}
+	for _, o := range []client.Object{b, u, password, chosen} {
 		if err := env.Client.Create(ctx, o); err != nil {
 			t.Fatal(err)
 		}
@@ -303,6 +355,7 @@ func TestInstalledChartRunsTheOperator(t *testing.T) {
 		obj  client.Object
 	}{
 		{"telemetry", &appsv1.StatefulSet{}}, {"telemetry-tls", &corev1.Secret{}}, {"telemetry-auth", &corev1.Secret{}}, {"gateway-mqtt", &corev1.Secret{}},
+		{"dashboard-mqtt", &corev1.Secret{}},
 	} {
 		for {
 			err := env.Client.Get(ctx, client.ObjectKey{Namespace: "tenant", Name: want.name}, want.obj)
