@@ -143,7 +143,7 @@ bench-broker: broker ## Our broker vs plain mochi vs mosquitto on loopback: thro
 	MOSQUITTO=$$(hack/ensure-mosquitto.sh) && $(GO) run ./test/bench/broker --broker=bin/broker --mosquitto=$$MOSQUITTO
 
 .PHONY: bench-overload
-bench-overload: broker ## Our broker under misbehaving clients: stuck subscribers (memory, publisher rate, latency); name=value lines.
+bench-overload: broker ## Our broker under misbehaving clients: stuck subscribers, connections that never log in, an unknown-username login flood; name=value lines.
 	$(GO) run ./test/bench/overload --broker=bin/broker
 
 .PHONY: bench-acl

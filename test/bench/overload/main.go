@@ -22,6 +22,14 @@
 //	                   wait_s and _judged_stuck: how long the publisher waited
 //	                   for subscribers and how often one was judged stuck.
 //
+//	preauth_flood      preauth_flood_rss_mib: peak resident memory while
+//	                   --preauth-sockets sockets never log in (half of them
+//	                   part-way through a 1 MiB CONNECT); _open, the sockets
+//	                   still held; _login_ok, whether a real client got in.
+//	login_flood        flood_login_ms_p99 (and _p50): a real user's login
+//	                   while --flood-clients clients log in over and over
+//	                   with unknown usernames.
+//
 // See docs/benchmarks.md.
 package main
 
@@ -47,17 +55,24 @@ type flags struct {
 	payload     int
 	duration    time.Duration
 	keepDir     bool
+
+	preauthSockets, floodClients, floodLogins int
 }
 
 // scenarioFuncs are the scenarios by name; each adds its lines to the report.
 var scenarioFuncs = map[string]func(*env, *flags, *report) error{
 	"stuck_subscribers": stuckSubscribers,
+	"preauth_flood":     preauthFlood,
+	"login_flood":       loginFlood,
 }
 
 func main() {
 	var f flags
 	flag.StringVar(&f.brokerBin, "broker", "bin/broker", "our broker binary (go build -o bin/broker ./broker-image)")
-	flag.StringVar(&f.scenarios, "scenarios", "stuck_subscribers", "comma-separated scenarios to run")
+	flag.StringVar(&f.scenarios, "scenarios", "stuck_subscribers,preauth_flood,login_flood", "comma-separated scenarios to run")
+	flag.IntVar(&f.preauthSockets, "preauth-sockets", 600, "sockets that never log in (preauth_flood)")
+	flag.IntVar(&f.floodClients, "flood-clients", 32, "clients logging in with unknown usernames (login_flood)")
+	flag.IntVar(&f.floodLogins, "flood-logins", 100, "logins of the real user during the flood (login_flood)")
 	flag.Int64Var(&f.memoryLimit, "memory-limit", 1<<30, "the broker container's memory limit in bytes (MQTT_BROKER_MEMORY_LIMIT), as in a pod")
 	flag.IntVar(&f.rssStuck, "rss-stuck", 50, "stuck subscribers of the memory measurement")
 	flag.IntVar(&f.rssMessages, "rss-messages", 400, "messages of the large-message flood")
