@@ -245,6 +245,11 @@ func (r *MQTTBrokerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency in
 		Watches(&v1alpha1.TopicACL{}, handler.EnqueueRequestsFromMapFunc(brokerOfACL),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesRawSource(secretWatch(r.secretEvents, r.brokersOfPasswordSecret)).
+		// The metadata informer can report a change of a managed Secret (a
+		// connection Secret with a rotated password) before the data cache
+		// the reconcile reads it from has it; this watch on the data cache
+		// reconciles again once it does.
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.brokersOfPasswordSecret)).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(brokerOfPod)).
 		Named("mqttbroker").
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(concurrency, 1)}).
