@@ -38,7 +38,7 @@ func aclPhase(s *setup, f *flags, oursT *target, out *report) error {
 		if err != nil {
 			return math.NaN()
 		}
-		v, _ := m.sum("go_gc_duration_seconds_count")
+		v, _ := m.Sum("go_gc_duration_seconds_count")
 		return v
 	}
 	runID := 1000

@@ -34,7 +34,7 @@ func batchAckPhase(s *setup, f *flags, out *report) error {
 	if err != nil {
 		return fmt.Errorf("scraping our broker's metrics: %w", err)
 	}
-	dropped, _ := m.sum("mqtt_messages_dropped_total")
+	dropped, _ := m.Sum("mqtt_messages_dropped_total")
 	med := medianRun(runs)
 	out.add("ours_"+sc.String()+"_msgs_per_s", "%.0f", med.rate())
 	out.add("ours_"+sc.String()+"_delivered", "%d/%d", med.delivered, med.expected)

@@ -52,7 +52,7 @@ func durablePhase(s *setup, f *flags, out *report) error {
 	if err != nil {
 		return fmt.Errorf("scraping the durable broker's metrics: %w", err)
 	}
-	writes, _ := m.sum("mqtt_store_durable_writes_total")
+	writes, _ := m.Sum("mqtt_store_durable_writes_total")
 	out.add("ours_durable_writes_total", "%.0f", writes)
 	return nil
 }

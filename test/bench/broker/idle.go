@@ -163,8 +163,8 @@ func idlePhase(s *setup, f *flags, out *report) error {
 			out.add("rss_kib_per_idle_conn", "%.1f", res.perConn())
 			if before != nil && after != nil && res.conns > 0 {
 				perConn := func(metric string, scale float64) float64 {
-					b, _ := before.sum(metric)
-					a, _ := after.sum(metric)
+					b, _ := before.Sum(metric)
+					a, _ := after.Sum(metric)
 					return (a - b) / scale / float64(res.conns)
 				}
 				out.add("ours_idle_heap_inuse_kib_per_conn", "%.1f", perConn("go_memstats_heap_inuse_bytes", 1024))

@@ -134,18 +134,18 @@ func throughputPhases(s *setup, f *flags, phases map[string]bool, out *report) e
 	if err != nil {
 		return fmt.Errorf("scraping our broker's metrics: %w", err)
 	}
-	sent, _ := m.sum("mqtt_messages_sent_total")
-	recv, _ := m.sum("mqtt_messages_received_total")
-	dropped, _ := m.sum("mqtt_messages_dropped_total")
-	authOK, _ := m.sum("mqtt_auth_total", `result="success"`)
-	denied, _ := m.sum("mqtt_acl_denied_total")
+	sent, _ := m.Sum("mqtt_messages_sent_total")
+	recv, _ := m.Sum("mqtt_messages_received_total")
+	dropped, _ := m.Sum("mqtt_messages_dropped_total")
+	authOK, _ := m.Sum("mqtt_auth_total", `result="success"`)
+	denied, _ := m.Sum("mqtt_acl_denied_total")
 	out.add("ours_metrics_messages_sent_total", "%.0f", sent)
 	out.add("ours_metrics_messages_received_total", "%.0f", recv)
 	out.add("ours_metrics_messages_dropped_total", "%.0f", dropped)
 	out.add("ours_metrics_auth_success_total", "%.0f", authOK)
 	out.add("ours_metrics_acl_denied_total", "%.0f", denied)
 	for _, name := range []string{"mqtt_flow_waits_total", "mqtt_flow_wait_seconds_total", "mqtt_flow_slow_subscribers_total"} {
-		v, _ := m.sum(name)
+		v, _ := m.Sum(name)
 		out.add("ours_metrics_"+strings.TrimPrefix(name, "mqtt_"), "%.3f", v)
 	}
 	out.add("ours_subscribers_counted_total", "%d", countedOurs)

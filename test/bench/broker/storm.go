@@ -92,8 +92,8 @@ func stormPhase(s *setup, f *flags, out *report) error {
 		if err == nil && st.name == ours {
 			var m promSamples
 			if m, err = scrapeMetrics(t.healthAddr); err == nil {
-				hits, _ := m.sum("mqtt_auth_cache_hits_total")
-				okTotal, _ := m.sum("mqtt_auth_total", `result="success"`)
+				hits, _ := m.Sum("mqtt_auth_cache_hits_total")
+				okTotal, _ := m.Sum("mqtt_auth_total", `result="success"`)
 				out.add("ours_storm_auth_success_total", "%.0f", okTotal)
 				out.add("ours_storm_auth_cache_hits_total", "%.0f", hits)
 			}

@@ -5,13 +5,10 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
@@ -142,25 +139,10 @@ func (b *broker) dial(clientID string, buffer, rcvbuf int) (*mqttc.Conn, error) 
 
 // metric reads the sum of every series of a metric from /metrics.
 func (b *broker) metric(name string) (float64, error) {
-	resp, err := http.Get("http://" + b.healthAddr + "/metrics")
+	m, err := benchproc.ScrapeMetrics(b.healthAddr)
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	var total float64
-	for _, line := range strings.Split(string(body), "\n") {
-		series, value, ok := strings.Cut(line, " ")
-		if !ok || (series != name && !strings.HasPrefix(series, name+"{")) {
-			continue
-		}
-		v, err := strconv.ParseFloat(value, 64)
-		if err == nil {
-			total += v
-		}
-	}
+	total, _ := m.Sum(name)
 	return total, nil
 }
