@@ -131,8 +131,10 @@ func (c *conn) Read(p []byte) (int, error) {
 			_ = c.Conn.Close()
 			return 0, ferr
 		}
-		if !c.connectRead.Load() && c.frames.frames > 0 && c.frames.stage == 0 || c.frames.frames > 1 {
-			c.connectRead.Store(true) // the CONNECT is in: not a silent stranger
+		// The CONNECT is in (its body read, or the next frame begun): not a
+		// silent stranger.
+		if f := &c.frames; !c.connectRead.Load() && (f.frames > 1 || f.frames == 1 && f.stage == 0) {
+			c.connectRead.Store(true)
 		}
 		c.w.reading.Store(true)
 	}
