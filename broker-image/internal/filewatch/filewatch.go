@@ -59,6 +59,9 @@ func WatchSet(ctx context.Context, paths []string, log *slog.Logger, onChange fu
 	})
 }
 
+// maxReadAttempts bounds ReadAll's retries.
+const maxReadAttempts = 1000
+
 // ReadAll reads the files as they were at one moment, as far as the
 // kubelet's atomic writer allows. The kubelet writes every version of a
 // volume into a new directory and then swaps the ..data symlink to it, so
@@ -77,7 +80,11 @@ func ReadAll(paths ...string) (data [][]byte, errs []error) {
 			}
 			data[i], errs[i] = os.ReadFile(p)
 		}
-		if slices.Equal(targets, resolve(paths)) || attempt == 9 {
+		// A swap between the two resolves means another try. The kubelet
+		// swaps once per sync, so one retry nearly always does; the bound
+		// is for a volume swapped without pause (the test's), where ten
+		// tries on a loaded machine were sometimes all overtaken.
+		if slices.Equal(targets, resolve(paths)) || attempt == maxReadAttempts-1 {
 			return data, errs
 		}
 	}
