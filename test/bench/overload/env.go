@@ -19,13 +19,21 @@ import (
 )
 
 // env is what every scenario shares: the broker binary, a working
-// directory, and one user the clients log in as.
+// directory, and the users: "bench", whom the clients log in as, with an
+// operator-generated password (salted SHA-256), and two users with chosen
+// passwords (bcrypt): "person", whose name the login_flood scenario's
+// attackers know, and "other".
 type env struct {
 	bin, dir           string
 	username, password string
 	hash               string
+	chosen             map[string]chosenUser
 	started            int
 }
+
+// chosenUser is a user whose password was chosen by a person, so the broker
+// keeps a bcrypt hash of it.
+type chosenUser struct{ password, hash string }
 
 func newEnv(bin, dir string) (*env, error) {
 	secret, salt := make([]byte, 32), make([]byte, 16)
@@ -40,7 +48,16 @@ func newEnv(bin, dir string) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &env{bin: bin, dir: dir, username: "bench", password: password, hash: hash}, nil
+	e := &env{bin: bin, dir: dir, username: "bench", password: password, hash: hash, chosen: map[string]chosenUser{}}
+	for _, name := range []string{"person", "other"} {
+		password := name + "-chose-a-long-passphrase-" + hex.EncodeToString(salt[:4])
+		h, err := passwordhash.HashChosen(password)
+		if err != nil {
+			return nil, err
+		}
+		e.chosen[name] = chosenUser{password: password, hash: h}
+	}
+	return e, nil
 }
 
 // broker is one running broker process.
@@ -84,7 +101,8 @@ func (e *env) start(name string, memoryLimit int64) (*broker, error) {
 	}
 	bundle := &brokerconfig.AuthBundle{
 		Generation: 1,
-		Users:      []brokerconfig.User{{Username: e.username, PasswordHash: e.hash}},
+		Users: []brokerconfig.User{{Username: e.username, PasswordHash: e.hash},
+			{Username: "person", PasswordHash: e.chosen["person"].hash}, {Username: "other", PasswordHash: e.chosen["other"].hash}},
 		ACLs: []brokerconfig.ACL{{Name: "bench/overload", Subjects: brokerconfig.Subjects{AllAuthenticated: true}, Rules: []brokerconfig.Rule{
 			{Topic: "bench/#", Access: brokerconfig.AccessPublishSubscribe, Effect: brokerconfig.EffectAllow},
 		}}},

@@ -27,8 +27,13 @@
 //	                   part-way through a 1 MiB CONNECT); _open, the sockets
 //	                   still held; _login_ok, whether a real client got in.
 //	login_flood        flood_login_ms_p99 (and _p50): a real user's login
-//	                   while --flood-clients clients log in over and over
-//	                   with unknown usernames.
+//	                   (generated password, salted SHA-256) while
+//	                   --flood-clients clients log in over and over with
+//	                   unknown usernames; flood_login_bcrypt_ms_p99, the
+//	                   same for a user with a chosen password (bcrypt);
+//	                   guess_flood_login_ms_p99 and _bcrypt_ms_p99, both
+//	                   while the flood guesses the password of a third,
+//	                   known user; flood_refusals, guess_flood_refusals.
 //
 // See docs/benchmarks.md.
 package main
