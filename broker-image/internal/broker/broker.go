@@ -18,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/certs"
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/contain"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/flow"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/guard"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/mochilog"
@@ -52,6 +53,9 @@ type Broker struct {
 	store  *store.Hook  // nil without persistent storage
 	certs  *certs.Store // nil without TLS listeners
 	log    *slog.Logger
+	// panics counts the panics recovered in our hooks where mochi calls
+	// them from goroutines nobody recovers (see package contain).
+	panics *contain.Recoverer
 
 	mu         sync.Mutex // serialises reloads
 	cfg        *brokerconfig.Config
@@ -107,7 +111,12 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 		guard:  &guard.Guard{Limits: guard.NewLimits(uint32(cfg.Limits.MaxPacketSize), int64(cfg.Limits.MaxConnections), ConnectTimeout), Log: log},
 		log:    log,
 		cfg:    cfg,
+		panics: &contain.Recoverer{Log: log},
 	}
+	// Every hook of ours goes in through contained: mochi calls hooks from
+	// clients' write loops and its event loop, where a panic would end the
+	// process.
+	contained := func(h mqtt.Hook) mqtt.Hook { return contain.Hook(h, b.panics) }
 	// Close a listener's clients without mochi's Clients.GetByListener, which
 	// deadlocks (see guard.Guard.CloseClients).
 	b.guard.CloseClients = func(listener string) {
@@ -124,26 +133,26 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 	if !flow.Available() {
 		log.Warn("this build of mochi hides its per-client write queue: publishers are not held back for full subscribers, full queues drop messages")
 	}
-	if err := server.AddHook(b.Policy, nil); err != nil {
+	if err := server.AddHook(contained(b.Policy), nil); err != nil {
 		return nil, fmt.Errorf("adding policy hook: %w", err)
 	}
-	if err := server.AddHook(b.Policy.WillCheck(), nil); err != nil {
+	if err := server.AddHook(contained(b.Policy.WillCheck()), nil); err != nil {
 		return nil, fmt.Errorf("adding will check hook: %w", err)
 	}
 	if !cfg.Limits.RetainAvailable {
-		if err := server.AddHook(new(retainOffHook), nil); err != nil {
+		if err := server.AddHook(contained(new(retainOffHook)), nil); err != nil {
 			return nil, fmt.Errorf("adding retain hook: %w", err)
 		}
 	}
-	if err := server.AddHook(session.NewOrderHook(server), nil); err != nil {
+	if err := server.AddHook(contained(session.NewOrderHook(server)), nil); err != nil {
 		return nil, fmt.Errorf("adding session order hook: %w", err)
 	}
 	if cfg.Storage.Persistent {
-		st, err := store.Open(store.Options{Path: filepath.Join(cfg.Storage.Path, "broker.db"), Durable: cfg.Storage.Durable, Log: log}, server)
+		st, err := store.Open(store.Options{Path: filepath.Join(cfg.Storage.Path, "broker.db"), Durable: cfg.Storage.Durable, Log: log, Panics: b.panics}, server)
 		if err != nil {
 			return nil, err
 		}
-		if err := server.AddHook(st, nil); err != nil {
+		if err := server.AddHook(contained(st), nil); err != nil {
 			_ = st.Stop()
 			return nil, fmt.Errorf("adding store hook: %w", err)
 		}

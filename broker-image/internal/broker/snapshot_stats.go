@@ -7,6 +7,8 @@ type Stats struct {
 	ConnectionsOpen, ClientsConnected, Subscriptions, Retained, Inflight int64
 	ConnectionsAccepted, ConnectionsRefused, PacketTooLarge, Malformed   uint64
 	Panics, BytesIn, BytesOut                                            uint64
+	// HookPanics: panics recovered in our hooks and the store's writer (package contain).
+	HookPanics                                                           uint64
 	MessagesIn, MessagesOut                                              [3]uint64
 	MessagesDropped, QueueFullDropped                                    uint64
 	QoSRefused, RetainRefused                                            uint64
@@ -47,7 +49,7 @@ func (b *Broker) Stats() Stats {
 		ConnectTooLarge: g.Preauth.ConnectTooLarge.Load(),
 		RetainedBytes:   b.Policy.RetainedBytes(), RetainedKept: b.Policy.RetainedKept(), RetainedRefused: p.RetainedRefused.Load(), TopicTooLong: p.TopicTooLong.Load(),
 		PacketTooLarge: g.ClosedPacketTooLarge.Load(), Malformed: g.ClosedMalformed.Load(),
-		Panics: g.Panics.Load(), BytesIn: g.BytesIn.Load(), BytesOut: g.BytesOut.Load(),
+		Panics: g.Panics.Load(), HookPanics: b.panics.Count.Load(), BytesIn: g.BytesIn.Load(), BytesOut: g.BytesOut.Load(),
 		MessagesDropped: uint64(atomic.LoadInt64(&info.MessagesDropped)), QueueFullDropped: uint64(atomic.LoadInt64(&info.InflightDropped)),
 		QoSRefused: p.QoSRefused.Load(), RetainRefused: p.RetainRefused.Load(),
 		AuthSuccess: p.AuthSuccess.Load(), AuthFailure: p.AuthFailure.Load(), AuthCacheHits: p.AuthCacheHits.Load(), AuthCertificate: p.AuthCertificate.Load(),

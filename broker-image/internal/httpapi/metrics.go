@@ -22,6 +22,7 @@ var metricHelp = map[string]string{
 	"mqtt_connections_refused_total":                  "Connections refused: maxConnections clients logged in, the sockets limit (maxConnections plus the budget of connections not logged in) reached, or a per-address limit.",
 	"mqtt_connections_closed_total":                   "Connections closed by the guard, by reason.",
 	"mqtt_connection_panics_total":                    "Panics recovered on client connections (each closed that one connection).",
+	"mqtt_hook_panics_total":                          "Panics recovered in the broker's hooks on mochi's write and event loops, and in the store's writer (the broker went on: an ACL check denied, a will was dropped, a store batch failed). Any is a bug: report it with the logged stack.",
 	"mqtt_bytes_received_total":                       "Bytes received from clients.",
 	"mqtt_bytes_sent_total":                           "Bytes sent to clients.",
 	"mqtt_messages_received_total":                    "PUBLISH messages accepted from clients, by QoS.",
@@ -100,6 +101,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter("mqtt_connections_closed_total", s.PacketTooLarge, "packet_too_large")
 	counter("mqtt_connections_closed_total", s.Malformed, "malformed")
 	counter("mqtt_connection_panics_total", s.Panics)
+	counter("mqtt_hook_panics_total", s.HookPanics)
 	counter("mqtt_bytes_received_total", s.BytesIn)
 	counter("mqtt_bytes_sent_total", s.BytesOut)
 	for q := range 3 {

@@ -32,6 +32,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"go.etcd.io/bbolt"
+
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/contain"
 )
 
 var (
@@ -52,6 +54,8 @@ type Options struct {
 	// Durable fsyncs every QoS 1/2 publish before it is acknowledged.
 	Durable bool
 	Log     *slog.Logger
+	// Panics, when set, recovers a panic in the writer goroutine.
+	Panics *contain.Recoverer
 }
 
 // Counters are the store's metrics.
@@ -100,7 +104,7 @@ func Open(o Options, server *mqtt.Server) (*Hook, error) {
 	h.w = newWriter(db, func(err error) {
 		h.Counters.CommitFailures.Add(1)
 		h.log.Error("persistent store commit failed; broker state since the last commit may be lost on restart", "error", err.Error())
-	}, h.refusedWrite)
+	}, h.refusedWrite, o.Panics)
 	return h, nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/contain"
 )
 
 // errClosed is returned to writes that arrive after the store closed.
@@ -37,15 +39,17 @@ type writer struct {
 	// refused is told of each change bbolt refused on its own; the rest
 	// of its batch was committed.
 	refused func(op, error)
-	closed  bool
+	// panics, when set, recovers a panic in a batch (see commit).
+	panics *contain.Recoverer
+	closed bool
 }
 
 // maxBatch bounds one transaction, so a flood of buffered writes cannot hold
 // a durable writer behind an arbitrarily large commit.
 const maxBatch = 4096
 
-func newWriter(db *bbolt.DB, failures func(error), refused func(op, error)) *writer {
-	w := &writer{db: db, queue: make(chan op, 16384), done: make(chan struct{}), failures: failures, refused: refused}
+func newWriter(db *bbolt.DB, failures func(error), refused func(op, error), panics *contain.Recoverer) *writer {
+	w := &writer{db: db, queue: make(chan op, 16384), done: make(chan struct{}), failures: failures, refused: refused, panics: panics}
 	go w.run()
 	return w
 }
@@ -94,15 +98,7 @@ func (w *writer) run() {
 		// can hold thousands of other clients' changes. bbolt checks those
 		// limits before it touches the page, so the transaction goes on.
 		refused := make(map[int]error)
-		err := w.db.Update(func(tx *bbolt.Tx) error {
-			clear(refused)
-			for i, o := range batch {
-				if err := apply(tx, o); err != nil {
-					refused[i] = err
-				}
-			}
-			return nil
-		})
+		err := w.commit(batch, refused)
 		if err != nil && w.failures != nil {
 			w.failures(err)
 		}
@@ -119,6 +115,38 @@ func (w *writer) run() {
 			}
 		}
 	}
+}
+
+// errPanicked is the error of a batch whose transaction panicked (and was
+// rolled back by bbolt).
+var errPanicked = errors.New("the store's writer recovered from a panic; the batch was rolled back")
+
+// commit applies batch in one transaction. A panic in it (a bug, or bbolt
+// refusing what it did not check) rolls the batch back and is reported as
+// its error: the writer goes on with the next batch and nobody waits forever.
+func (w *writer) commit(batch []op, refused map[int]error) (err error) {
+	var failed bool
+	defer func() {
+		if failed {
+			err = errPanicked
+		}
+	}()
+	if w.panics != nil {
+		defer w.panics.Recover("store.writer", &failed)
+	}
+	// A change bbolt refuses (a key or value over its limits) is skipped
+	// alone: it must not roll back the rest of the batch, which can hold
+	// thousands of other clients' changes. bbolt checks those limits before
+	// it touches the page, so the transaction goes on.
+	return w.db.Update(func(tx *bbolt.Tx) error {
+		clear(refused)
+		for i, o := range batch {
+			if err := apply(tx, o); err != nil {
+				refused[i] = err
+			}
+		}
+		return nil
+	})
 }
 
 func apply(tx *bbolt.Tx, o op) error {

@@ -10,6 +10,8 @@ import (
 
 	"go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/contain"
 )
 
 // A change bbolt refuses costs only itself: the other changes of its batch
@@ -25,7 +27,7 @@ func TestWriterRefusedChangeKeepsItsBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	var refused atomic.Int64
-	w := newWriter(db, func(err error) { t.Errorf("commit failed: %v", err) }, func(op, error) { refused.Add(1) })
+	w := newWriter(db, func(err error) { t.Errorf("commit failed: %v", err) }, func(op, error) { refused.Add(1) }, nil)
 	// Hold the writer in a transaction so every change below lands in one batch.
 	hold, held := make(chan struct{}), make(chan struct{})
 	go func() { _ = db.Update(func(*bbolt.Tx) error { close(held); <-hold; return nil }) }()
@@ -71,5 +73,40 @@ func TestKeysFitBbolt(t *testing.T) {
 	}
 	if string(clientKey("device-1")) != "device-1" || string(retainedKey("a/b")) != "a/b" {
 		t.Error("short keys must stay as stored before long keys were hashed")
+	}
+}
+
+// A panic while a batch is applied (here: a change to a bucket that does not
+// exist, which bbolt does not check) fails that batch, rolled back, and the
+// writer goes on with the next one. Without the recovery the panic ends the
+// process.
+func TestWriterSurvivesAPanicInABatch(t *testing.T) {
+	db, err := bbolt.Open(filepath.Join(t.TempDir(), "w.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+	if err := db.Update(func(tx *bbolt.Tx) error { _, err := tx.CreateBucket(bucketRetained); return err }); err != nil {
+		t.Fatal(err)
+	}
+	var failures atomic.Int64
+	panics := &contain.Recoverer{}
+	w := newWriter(db, func(error) { failures.Add(1) }, nil, panics)
+	if err := w.write(op{bucket: []byte("no-such-bucket"), key: []byte("k"), val: []byte("v")}); !errors.Is(err, errPanicked) {
+		t.Fatalf("write to a missing bucket: %v, want errPanicked", err)
+	}
+	if err := w.write(op{bucket: bucketRetained, key: []byte("after"), val: []byte("v")}); err != nil {
+		t.Fatalf("the next write: %v", err)
+	}
+	if err := db.View(func(tx *bbolt.Tx) error {
+		if tx.Bucket(bucketRetained).Get([]byte("after")) == nil {
+			return errors.New("the write after the panic is not in the store")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if panics.Count.Load() != 1 || failures.Load() != 1 {
+		t.Errorf("panics %d, failed batches %d; want 1 and 1", panics.Count.Load(), failures.Load())
 	}
 }
