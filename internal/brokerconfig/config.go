@@ -29,15 +29,19 @@ const (
 	ProtocolSecureWebSocket = "secureWebsocket"
 )
 
-// Config is everything the broker needs to run, except secrets.
+// Config is everything the broker needs to run, except secrets. Parse gives
+// every field a file leaves out its default (defaults.go); Validate and
+// Marshal, for configurations built in Go, take every field as it is.
 type Config struct {
 	// Version must equal the package's Version.
 	Version string `json:"version"`
-	// Listeners are the MQTT endpoints, in a stable order.
+	// Listeners are the MQTT endpoints, in a stable order. Default: one
+	// tcp listener "mqtt" on :1883.
 	Listeners []Listener `json:"listeners"`
-	// HealthAddress serves /healthz, /readyz and /metrics.
+	// HealthAddress serves /healthz, /readyz and /metrics. Default :9090.
 	HealthAddress string `json:"healthAddress"`
-	// AdminAddress serves the authenticated admin API.
+	// AdminAddress serves the authenticated admin API. Default
+	// 127.0.0.1:9091.
 	AdminAddress string `json:"adminAddress"`
 	// AllowAnonymous lets clients connect without a username.
 	AllowAnonymous bool `json:"allowAnonymous"`
@@ -236,12 +240,21 @@ func Marshal(c *Config) ([]byte, error) {
 	return yaml.Marshal(c)
 }
 
-// Parse reads and validates a configuration. Unknown fields are errors: a typo
-// must not silently fall back to a default.
+// Parse reads and validates a configuration. A field the file leaves out
+// takes its default (Defaults); one it sets, even to zero or false, keeps
+// what it says. Unknown fields are errors: a typo must not silently fall
+// back to a default.
 func Parse(data []byte) (*Config, error) {
-	var c Config
+	c := Defaults()
+	// Decoding a list reuses the elements already there, field by field:
+	// the default listener must not lend its address to the file's first.
+	c.Listeners = nil
+	c.Version = ""
 	if err := yaml.UnmarshalStrict(data, &c); err != nil {
 		return nil, fmt.Errorf("parsing broker config: %w", err)
+	}
+	if c.Listeners == nil {
+		c.Listeners = []Listener{DefaultListener()}
 	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid broker config: %w", err)

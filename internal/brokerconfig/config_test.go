@@ -267,3 +267,67 @@ func TestValidateRefusesWhatCannotStart(t *testing.T) {
 		}
 	}
 }
+
+// A file of just the version is a whole configuration: every field left out
+// takes its documented default, one set to zero or false keeps it, and the
+// operator's fully written file means the same as before.
+func TestParseFillsDefaults(t *testing.T) {
+	minimal, err := Parse([]byte("version: " + Version + "\n"))
+	if err != nil {
+		t.Fatalf("a file of just the version is refused: %v", err)
+	}
+	want := Defaults()
+	if minimal.RestartHash() != want.RestartHash() || minimal.Limits != want.Limits || minimal.AllowAnonymous {
+		t.Errorf("minimal file: got %+v, want the defaults %+v", minimal, want)
+	}
+	if len(minimal.Listeners) != 1 || minimal.Listeners[0] != DefaultListener() {
+		t.Errorf("minimal file listeners: %+v", minimal.Listeners)
+	}
+	out, err := Marshal(minimal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Parse(out)
+	if err != nil || again.RestartHash() != minimal.RestartHash() || again.Limits != minimal.Limits {
+		t.Errorf("defaults written out do not parse back the same: %v", err)
+	}
+
+	explicit, err := Parse([]byte("version: " + Version + `
+listeners: [{name: ws, protocol: websocket, address: ":8083", path: /mqtt}]
+storage: {path: /srv/mqtt}
+limits: {maxQoS: 0, retainAvailable: false, sessionExpirySeconds: 0, maxConnections: 5}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := explicit.Limits
+	if l.MaxQoS != 0 || l.RetainAvailable || l.SessionExpirySeconds != 0 || l.MaxConnections != 5 {
+		t.Errorf("explicit zero, false and values were replaced by defaults: %+v", l)
+	}
+	if l.MaxPacketSize != DefaultMaxPacketSize || l.MaxKeepaliveSeconds != DefaultMaxKeepaliveSeconds {
+		t.Errorf("limits the file left out have no default: %+v", l)
+	}
+	if len(explicit.Listeners) != 1 || explicit.Listeners[0].Address != ":8083" || explicit.Storage.Path != "/srv/mqtt" {
+		t.Errorf("listeners or storage: %+v %+v", explicit.Listeners, explicit.Storage)
+	}
+	// The default listener lends nothing to a listener the file names.
+	if _, err := Parse([]byte("version: " + Version + "\nlisteners: [{name: ws, protocol: websocket, path: /mqtt}]\n")); err == nil ||
+		!strings.Contains(err.Error(), `listeners[0]: address ""`) {
+		t.Errorf("a listener without an address took one from the default listener: %v", err)
+	}
+	if _, err := Parse([]byte("version: " + Version + "\nlisteners: []\n")); err == nil || !strings.Contains(err.Error(), "at least one") {
+		t.Errorf("an explicitly empty listener list must be refused, got %v", err)
+	}
+	if _, err := Parse([]byte("listeners: []\n")); err == nil || !strings.Contains(err.Error(), `version "" is not supported`) {
+		t.Errorf("the version has no default: %v", err)
+	}
+	// What the operator writes (every field) is unchanged by the defaults.
+	full, err := Marshal(valid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := Parse(full)
+	if err != nil || parsed.RestartHash() != valid().RestartHash() || parsed.Limits != valid().Limits {
+		t.Errorf("a fully written file parses differently: %v", err)
+	}
+}
