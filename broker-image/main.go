@@ -1,6 +1,7 @@
 // Command broker is the MQTT broker every MQTTBroker pod runs: mochi-mqtt
 // behind our guard, auth and ACL hooks, reloading configuration and auth
-// bundle in place. See README.md in this directory.
+// bundle in place. Its subcommands (broker hash-password, broker bundle)
+// write auth bundles without Go. See README.md in this directory.
 package main
 
 import (
@@ -26,6 +27,9 @@ import (
 )
 
 func main() {
+	if isSubcommand(os.Args[1:]) {
+		os.Exit(runSubcommand(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	var opts options
 	flag.StringVar(&opts.configPath, "config", "/etc/mqtt/"+brokerconfig.FileName, "broker configuration file (rendered by the operator)")
 	flag.StringVar(&opts.bundlePath, "auth-bundle", "/etc/mqtt/auth/"+brokerconfig.BundleFileName, "auth bundle file (users and ACLs)")

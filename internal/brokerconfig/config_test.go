@@ -331,3 +331,32 @@ limits: {maxQoS: 0, retainAvailable: false, sessionExpirySeconds: 0, maxConnecti
 		t.Errorf("a fully written file parses differently: %v", err)
 	}
 }
+
+// A refused bundle says what is wrong and where: the revision it should
+// have, the byte a JSON error is at, the field of the wrong type.
+func TestParseBundleErrorsSayWhatIsWrong(t *testing.T) {
+	const hash = "$sha256$MDEyMzQ1Njc4OWFiY2RlZg$ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGk"
+	b := &AuthBundle{Users: []User{{Username: "alice", PasswordHash: hash}}}
+	good, err := MarshalBundle(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := b.Revision
+	for name, tc := range map[string]struct{ data, want string }{
+		"revision": {strings.Replace(string(good), rev, "0000000000000000", 1),
+			`auth bundle revision mismatch: file says "0000000000000000", content hashes to "` + rev + `"`},
+		"no revision":   {strings.Replace(string(good), rev, "", 1), `file says "", content hashes to "` + rev + `"`},
+		"syntax":        {strings.Replace(string(good), `"users":`, `"users";`, 1), "parsing auth bundle: at byte " + fmt.Sprint(strings.Index(string(good), `"users":`)+8) + ": invalid character ';'"},
+		"truncated":     {string(good[:40]), "parsing auth bundle: the JSON ends early (a truncated file?)"},
+		"type":          {strings.Replace(string(good), `"generation":0`, `"generation":"1"`, 1), "field generation must be a JSON number, not string"},
+		"acls type":     {strings.Replace(string(good), `"acls":null`, `"acls":{}`, 1), "field acls must be a JSON array, not object"},
+		"unknown field": {strings.Replace(string(good), `"username"`, `"user"`, 1), `unknown field "user"`},
+		"trailing":      {string(good) + `{}`, "more than one JSON value"},
+		"bad hash":      {strings.Replace(string(good), hash, "plain", 1), "users[0] (alice): unknown password hash format"},
+	} {
+		_, err := ParseBundle([]byte(tc.data))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want %q", name, err, tc.want)
+		}
+	}
+}
