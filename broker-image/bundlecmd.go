@@ -35,7 +35,7 @@ type userSpec struct {
 	// PasswordEnv names an environment variable holding the password.
 	PasswordEnv string `json:"passwordEnv,omitempty"`
 	// HashFormat is how a password from PasswordFile or PasswordEnv is
-	// hashed: bcrypt (the default) or sha256.
+	// hashed: bcrypt (the default; also "chosen") or sha256 ("generated").
 	HashFormat string `json:"hashFormat,omitempty"`
 	// PasswordHash is a hash made before, by `broker hash-password`, the
 	// operator, or htpasswd -B.
@@ -170,12 +170,12 @@ func buildUser(us userSpec, dir string, getenv func(string) string, oldHash stri
 	if sources != 1 {
 		return u, errors.New("needs exactly one of passwordFile, passwordEnv, passwordHash and certificateSHA256")
 	}
-	format := us.HashFormat
+	format := canonicalFormat(us.HashFormat)
 	if format == "" {
 		format = formatBcrypt
 	}
 	if format != formatBcrypt && format != formatSHA256 {
-		return u, fmt.Errorf("hashFormat %q: want %s or %s", us.HashFormat, formatBcrypt, formatSHA256)
+		return u, fmt.Errorf("hashFormat %q: want %s (chosen) or %s (generated)", us.HashFormat, formatBcrypt, formatSHA256)
 	}
 	var password string
 	switch {

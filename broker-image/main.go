@@ -39,6 +39,12 @@ func main() {
 	flag.DurationVar(&opts.drain, "drain-period", 30*time.Second, "on SIGTERM, spread client disconnects over this period")
 	flag.StringVar(&opts.logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.StringVar(&opts.incarnation, "incarnation", "", "the UID of the MQTTBroker this pod belongs to: a bundle cached on the volume by another broker of the same name is never used")
+	flag.Usage = func() {
+		fmt.Fprint(flag.CommandLine.Output(), "Usage: broker [flags]              run the broker\n"+
+			"       broker hash-password [flags]  print a password hash (broker hash-password --help)\n"+
+			"       broker bundle [flags]         build an auth bundle (broker bundle --help)\n\nFlags:\n")
+		flag.PrintDefaults()
+	}
 	flag.Parse()
 	log := newLogger(opts.logLevel)
 	setMemoryLimit(log)

@@ -69,8 +69,8 @@ const (
 func hashPasswordCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("broker hash-password", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	format := fs.String("format", formatBcrypt, "bcrypt: for a password a person chose (cost 10, at most 72 bytes; slow to attack offline). "+
-		"sha256: for a generated password of at least 32 random characters (salted SHA-256; fast to check)")
+	format := fs.String("format", formatBcrypt, "bcrypt (or chosen): for a password a person chose (cost 10, at most 72 bytes; slow to attack offline). "+
+		"sha256 (or generated): for a generated password of at least 32 random characters (salted SHA-256; fast to check)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: broker hash-password [--format bcrypt|sha256] < password-file\n\n"+
 			"Reads one password from stdin (or asks for it twice on a terminal) and prints its hash\n"+
@@ -99,7 +99,7 @@ func hashPasswordCommand(args []string, stdin io.Reader, stdout, stderr io.Write
 // hashPassword hashes in the named format. Its errors never contain the
 // password.
 func hashPassword(format, password string) (string, error) {
-	switch format {
+	switch canonicalFormat(format) {
 	case formatBcrypt:
 		return passwordhash.HashChosen(password)
 	case formatSHA256:
@@ -114,6 +114,18 @@ func hashPassword(format, password string) (string, error) {
 		return hash, nil
 	}
 	return "", fmt.Errorf("unknown hash format: want %s or %s", formatBcrypt, formatSHA256)
+}
+
+// canonicalFormat accepts the formats also by what they are for, as
+// package passwordhash names them: chosen (bcrypt) and generated (sha256).
+func canonicalFormat(format string) string {
+	switch format {
+	case "chosen":
+		return formatBcrypt
+	case "generated":
+		return formatSHA256
+	}
+	return format
 }
 
 // maxPasswordBytes bounds what is read as one password.

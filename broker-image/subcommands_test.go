@@ -82,8 +82,8 @@ func TestHashPasswordSubcommand(t *testing.T) {
 	if ok, err := passwordhash.Verify(hash, generatedPassword); !ok || err != nil {
 		t.Errorf("the printed sha256 hash does not verify the password: %v", err)
 	}
-	if again := strings.TrimSpace(runCommand(t, generatedPassword, nil, "hash-password", "--format", "sha256").stdout); again == hash {
-		t.Error("two sha256 hashes of one password are equal: the salt is not random")
+	if again := strings.TrimSpace(runCommand(t, generatedPassword, nil, "hash-password", "--format", "generated").stdout); again == hash || !strings.HasPrefix(again, "$sha256$") {
+		t.Errorf("--format generated gave %q: want a sha256 hash with its own random salt", again)
 	}
 
 	for name, tc := range map[string]struct {
@@ -246,12 +246,13 @@ func TestBundleSubcommandRefusals(t *testing.T) {
 		"unset variable":   {"users: [{username: alice, passwordEnv: NOT_SET_ANYWHERE}]", "users[0] (alice): passwordEnv: environment variable NOT_SET_ANYWHERE is not set or empty"},
 		"two sources":      {"users: [{username: alice, passwordEnv: X, passwordFile: y}]", "users[0] (alice): needs exactly one of passwordFile, passwordEnv, passwordHash and certificateSHA256"},
 		"no source":        {"users: [{username: alice}]", "users[0] (alice): needs exactly one of"},
-		"bad format":       {"users: [{username: alice, passwordFile: two-lines, hashFormat: md5}]", `users[0] (alice): hashFormat "md5": want bcrypt or sha256`},
+		"bad format":       {"users: [{username: alice, passwordFile: two-lines, hashFormat: md5}]", `users[0] (alice): hashFormat "md5": want bcrypt (chosen) or sha256 (generated)`},
 		"multi-line file":  {"users: [{username: alice, passwordFile: two-lines}]", "holds more than one line"},
 		"bad hash":         {"users: [{username: alice, passwordHash: 'plain'}]", "users[0] (alice): unknown password hash format"},
 		"bad username":     {"users: [{username: 'a/b', passwordHash: '" + fixedSHA256Hash + "'}]", `users[0]: username "a/b" contains '/'`},
 		"typo":             {"users: [{username: alice, passwdFile: x}]", `unknown field "passwdFile"`},
 		"bad access":       {"acls: [{name: x, subjects: {allAuthenticated: true}, rules: [{topic: a, access: Read, effect: Allow}]}]", `acls[0] (x) rules[0]: unknown access "Read"`},
+		"bad fingerprint":  {"users: [{username: sensor, certificateSHA256: [ABC]}]", `users[0] (sensor): certificate fingerprint "ABC" is not 64 lowercase hex digits`},
 		"acl without rule": {"acls: [{name: x, subjects: {allAuthenticated: true}}]", "acls[0] (x): no rules"},
 	} {
 		users := write("users.yaml", tc.spec)

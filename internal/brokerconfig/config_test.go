@@ -234,6 +234,7 @@ func TestValidateRefusesWhatCannotStart(t *testing.T) {
 		"no address":               {func(c *Config) { c.Listeners[0].Address = "" }, `listeners[0]: address "": missing port in address`},
 		"health address missing":   {func(c *Config) { c.HealthAddress = "" }, `healthAddress: address ""`},
 		"host with a space":        {func(c *Config) { c.Listeners[0].Address = "my host:1883" }, `host "my host" is neither an IP address nor a DNS name`},
+		"not an IP address":        {func(c *Config) { c.Listeners[0].Address = "256.1.1.1:1883" }, `host "256.1.1.1" is neither`},
 		"host with a zone":         {func(c *Config) { c.Listeners[0].Address = "[fe80::1%eth0]:1883" }, `host "fe80::1%eth0" is neither`},
 		"tls listener without tls": {func(c *Config) { c.Listeners[0].Protocol = ProtocolTLS }, "listeners[0]: protocol tls needs tls.certFile and tls.keyFile"},
 		"tls without key":          {func(c *Config) { c.TLS = &TLS{CertFile: "/tls/tls.crt"} }, "tls: certFile and keyFile are both required"},
