@@ -1,6 +1,7 @@
 // Command broker is the MQTT broker every MQTTBroker pod runs: mochi-mqtt
 // behind our guard, auth and ACL hooks, reloading configuration and auth
-// bundle in place. See README.md in this directory.
+// bundle in place. Its subcommands (broker hash-password, broker bundle)
+// write auth bundles without Go. See README.md in this directory.
 package main
 
 import (
@@ -26,6 +27,9 @@ import (
 )
 
 func main() {
+	if isSubcommand(os.Args[1:]) {
+		os.Exit(runSubcommand(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	var opts options
 	flag.StringVar(&opts.configPath, "config", "/etc/mqtt/"+brokerconfig.FileName, "broker configuration file (rendered by the operator)")
 	flag.StringVar(&opts.bundlePath, "auth-bundle", "/etc/mqtt/auth/"+brokerconfig.BundleFileName, "auth bundle file (users and ACLs)")
@@ -35,6 +39,12 @@ func main() {
 	flag.DurationVar(&opts.drain, "drain-period", 30*time.Second, "on SIGTERM, spread client disconnects over this period")
 	flag.StringVar(&opts.logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.StringVar(&opts.incarnation, "incarnation", "", "the UID of the MQTTBroker this pod belongs to: a bundle cached on the volume by another broker of the same name is never used")
+	flag.Usage = func() {
+		fmt.Fprint(flag.CommandLine.Output(), "Usage: broker [flags]              run the broker\n"+
+			"       broker hash-password [flags]  print a password hash (broker hash-password --help)\n"+
+			"       broker bundle [flags]         build an auth bundle (broker bundle --help)\n\nFlags:\n")
+		flag.PrintDefaults()
+	}
 	flag.Parse()
 	log := newLogger(opts.logLevel)
 	setMemoryLimit(log)

@@ -163,11 +163,14 @@ func (b *AuthBundle) Validate() error {
 }
 
 // VerifyRevision reports whether Revision matches the content.
-func (b *AuthBundle) VerifyRevision() bool {
+func (b *AuthBundle) VerifyRevision() bool { return b.ContentRevision() == b.Revision }
+
+// ContentRevision is the revision Seal would give b, without changing b.
+func (b *AuthBundle) ContentRevision() string {
 	c := *b
 	c.Users = slices.Clone(b.Users)
 	c.Seal()
-	return c.Revision == b.Revision
+	return c.Revision
 }
 
 // MarshalBundle seals, validates and renders b as the JSON the broker reads.
@@ -230,15 +233,49 @@ func ParseBundle(data []byte) (*AuthBundle, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil {
-		return nil, fmt.Errorf("parsing auth bundle: %w", err)
+		return nil, fmt.Errorf("parsing auth bundle: %w", locateJSONError(err))
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("parsing auth bundle: more than one JSON value (at byte %d)", dec.InputOffset())
 	}
 	if err := b.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid auth bundle: %w", err)
 	}
-	if !b.VerifyRevision() {
-		return nil, fmt.Errorf("auth bundle revision %q does not match its content", b.Revision)
+	if want := b.ContentRevision(); want != b.Revision {
+		return nil, fmt.Errorf("auth bundle revision mismatch: file says %q, content hashes to %q "+
+			"(the revision is computed, not chosen: rebuild the file with `broker bundle`)", b.Revision, want)
 	}
 	return &b, nil
+}
+
+// locateJSONError says where in the file a decoding error is; encoding/json
+// keeps the byte offset out of its messages.
+func locateJSONError(err error) error {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("the JSON ends early (a truncated file?)")
+	case errors.As(err, &syntax):
+		return fmt.Errorf("at byte %d: %w", syntax.Offset, err)
+	case errors.As(err, &typ):
+		return fmt.Errorf("at byte %d: field %s must be a JSON %s, not %s", typ.Offset, typ.Field, jsonKind(typ.Type.Kind().String()), typ.Value)
+	}
+	return err
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "string"
+	case "bool":
+		return "boolean"
+	case "slice", "array":
+		return "array"
+	case "struct", "map":
+		return "object"
+	}
+	return "number"
 }
 
 // ValidateUsername applies the same rule as the MQTTUser CRD: no '/', '+',

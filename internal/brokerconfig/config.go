@@ -9,10 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net"
-	"strconv"
 
 	"sigs.k8s.io/yaml"
 )
@@ -32,15 +29,19 @@ const (
 	ProtocolSecureWebSocket = "secureWebsocket"
 )
 
-// Config is everything the broker needs to run, except secrets.
+// Config is everything the broker needs to run, except secrets. Parse gives
+// every field a file leaves out its default (defaults.go); Validate and
+// Marshal, for configurations built in Go, take every field as it is.
 type Config struct {
 	// Version must equal the package's Version.
 	Version string `json:"version"`
-	// Listeners are the MQTT endpoints, in a stable order.
+	// Listeners are the MQTT endpoints, in a stable order. Default: one
+	// tcp listener "mqtt" on :1883.
 	Listeners []Listener `json:"listeners"`
-	// HealthAddress serves /healthz, /readyz and /metrics.
+	// HealthAddress serves /healthz, /readyz and /metrics. Default :9090.
 	HealthAddress string `json:"healthAddress"`
-	// AdminAddress serves the authenticated admin API.
+	// AdminAddress serves the authenticated admin API. Default
+	// 127.0.0.1:9091.
 	AdminAddress string `json:"adminAddress"`
 	// AllowAnonymous lets clients connect without a username.
 	AllowAnonymous bool `json:"allowAnonymous"`
@@ -174,60 +175,6 @@ type Storage struct {
 	Durable bool `json:"durable,omitempty"`
 }
 
-// Validate reports every problem in c, joined, or nil.
-func (c *Config) Validate() error {
-	var errs []error
-	if c.Version != Version {
-		errs = append(errs, fmt.Errorf("version %q is not supported, want %q", c.Version, Version))
-	}
-	if len(c.Listeners) == 0 {
-		errs = append(errs, errors.New("listeners: at least one is required"))
-	}
-	names, ports := map[string]bool{}, map[string]string{}
-	for _, addr := range []struct{ name, value string }{{"healthAddress", c.HealthAddress}, {"adminAddress", c.AdminAddress}} {
-		port, err := validAddress(addr.value)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", addr.name, err))
-			continue
-		}
-		if port != "0" {
-			ports[port] = addr.name
-		}
-	}
-	for i, l := range c.Listeners {
-		where := fmt.Sprintf("listeners[%d]", i)
-		if l.Name == "" || names[l.Name] {
-			errs = append(errs, fmt.Errorf("%s: name %q is empty or used twice", where, l.Name))
-		}
-		names[l.Name] = true
-		switch l.Protocol {
-		case ProtocolTCP, ProtocolWebSocket:
-		case ProtocolTLS, ProtocolSecureWebSocket:
-			if c.TLS == nil || c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
-				errs = append(errs, fmt.Errorf("%s: protocol %s needs tls.certFile and tls.keyFile", where, l.Protocol))
-			}
-		default:
-			errs = append(errs, fmt.Errorf("%s: unknown protocol %q", where, l.Protocol))
-		}
-		port, err := validAddress(l.Address)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", where, err))
-		} else if other, taken := ports[port]; taken {
-			errs = append(errs, fmt.Errorf("%s: port %s is already used by %s", where, port, other))
-		} else if port != "0" {
-			ports[port] = where
-		}
-	}
-	errs = append(errs, c.Limits.validate()...)
-	if c.Storage.Path == "" {
-		errs = append(errs, errors.New("storage.path is required"))
-	}
-	if c.Storage.Durable && !c.Storage.Persistent {
-		errs = append(errs, errors.New("storage.durable needs storage.persistent"))
-	}
-	return errors.Join(errs...)
-}
-
 // startOnly are the limits mochi reads into its capabilities at start and
 // never again; changing them needs a restart.
 func (l *Limits) startOnly() [5]int64 {
@@ -284,53 +231,6 @@ func (l *Limits) QueuedBytesTotal(memoryLimit int64) int64 {
 	return DefaultMaxQueuedBytesTotal
 }
 
-func (l *Limits) validate() []error {
-	var errs []error
-	check := func(name string, v, lo, hi int64) {
-		if v < lo || v > hi {
-			errs = append(errs, fmt.Errorf("limits.%s: %d is outside [%d, %d]", name, v, lo, hi))
-		}
-	}
-	check("maxConnections", int64(l.MaxConnections), 1, 1_000_000)
-	check("maxPacketSize", int64(l.MaxPacketSize), 1024, 268_435_455)
-	check("maxInflight", int64(l.MaxInflight), 1, 65535)
-	// Packet IDs are 16 bits: a client cannot hold more distinct messages.
-	check("maxQueuedMessages", int64(l.MaxQueuedMessages), 0, 65535)
-	if l.MaxQueuedBytesPerClient != 0 {
-		check("maxQueuedBytesPerClient", l.MaxQueuedBytesPerClient, 64<<10, 1<<40)
-	}
-	if l.MaxQueuedBytesTotal != 0 {
-		check("maxQueuedBytesTotal", l.MaxQueuedBytesTotal, 1<<20, 1<<44)
-	}
-	check("maxQoS", int64(l.MaxQoS), 0, 2)
-	check("sessionExpirySeconds", l.SessionExpirySeconds, 0, 720*3600)
-	check("maxKeepaliveSeconds", int64(l.MaxKeepaliveSeconds), 10, 65535)
-	check("publishRatePerClient", int64(l.PublishRatePerClient), 0, 1_000_000)
-	check("maxSubscriptionsPerClient", int64(l.MaxSubscriptionsPerClient), 1, 100_000)
-	check("maxPendingConnections", int64(l.MaxPendingConnections), 0, 1_000_000)
-	check("maxPendingConnectionsPerAddress", int64(l.MaxPendingConnectionsPerAddress), 0, 1_000_000)
-	check("connectRatePerAddress", int64(l.ConnectRatePerAddress), 0, 1_000_000)
-	check("maxRetainedMessages", int64(l.MaxRetainedMessages), 0, 10_000_000)
-	check("maxRetainedBytes", l.MaxRetainedBytes, 0, 64<<30)
-	check("maxTopicLength", int64(l.MaxTopicLength), 0, 65535)
-	check("maxTopicLevels", int64(l.MaxTopicLevels), 0, 1000)
-	if l.MaxConnectPacketSize != 0 {
-		check("maxConnectPacketSize", int64(l.MaxConnectPacketSize), 256, 1<<20)
-	}
-	return errs
-}
-
-func validAddress(addr string) (string, error) {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", fmt.Errorf("address %q: %w", addr, err)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return "", fmt.Errorf("address %q: port must be 0-65535 (0 picks a free port)", addr)
-	}
-	return port, nil
-}
-
 // Marshal renders c as the YAML the broker reads. It refuses an invalid c, so
 // the operator can never write a configuration the broker would reject.
 func Marshal(c *Config) ([]byte, error) {
@@ -340,12 +240,21 @@ func Marshal(c *Config) ([]byte, error) {
 	return yaml.Marshal(c)
 }
 
-// Parse reads and validates a configuration. Unknown fields are errors: a typo
-// must not silently fall back to a default.
+// Parse reads and validates a configuration. A field the file leaves out
+// takes its default (Defaults); one it sets, even to zero or false, keeps
+// what it says. Unknown fields are errors: a typo must not silently fall
+// back to a default.
 func Parse(data []byte) (*Config, error) {
-	var c Config
+	c := Defaults()
+	// Decoding a list reuses the elements already there, field by field:
+	// the default listener must not lend its address to the file's first.
+	c.Listeners = nil
+	c.Version = ""
 	if err := yaml.UnmarshalStrict(data, &c); err != nil {
 		return nil, fmt.Errorf("parsing broker config: %w", err)
+	}
+	if c.Listeners == nil {
+		c.Listeners = []Listener{DefaultListener()}
 	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid broker config: %w", err)

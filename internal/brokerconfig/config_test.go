@@ -34,8 +34,8 @@ func TestValidate(t *testing.T) {
 		"bad address":      {func(c *Config) { c.Listeners[0].Address = "1883" }, `address "1883"`},
 		"port clash":       {func(c *Config) { c.Listeners[0].Address = ":9091" }, "port 9091 is already used by adminAddress"},
 		"duplicate name": {func(c *Config) {
-			c.Listeners = append(c.Listeners, Listener{Name: "mqtt", Protocol: ProtocolWebSocket, Address: ":8083"})
-		}, `name "mqtt" is empty or used twice`},
+			c.Listeners = append(c.Listeners, Listener{Name: "mqtt", Protocol: ProtocolWebSocket, Address: ":8083", Path: "/mqtt"})
+		}, `listeners[1]: name "mqtt" is already used by listeners[0]`},
 		"qos":                {func(c *Config) { c.Limits.MaxQoS = 3 }, "limits.maxQoS: 3 is outside [0, 2]"},
 		"packet size":        {func(c *Config) { c.Limits.MaxPacketSize = 10 }, "limits.maxPacketSize: 10 is outside"},
 		"client byte budget": {func(c *Config) { c.Limits.MaxQueuedBytesPerClient = 1000 }, "limits.maxQueuedBytesPerClient: 1000 is outside"},
@@ -183,5 +183,181 @@ func TestCertificateUsers(t *testing.T) {
 	data, err := MarshalBundle(bundle(User{Username: "alice", PasswordHash: hash}))
 	if err != nil || strings.Contains(string(data), "certificateSHA256") {
 		t.Errorf("a password user's bundle: %v %s", err, data)
+	}
+}
+
+// Every mistake that would stop the broker at start (or, before, panic it in
+// net/http) is refused by Validate with a message that names the field and
+// says what is wrong.
+func TestValidateRefusesWhatCannotStart(t *testing.T) {
+	ws := func(path string) func(*Config) {
+		return func(c *Config) {
+			c.Listeners = append(c.Listeners, Listener{Name: "ws", Protocol: ProtocolWebSocket, Address: ":8083", Path: path})
+		}
+	}
+	withTLS := func(c *Config) { c.TLS = &TLS{CertFile: "/tls/tls.crt", KeyFile: "/tls/tls.key"} }
+	cases := map[string]struct {
+		mutate func(*Config)
+		want   string
+	}{
+		"websocket without path": {ws(""), "listeners[1]: path is required for websocket listeners"},
+		"secure websocket no path": {func(c *Config) {
+			withTLS(c)
+			c.Listeners[0] = Listener{Name: "wss", Protocol: ProtocolSecureWebSocket, Address: ":8084"}
+		}, "listeners[0]: path is required"},
+		"relative path":     {ws("mqtt"), `listeners[1]: path "mqtt" must start with '/'`},
+		"method in path":    {ws("/GET /mqtt"), `listeners[1]: path "/GET /mqtt" contains ' '`},
+		"wildcard":          {ws("/{id}"), `path "/{id}" contains '{'`},
+		"escape":            {ws("/a%20b"), `path "/a%20b" contains '%'`},
+		"control character": {ws("/a\nb"), `contains '\n'`},
+		"non-ascii":         {ws("/mqtt\u00e9"), `contains 'é'`},
+		"double slash":      {ws("/a//b"), `path "/a//b" is not clean`},
+		"dot segment":       {ws("/a/../b"), `redirects requests for it to "/b"`},
+		"long path":         {ws("/" + strings.Repeat("a", 1024)), "path is 1025 bytes, at most 1024"},
+		"path on tcp":       {func(c *Config) { c.Listeners[0].Path = "/mqtt" }, "listeners[0]: path is only for websocket and secureWebsocket listeners, not tcp"},
+		"empty name":        {func(c *Config) { c.Listeners[0].Name = "" }, `listeners[0]: name "" must be 1-15 lowercase letters`},
+		"long name":         {func(c *Config) { c.Listeners[0].Name = "a-very-long-name1" }, `name "a-very-long-name1" must be 1-15`},
+		"upper-case name":   {func(c *Config) { c.Listeners[0].Name = "MQTT" }, `name "MQTT" must be`},
+		"digits-only name":  {func(c *Config) { c.Listeners[0].Name = "1883" }, `name "1883" must be`},
+		"same port twice": {func(c *Config) {
+			c.Listeners = append(c.Listeners, Listener{Name: "ws", Protocol: ProtocolWebSocket, Address: "127.0.0.1:1883", Path: "/mqtt"})
+		}, "listeners[1]: port 1883 is already used by listeners[0]"},
+		"same port, leading zero": {func(c *Config) {
+			c.Listeners = append(c.Listeners, Listener{Name: "ws", Protocol: ProtocolWebSocket, Address: ":01883", Path: "/mqtt"})
+		}, "listeners[1]: port 1883 is already used by listeners[0]"},
+		"health and admin share":   {func(c *Config) { c.AdminAddress = c.HealthAddress }, "adminAddress: port 9090 is already used by healthAddress"},
+		"port too large":           {func(c *Config) { c.Listeners[0].Address = ":65536" }, `address ":65536": port must be a number 0-65535`},
+		"signed port":              {func(c *Config) { c.Listeners[0].Address = ":+1883" }, `address ":+1883": port must be a number`},
+		"negative port":            {func(c *Config) { c.Listeners[0].Address = ":-1" }, `address ":-1": port must be a number`},
+		"named port":               {func(c *Config) { c.Listeners[0].Address = ":mqtt" }, `address ":mqtt": port must be a number`},
+		"empty port":               {func(c *Config) { c.Listeners[0].Address = "127.0.0.1:" }, `port must be a number`},
+		"no address":               {func(c *Config) { c.Listeners[0].Address = "" }, `listeners[0]: address "": missing port in address`},
+		"health address missing":   {func(c *Config) { c.HealthAddress = "" }, `healthAddress: address ""`},
+		"host with a space":        {func(c *Config) { c.Listeners[0].Address = "my host:1883" }, `host "my host" is neither an IP address nor a DNS name`},
+		"not an IP address":        {func(c *Config) { c.Listeners[0].Address = "256.1.1.1:1883" }, `host "256.1.1.1" is neither`},
+		"host with a zone":         {func(c *Config) { c.Listeners[0].Address = "[fe80::1%eth0]:1883" }, `host "fe80::1%eth0" is neither`},
+		"tls listener without tls": {func(c *Config) { c.Listeners[0].Protocol = ProtocolTLS }, "listeners[0]: protocol tls needs tls.certFile and tls.keyFile"},
+		"tls without key":          {func(c *Config) { c.TLS = &TLS{CertFile: "/tls/tls.crt"} }, "tls: certFile and keyFile are both required"},
+		"unknown protocol lists":   {func(c *Config) { c.Listeners[0].Protocol = "ws" }, `unknown protocol "ws", want one of tcp, tls, websocket, secureWebsocket`},
+		"durable not persistent":   {func(c *Config) { c.Storage.Durable = true }, "storage.durable needs storage.persistent"},
+		"keepalive":                {func(c *Config) { c.Limits.MaxKeepaliveSeconds = 5 }, "limits.maxKeepaliveSeconds: 5 is outside [10, 65535]"},
+		"session expiry":           {func(c *Config) { c.Limits.SessionExpirySeconds = -1 }, "limits.sessionExpirySeconds: -1 is outside"},
+		"inflight":                 {func(c *Config) { c.Limits.MaxInflight = 70000 }, "limits.maxInflight: 70000 is outside [1, 65535]"},
+	}
+	for name, tc := range cases {
+		c := valid()
+		tc.mutate(c)
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want %q", name, err, tc.want)
+		}
+	}
+	for name, mutate := range map[string]func(*Config){
+		"root path":        ws("/"),
+		"subtree path":     ws("/mqtt/"),
+		"sub-delims":       ws("/a-b_c.d~e!$&'()*+,;=:@"),
+		"dns host":         func(c *Config) { c.Listeners[0].Address = "broker.example.com:1883" },
+		"ipv6 host":        func(c *Config) { c.Listeners[0].Address = "[::1]:1883" },
+		"free ports twice": func(c *Config) { c.HealthAddress, c.AdminAddress = "127.0.0.1:0", "127.0.0.1:0" },
+		"tls listeners":    func(c *Config) { withTLS(c); c.Listeners[0].Protocol = ProtocolTLS },
+	} {
+		c := valid()
+		mutate(c)
+		if err := c.Validate(); err != nil {
+			t.Errorf("%s: refused: %v", name, err)
+		}
+	}
+}
+
+// A file of just the version is a whole configuration: every field left out
+// takes its documented default, one set to zero or false keeps it, and the
+// operator's fully written file means the same as before.
+func TestParseFillsDefaults(t *testing.T) {
+	minimal, err := Parse([]byte("version: " + Version + "\n"))
+	if err != nil {
+		t.Fatalf("a file of just the version is refused: %v", err)
+	}
+	want := Defaults()
+	if minimal.RestartHash() != want.RestartHash() || minimal.Limits != want.Limits || minimal.AllowAnonymous {
+		t.Errorf("minimal file: got %+v, want the defaults %+v", minimal, want)
+	}
+	if len(minimal.Listeners) != 1 || minimal.Listeners[0] != DefaultListener() {
+		t.Errorf("minimal file listeners: %+v", minimal.Listeners)
+	}
+	out, err := Marshal(minimal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Parse(out)
+	if err != nil || again.RestartHash() != minimal.RestartHash() || again.Limits != minimal.Limits {
+		t.Errorf("defaults written out do not parse back the same: %v", err)
+	}
+
+	explicit, err := Parse([]byte("version: " + Version + `
+listeners: [{name: ws, protocol: websocket, address: ":8083", path: /mqtt}]
+storage: {path: /srv/mqtt}
+limits: {maxQoS: 0, retainAvailable: false, sessionExpirySeconds: 0, maxConnections: 5}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := explicit.Limits
+	if l.MaxQoS != 0 || l.RetainAvailable || l.SessionExpirySeconds != 0 || l.MaxConnections != 5 {
+		t.Errorf("explicit zero, false and values were replaced by defaults: %+v", l)
+	}
+	if l.MaxPacketSize != DefaultMaxPacketSize || l.MaxKeepaliveSeconds != DefaultMaxKeepaliveSeconds {
+		t.Errorf("limits the file left out have no default: %+v", l)
+	}
+	if len(explicit.Listeners) != 1 || explicit.Listeners[0].Address != ":8083" || explicit.Storage.Path != "/srv/mqtt" {
+		t.Errorf("listeners or storage: %+v %+v", explicit.Listeners, explicit.Storage)
+	}
+	// The default listener lends nothing to a listener the file names.
+	if _, err := Parse([]byte("version: " + Version + "\nlisteners: [{name: ws, protocol: websocket, path: /mqtt}]\n")); err == nil ||
+		!strings.Contains(err.Error(), `listeners[0]: address ""`) {
+		t.Errorf("a listener without an address took one from the default listener: %v", err)
+	}
+	if _, err := Parse([]byte("version: " + Version + "\nlisteners: []\n")); err == nil || !strings.Contains(err.Error(), "at least one") {
+		t.Errorf("an explicitly empty listener list must be refused, got %v", err)
+	}
+	if _, err := Parse([]byte("listeners: []\n")); err == nil || !strings.Contains(err.Error(), `version "" is not supported`) {
+		t.Errorf("the version has no default: %v", err)
+	}
+	// What the operator writes (every field) is unchanged by the defaults.
+	full, err := Marshal(valid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := Parse(full)
+	if err != nil || parsed.RestartHash() != valid().RestartHash() || parsed.Limits != valid().Limits {
+		t.Errorf("a fully written file parses differently: %v", err)
+	}
+}
+
+// A refused bundle says what is wrong and where: the revision it should
+// have, the byte a JSON error is at, the field of the wrong type.
+func TestParseBundleErrorsSayWhatIsWrong(t *testing.T) {
+	const hash = "$sha256$MDEyMzQ1Njc4OWFiY2RlZg$ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGk"
+	b := &AuthBundle{Users: []User{{Username: "alice", PasswordHash: hash}}}
+	good, err := MarshalBundle(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := b.Revision
+	for name, tc := range map[string]struct{ data, want string }{
+		"revision": {strings.Replace(string(good), rev, "0000000000000000", 1),
+			`auth bundle revision mismatch: file says "0000000000000000", content hashes to "` + rev + `"`},
+		"no revision":   {strings.Replace(string(good), rev, "", 1), `file says "", content hashes to "` + rev + `"`},
+		"syntax":        {strings.Replace(string(good), `"users":`, `"users";`, 1), "parsing auth bundle: at byte " + fmt.Sprint(strings.Index(string(good), `"users":`)+8) + ": invalid character ';'"},
+		"truncated":     {string(good[:40]), "parsing auth bundle: the JSON ends early (a truncated file?)"},
+		"type":          {strings.Replace(string(good), `"generation":0`, `"generation":"1"`, 1), "field generation must be a JSON number, not string"},
+		"acls type":     {strings.Replace(string(good), `"acls":null`, `"acls":{}`, 1), "field acls must be a JSON array, not object"},
+		"unknown field": {strings.Replace(string(good), `"username"`, `"user"`, 1), `unknown field "user"`},
+		"trailing":      {string(good) + `{}`, "more than one JSON value"},
+		"bad hash":      {strings.Replace(string(good), hash, "plain", 1), "users[0] (alice): unknown password hash format"},
+	} {
+		_, err := ParseBundle([]byte(tc.data))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want %q", name, err, tc.want)
+		}
 	}
 }

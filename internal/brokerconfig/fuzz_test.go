@@ -3,6 +3,9 @@ package brokerconfig
 import (
 	"bytes"
 	"encoding/json"
+	"net"
+	"net/http"
+	"strconv"
 	"testing"
 
 	"sigs.k8s.io/yaml"
@@ -29,17 +32,58 @@ func FuzzConfigParse(f *testing.F) {
 		f.Add(data)
 	}
 	f.Add([]byte("version: x\nlisteners: [{name: a}]\nlimits: {maxQoS: 9}\n"))
+	for _, path := range []string{"", "/{x}", "GET /mqtt", "/a//b", "/a/"} {
+		c := valid()
+		c.Listeners = append(c.Listeners, Listener{Name: "ws", Protocol: ProtocolWebSocket, Address: ":8083", Path: path})
+		data, _ := yaml.Marshal(c)
+		f.Add(data)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if c, err := Parse(data); err == nil {
 			configRoundTrip(t, c)
+			listenersConstructible(t, c)
 		}
 		// Lenient decoding reaches far more valid configurations than
 		// strict parsing of mutated bytes does.
 		var lenient Config
 		if yaml.Unmarshal(data, &lenient) == nil && lenient.Validate() == nil {
 			configRoundTrip(t, &lenient)
+			listenersConstructible(t, &lenient)
 		}
 	})
+}
+
+// listenersConstructible checks, without binding anything, what the broker
+// needs of a valid configuration to set up its listeners: every WebSocket
+// path registers in a ServeMux (which panics otherwise), and no two sockets
+// want the same port. The broker package's FuzzConfigStart starts them.
+func listenersConstructible(t *testing.T, c *Config) {
+	ports := map[int]bool{}
+	addrs := []string{c.HealthAddress, c.AdminAddress}
+	for _, l := range c.Listeners {
+		addrs = append(addrs, l.Address)
+		if l.Protocol == ProtocolWebSocket || l.Protocol == ProtocolSecureWebSocket {
+			func() {
+				defer func() {
+					if r := recover(); r != nil {
+						t.Fatalf("valid path %q panics net/http: %v", l.Path, r)
+					}
+				}()
+				http.NewServeMux().Handle(l.Path, http.NotFoundHandler())
+			}()
+		}
+	}
+	for _, a := range addrs {
+		_, p, err := net.SplitHostPort(a)
+		n, err2 := strconv.Atoi(p)
+		if err != nil || err2 != nil {
+			t.Fatalf("valid address %q does not split: %v %v", a, err, err2)
+		}
+		if n != 0 && ports[n] {
+			t.Fatalf("port %d is used twice in a valid configuration", n)
+		}
+		ports[n] = true
+	}
 }
 
 func configRoundTrip(t *testing.T, c *Config) {

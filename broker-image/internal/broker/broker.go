@@ -74,11 +74,26 @@ type Broker struct {
 	BundleCache string
 }
 
-// New builds a broker from a validated configuration. Nothing listens until Start.
-func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
+// New builds a broker from a validated configuration. Nothing listens until
+// Start. A panic while building it (a bug: the configuration validated) is
+// returned as an error, so no configuration takes the process down with a
+// stack trace instead of a message.
+func New(cfg *brokerconfig.Config, log *slog.Logger) (b *Broker, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	defer recoverSetup("building the broker", &err)
+	return build(cfg, log)
+}
+
+// recoverSetup turns a panic during setup into an error in *err.
+func recoverSetup(doing string, err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%s: %v (a broker bug: please report it with the configuration)", doing, r)
+	}
+}
+
+func build(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumClients = math.MaxInt64 // the guard enforces maxConnections, and can change it in place
 	caps.MaximumQos = byte(cfg.Limits.MaxQoS)
@@ -193,10 +208,12 @@ func boolByte(v bool) byte {
 
 // Start binds every listener and starts serving. A port that cannot be bound
 // fails Start.
-func (b *Broker) Start() error {
+// A panic while starting is returned as an error too.
+func (b *Broker) Start() (err error) {
+	defer recoverSetup("starting the broker", &err)
 	for _, l := range b.listeners {
 		if err := b.server.AddListener(l); err != nil {
-			return err
+			return err // names the listener
 		}
 	}
 	if err := b.server.Serve(); err != nil {

@@ -27,12 +27,12 @@ type testCA struct {
 	pool *x509.CertPool
 }
 
-func newTestCA(t *testing.T) *testCA {
+func newTestCA(t testing.TB) *testCA {
 	t.Helper()
 	return newNamedCA(t, "test CA")
 }
 
-func newNamedCA(t *testing.T, name string) *testCA {
+func newNamedCA(t testing.TB, name string) *testCA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -54,7 +54,7 @@ func newNamedCA(t *testing.T, name string) *testCA {
 }
 
 // issue writes a server certificate with the serial and validity to dir.
-func (ca *testCA) issue(t *testing.T, dir string, serial int64, notAfter time.Time) {
+func (ca *testCA) issue(t testing.TB, dir string, serial int64, notAfter time.Time) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -74,7 +74,7 @@ func (ca *testCA) issue(t *testing.T, dir string, serial int64, notAfter time.Ti
 	writeFile(t, filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
 }
 
-func writeFile(t *testing.T, path string, data []byte) {
+func writeFile(t testing.TB, path string, data []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)

@@ -262,19 +262,36 @@ func (l *WebSocket) Protocol() string {
 	return "ws"
 }
 
-// Init binds the socket.
+// Init binds the socket. A path net/http does not accept is an error,
+// found before anything is bound (brokerconfig refuses such paths; this is
+// the last line should one slip through).
 func (l *WebSocket) Init(*slog.Logger) error {
+	mux, err := l.mux()
+	if err != nil {
+		return err
+	}
 	if err := l.bind(); err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc(l.path, l.handle)
 	l.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(l.guard.Log.Handler(), slog.LevelDebug),
 	}
 	return nil
+}
+
+// mux serves the listener's path. ServeMux panics on a pattern it does not
+// accept; that becomes an error.
+func (l *WebSocket) mux() (mux *http.ServeMux, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("listener %s: path %q: %v", l.id, l.path, r)
+		}
+	}()
+	mux = http.NewServeMux()
+	mux.HandleFunc(l.path, l.handle)
+	return mux, nil
 }
 
 func (l *WebSocket) handle(w http.ResponseWriter, r *http.Request) {

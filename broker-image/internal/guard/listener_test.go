@@ -3,6 +3,7 @@ package guard
 import (
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 )
@@ -30,5 +31,21 @@ func TestClosingAListenerBypassesMochisClientList(t *testing.T) {
 	ws.Close(mochis)
 	if len(closed) != 2 || closed[0] != "mqtt" || closed[1] != "ws" {
 		t.Errorf("closed %v, want [mqtt ws]", closed)
+	}
+}
+
+// A WebSocket path net/http refuses (it panics on such a pattern) is an
+// error from Init, before the port is bound, never a panic.
+func TestWebSocketPathNetHTTPRefusesIsAnError(t *testing.T) {
+	g := &Guard{Limits: NewLimits(1024, 10, time.Second), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, path := range []string{"", "/{", "/a/{x...}/b"} {
+		ws := g.NewWebSocket("ws", "127.0.0.1:0", path, nil)
+		err := ws.Init(nil)
+		if err == nil || !strings.Contains(err.Error(), "listener ws: path") {
+			t.Errorf("path %q: Init returned %v, want an error naming the listener and path", path, err)
+		}
+		if ws.ln != nil {
+			t.Errorf("path %q: the port was bound before the path was refused", path)
+		}
 	}
 }
