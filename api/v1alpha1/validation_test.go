@@ -311,3 +311,34 @@ func TestObjectNamesAreLimitedToWhatTheirChildrenAllow(t *testing.T) {
 		})
 	}
 }
+
+// kubectl get shows why an object is not Ready, and a TopicACL whose users
+// do not exist yet (Ready, as GitOps may apply it before them) says so.
+func TestPrinterColumnsShowTheReason(t *testing.T) {
+	want := map[string][]string{
+		"mqttbrokers.broker.mqtt-operator.io": {"Ready", "Reason"},
+		"mqttusers.broker.mqtt-operator.io":   {"Ready", "Reason"},
+		"topicacls.broker.mqtt-operator.io":   {"Ready", "Reason", "Subjects", "Unknown-Users"},
+	}
+	for name, cols := range want {
+		crd := &unstructured.Unstructured{}
+		crd.SetAPIVersion("apiextensions.k8s.io/v1")
+		crd.SetKind("CustomResourceDefinition")
+		if err := env.Client.Get(context.Background(), client.ObjectKey{Name: name}, crd); err != nil {
+			t.Fatal(err)
+		}
+		versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+		got := map[string]bool{}
+		for _, v := range versions {
+			printed, _, _ := unstructured.NestedSlice(v.(map[string]any), "additionalPrinterColumns")
+			for _, c := range printed {
+				got[c.(map[string]any)["name"].(string)] = true
+			}
+		}
+		for _, c := range cols {
+			if !got[c] {
+				t.Errorf("%s: no printer column %s (has %v)", name, c, got)
+			}
+		}
+	}
+}
