@@ -53,6 +53,7 @@ type MQTTBrokerReconciler struct {
 	Clock        func() time.Time
 	pusher       *pusher
 	seen         transitions
+	terminating  terminatingNamespaces
 	bundleHashes bundleHashes
 	// secrets reads the Secrets users and the broker point at; secretEvents
 	// is the metadata-only informer that reports changes to them.
@@ -74,13 +75,19 @@ type MQTTBrokerReconciler struct {
 
 // Reconcile applies the broker's children, renders and pushes its auth
 // bundle, and reports what it observes.
-func (r *MQTTBrokerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, err error) {
+func (r *MQTTBrokerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	result, err := r.reconcile(ctx, req)
+	return result, r.terminating.quiet(ctx, req.NamespacedName, err)
+}
+
+func (r *MQTTBrokerReconciler) reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, err error) {
 	broker := &v1alpha1.MQTTBroker{}
 	if err := r.Client.Get(ctx, req.NamespacedName, broker); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.Enforcement.forget(req.NamespacedName)
 			r.pusher.forget(req.NamespacedName)
 			r.seen.forget(req.NamespacedName)
+			r.terminating.forget(req.NamespacedName)
 			r.bundleHashes.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)

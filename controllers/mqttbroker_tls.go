@@ -125,7 +125,7 @@ func (r *MQTTBrokerReconciler) reconcileAuthority(ctx context.Context, b *v1alph
 		data = secret.Data
 	}
 	authority := pki.LoadAuthority(data)
-	changed, next, err := authority.Plan(fmt.Sprintf("%s.%s MQTT broker CA", b.Name, b.Namespace), s.AuthorityPolicy, now)
+	changed, next, err := authority.Plan(resources.CACommonName(b), s.AuthorityPolicy, now)
 	if err != nil || changed == "" {
 		return authority, next, err
 	}
@@ -149,7 +149,7 @@ func (r *MQTTBrokerReconciler) reconcileAuthority(ctx context.Context, b *v1alph
 // operatorIssued returns the server pair the pods should have in mode
 // OperatorManaged: the one they have while it is still good, else a new one.
 func operatorIssued(b *v1alpha1.MQTTBroker, s *resources.TLSSettings, opts resources.Options, authority *pki.Authority, current *corev1.Secret, now time.Time) (*tlsPair, error) {
-	cn := fmt.Sprintf("%s.%s.svc", resources.ClientServiceName(b), b.Namespace)
+	cn := resources.ServerCommonName(b)
 	names := resources.ServerDNSNames(b, s.ExtraDNSNames, opts)
 	var certPEM, keyPEM []byte
 	if current != nil {

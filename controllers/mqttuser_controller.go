@@ -42,8 +42,9 @@ type MQTTUserReconciler struct {
 	Enforcement *Enforcement
 	Now         func() metav1.Time
 	// Clock decides client certificate renewal; nil is the system clock.
-	Clock func() time.Time
-	seen  transitions
+	Clock       func() time.Time
+	seen        transitions
+	terminating terminatingNamespaces
 	// secrets reads password Secrets; secretEvents is the metadata-only
 	// informer that reports changes to them.
 	secrets      secretReader
@@ -53,11 +54,17 @@ type MQTTUserReconciler struct {
 // +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttusers/status,verbs=patch
 
 // Reconcile writes the user's connection Secret and status.
-func (r *MQTTUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, err error) {
+func (r *MQTTUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	result, err := r.reconcile(ctx, req)
+	return result, r.terminating.quiet(ctx, req.NamespacedName, err)
+}
+
+func (r *MQTTUserReconciler) reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, err error) {
 	user := &v1alpha1.MQTTUser{}
 	if err := r.Client.Get(ctx, req.NamespacedName, user); err != nil || !user.DeletionTimestamp.IsZero() {
 		if apierrors.IsNotFound(err) {
 			r.seen.forget(req.NamespacedName)
+			r.terminating.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err) // the connection Secret goes with its owner
 	}

@@ -60,6 +60,11 @@ func (r *TopicACLReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	acl.Status.ObservedGeneration = acl.Generation
 	acl.Status.UnknownUsers = unknown
 	ready := readyCondition("ACL", acl.Generation, now, problem, enforced)
+	if ready.Status == metav1.ConditionTrue && len(unknown) > 0 {
+		// Not an error (GitOps may apply an ACL before its users), but what
+		// Argo CD and kubectl describe show should say it.
+		ready.Message += fmt.Sprintf("; %d named user(s) do not exist yet (see SubjectsResolved)", len(unknown))
+	}
 	meta.SetStatusCondition(&acl.Status.Conditions, ready)
 	resolved := metav1.Condition{Type: ConditionSubjectsResolved, Status: metav1.ConditionTrue, Reason: ReasonAllResolved,
 		Message: "every user named in subjects exists", ObservedGeneration: acl.Generation, LastTransitionTime: now}

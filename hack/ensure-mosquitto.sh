@@ -11,6 +11,8 @@
 set -euo pipefail
 
 log() { echo "ensure-mosquitto: $*" >&2; }
+# shellcheck source=lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 find_mosquitto() {
   command -v mosquitto 2>/dev/null && return 0
@@ -53,11 +55,11 @@ trap cleanup EXIT
 
 # Update the package lists only when mosquitto is not already known to apt.
 if ! apt-cache show mosquitto >/dev/null 2>&1; then
-  "${SUDO[@]}" apt-get update -qq >&2
+  apt_get update -qq >&2
 fi
-if ! "${SUDO[@]}" apt-get install -y -qq --no-install-recommends mosquitto mosquitto-clients >&2; then
-  "${SUDO[@]}" apt-get update -qq >&2
-  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends mosquitto mosquitto-clients >&2
+if ! apt_get install -y -qq --no-install-recommends mosquitto mosquitto-clients >&2; then
+  apt_get update -qq >&2
+  apt_get install -y -qq --no-install-recommends mosquitto mosquitto-clients >&2
 fi
 
 if ! command -v mosquitto_pub >/dev/null 2>&1 || ! find_mosquitto; then

@@ -610,6 +610,7 @@ type AutoscalingSpec struct {
 // +kubebuilder:printcolumn:name="Auth-Synced",type=string,JSONPath=`.status.conditions[?(@.type=="AuthSynced")].status`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 52",message="MQTTBroker names are limited to 52 characters so that the names of its pods and Services stay valid"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="an MQTTBroker name must start with a lowercase letter and hold only lowercase letters, digits and '-' (no '.'): it names the broker's Services, which must be DNS labels"
 type MQTTBroker struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

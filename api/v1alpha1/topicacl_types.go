@@ -118,6 +118,9 @@ type TopicACLStatus struct {
 // +kubebuilder:resource:shortName=tacl,categories=mqtt
 // +kubebuilder:printcolumn:name="Broker",type=string,JSONPath=`.spec.brokerRef.name`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Subjects",type=string,JSONPath=`.status.conditions[?(@.type=="SubjectsResolved")].reason`
+// +kubebuilder:printcolumn:name="Unknown-Users",type=string,JSONPath=`.status.unknownUsers`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type TopicACL struct {
 	metav1.TypeMeta   `json:",inline"`

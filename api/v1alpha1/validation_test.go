@@ -256,3 +256,89 @@ func TestScaleSubresourceKeepsTheReplicaLimit(t *testing.T) {
 		t.Errorf("scale to 3: got %v, want the replicas message", err)
 	}
 }
+
+// Every name the API admits gives children the API server accepts (the
+// builders' side is TestLongestNamesGiveValidChildren): an MQTTBroker's
+// name is its Services' and pods' (DNS labels, with room for the pod
+// ordinal and revision hash), an MQTTUser's is a label value on its
+// connection Secret. A TopicACL's name goes into no child, so any name
+// Kubernetes allows will do.
+func TestObjectNamesAreLimitedToWhatTheirChildrenAllow(t *testing.T) {
+	ns := namespace(t)
+	withName := func(head, name, spec string) *unstructured.Unstructured {
+		o := object(t, ns, head+spec)
+		o.SetName(name)
+		return o
+	}
+	const (
+		brokerSpec = "spec: {}"
+		userSpec   = "spec: {brokerRef: {name: b}}"
+		aclSpec    = "spec: {brokerRef: {name: b}, subjects: {anonymous: true}, rules: [{topic: a, access: Publish}]}"
+	)
+	refused := []struct {
+		name string
+		obj  *unstructured.Unstructured
+		want string
+	}{
+		{"broker of 53 characters", withName(brokerHead, strings.Repeat("b", 53), brokerSpec), "MQTTBroker names are limited to 52 characters so that the names of its pods and Services stay valid"},
+		{"broker with a dot", withName(brokerHead, "tenant.telemetry", brokerSpec), "an MQTTBroker name must start with a lowercase letter and hold only lowercase letters, digits and '-' (no '.')"},
+		{"broker starting with a digit", withName(brokerHead, "1telemetry", brokerSpec), "an MQTTBroker name must start with a lowercase letter"},
+		{"user of 64 characters", withName(userHead, strings.Repeat("u", 64), userSpec), "MQTTUser names are limited to 63 characters so that they fit the label that marks the user's connection Secret"},
+		{"user of 253 characters", withName(userHead, strings.Repeat("u", 253), userSpec), "MQTTUser names are limited to 63 characters"},
+		{"acl of 254 characters", withName(aclHead, strings.Repeat("a", 254), aclSpec), "must be no more than 253 characters"},
+	}
+	for _, tc := range refused {
+		t.Run("refuses "+tc.name, func(t *testing.T) {
+			err := env.Client.Create(context.Background(), tc.obj)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want a refusal containing %q", err, tc.want)
+			}
+		})
+	}
+	accepted := []struct {
+		name string
+		obj  *unstructured.Unstructured
+	}{
+		{"broker of 52 characters", withName(brokerHead, "b"+strings.Repeat("-0", 25)+"z", brokerSpec)},
+		{"user of 63 characters", withName(userHead, strings.Repeat("u.", 31)+"u", userSpec)},
+		{"acl of 253 characters", withName(aclHead, strings.Repeat("a", 253), aclSpec)},
+	}
+	for _, tc := range accepted {
+		t.Run("accepts "+tc.name, func(t *testing.T) {
+			if err := env.Client.Create(context.Background(), tc.obj); err != nil {
+				t.Errorf("refused: %v", err)
+			}
+		})
+	}
+}
+
+// kubectl get shows why an object is not Ready, and a TopicACL whose users
+// do not exist yet (Ready, as GitOps may apply it before them) says so.
+func TestPrinterColumnsShowTheReason(t *testing.T) {
+	want := map[string][]string{
+		"mqttbrokers.broker.mqtt-operator.io": {"Ready", "Reason"},
+		"mqttusers.broker.mqtt-operator.io":   {"Ready", "Reason"},
+		"topicacls.broker.mqtt-operator.io":   {"Ready", "Reason", "Subjects", "Unknown-Users"},
+	}
+	for name, cols := range want {
+		crd := &unstructured.Unstructured{}
+		crd.SetAPIVersion("apiextensions.k8s.io/v1")
+		crd.SetKind("CustomResourceDefinition")
+		if err := env.Client.Get(context.Background(), client.ObjectKey{Name: name}, crd); err != nil {
+			t.Fatal(err)
+		}
+		versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+		got := map[string]bool{}
+		for _, v := range versions {
+			printed, _, _ := unstructured.NestedSlice(v.(map[string]any), "additionalPrinterColumns")
+			for _, c := range printed {
+				got[c.(map[string]any)["name"].(string)] = true
+			}
+		}
+		for _, c := range cols {
+			if !got[c] {
+				t.Errorf("%s: no printer column %s (has %v)", name, c, got)
+			}
+		}
+	}
+}

@@ -76,7 +76,7 @@ if [[ ! -x "${PAUSE_OUT}/pause" ]]; then
   log "compiling pause ${PAUSE_VERSION} with gcc from k8s.io/kubernetes build/pause (~1 s)"
   src="$(cd /tmp && go mod download -json "k8s.io/kubernetes@v${K8S_VERSION}" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')/build/pause/linux/pause.c"
   [[ -f "${src}" ]] || die "pause source not found at ${src}"
-  command -v gcc >/dev/null || { DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q gcc libc6-dev >/dev/null; }
+  command -v gcc >/dev/null || { apt_get install -y -q gcc libc6-dev >/dev/null; }
   mkdir -p "${PAUSE_OUT}"
   gcc -Os -Wall -Werror -static -DVERSION="v${PAUSE_VERSION}-gomod" -o "${PAUSE_OUT}/pause" "${src}"
   strip "${PAUSE_OUT}/pause"

@@ -17,7 +17,7 @@ if docker image inspect "${TAG}" >/dev/null 2>&1; then
 fi
 if ! command -v debootstrap >/dev/null; then
   log "installing debootstrap with apt"
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q debootstrap >/dev/null
+  apt_get install -y -q debootstrap >/dev/null
 fi
 log "debootstrap ${SUITE} (minbase) from ${MIRROR} (~0.5-1.5 min)"
 mkdir -p "${KIND_CACHE}/logs"

@@ -27,8 +27,8 @@ if ! command -v dockerd >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then
   log "installing Debian's docker.io with apt (~1 min cold)"
   export DEBIAN_FRONTEND=noninteractive
   # Unreachable third-party apt sources must not stop us: only Debian's archive matters.
-  as_root apt-get update -q >/dev/null 2>&1 || log "apt-get update reported errors (ignored; continuing)"
-  as_root apt-get install -y -q --no-install-recommends docker.io jq >/dev/null
+  apt_get update -q >/dev/null 2>&1 || log "apt-get update reported errors (ignored; continuing)"
+  apt_get install -y -q --no-install-recommends docker.io jq >/dev/null
   log "installed $(dockerd --version)"
 fi
 

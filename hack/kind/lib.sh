@@ -46,6 +46,10 @@ docker_build() {
   fi
 }
 
+# apt_get: apt-get that waits for the dpkg/apt locks with a message.
+# shellcheck source=../lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt.sh"
+
 as_root() {
   if [[ "$(id -u)" == 0 ]]; then "$@"; else sudo "$@"; fi
 }

@@ -236,3 +236,21 @@ func TestRenderedConfigParsesAsTheBrokerReadsIt(t *testing.T) {
 		}
 	}
 }
+
+// A healthy start is silent: the first startup probe comes after the broker
+// has opened its health port (well under a second), and the budget before
+// the kubelet restarts a slow starter is still at least 30 s.
+func TestStartupProbeWaitsForTheBrokersStart(t *testing.T) {
+	b := loadBroker(t, "minimal")
+	cfg, err := BrokerConfig(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := StatefulSet(b, cfg, testOptions).Spec.Template.Spec.Containers[0].StartupProbe
+	if p.InitialDelaySeconds < 2 {
+		t.Errorf("startup probe initialDelaySeconds %d: the first probe can come before the broker listens", p.InitialDelaySeconds)
+	}
+	if budget := p.InitialDelaySeconds + p.PeriodSeconds*p.FailureThreshold; budget < 30 {
+		t.Errorf("startup budget %d s, want at least 30 s", budget)
+	}
+}

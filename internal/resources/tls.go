@@ -53,6 +53,35 @@ func CASecretName(b *v1alpha1.MQTTBroker) string { return b.Name + "-ca" }
 // issues for the broker, in mode CertManager.
 func CertManagerSecretName(b *v1alpha1.MQTTBroker) string { return b.Name + "-tls-issued" }
 
+// maxCommonName is X.509's upper bound on a subject common name (RFC 5280
+// ub-common-name); cert-manager refuses a Certificate whose commonName is
+// longer.
+const maxCommonName = 64
+
+// ServerCommonName is the subject common name of the broker's server
+// certificate: "<client Service>.<namespace>.svc", or empty when that is
+// longer than X.509 allows (a long broker name in a long namespace). Clients
+// check the certificate's DNS names, which always carry it, never the
+// common name.
+func ServerCommonName(b *v1alpha1.MQTTBroker) string {
+	cn := fmt.Sprintf("%s.%s.svc", ClientServiceName(b), b.Namespace)
+	if len(cn) > maxCommonName {
+		return ""
+	}
+	return cn
+}
+
+// CACommonName names the broker's certificate authority, cut to the length
+// X.509 allows. A certificate authority needs a subject; it also carries
+// the organisation mqtt-operator.
+func CACommonName(b *v1alpha1.MQTTBroker) string {
+	cn := fmt.Sprintf("%s.%s MQTT broker CA", b.Name, b.Namespace)
+	if len(cn) > maxCommonName {
+		cn = cn[:maxCommonName] // object names are ASCII
+	}
+	return cn
+}
+
 // TLSEnabled reports whether b has a TLS listener.
 func TLSEnabled(b *v1alpha1.MQTTBroker) bool {
 	return b.Spec.Listeners.TLS.Enabled || b.Spec.Listeners.SecureWebSocket.Enabled
@@ -189,7 +218,6 @@ func CertManagerCertificate(b *v1alpha1.MQTTBroker, s *TLSSettings, opts Options
 		},
 		"spec": map[string]any{
 			"secretName":  CertManagerSecretName(b),
-			"commonName":  fmt.Sprintf("%s.%s.svc", ClientServiceName(b), b.Namespace),
 			"dnsNames":    dnsNames,
 			"duration":    s.CertificateDuration.String(),
 			"renewBefore": s.RenewBefore.String(),
@@ -207,6 +235,9 @@ func CertManagerCertificate(b *v1alpha1.MQTTBroker, s *TLSSettings, opts Options
 			"secretTemplate": map[string]any{"labels": map[string]any{LabelBroker: b.Name, LabelManagedBy: OperatorName}},
 		},
 	}}
+	if cn := ServerCommonName(b); cn != "" {
+		_ = unstructured.SetNestedField(u.Object, cn, "spec", "commonName")
+	}
 	return u
 }
 

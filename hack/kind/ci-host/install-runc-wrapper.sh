@@ -16,7 +16,7 @@ if ! host_lacks_cap_sys_resource; then
   log "this host has CAP_SYS_RESOURCE in its bounding set: the runc wrapper is not needed; nothing done"
   exit 0
 fi
-command -v jq >/dev/null || { DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q jq >/dev/null; }
+command -v jq >/dev/null || { apt_get install -y -q jq >/dev/null; }
 command -v runc >/dev/null || [[ -x /usr/sbin/runc ]] || die "runc not found (install docker.io first)"
 
 changed=false
