@@ -79,6 +79,10 @@ func TestInvalidTopicAliasesDisconnect(t *testing.T) {
 		})
 	}
 
+	if n := tb.Stats().TopicAliasRefused; n != 3 {
+		t.Errorf("%d topic alias refusals counted, want 3", n)
+	}
+
 	// With aliases turned off, none is advertised and any is refused.
 	cfg := testConfig(t.TempDir())
 	off := int32(0)
