@@ -128,15 +128,15 @@ func TestOversizePacketGetsDisconnectPacketTooLarge(t *testing.T) {
 	tb := startBroker(t, testConfig(t.TempDir()), testBundle(t, 1))
 	alice := mustV5(t, tb.tcp, "alice", alicePassword)
 	_ = alice.publish(t, "devices/alice/big", strings.Repeat("x", 100*1024), 0, false)
+	// paho reports the DISCONNECT on a goroutine of its own, maybe after it
+	// saw the connection close: wait for the DISCONNECT itself.
 	select {
 	case d := <-alice.disconnect:
 		if d.ReasonCode != 0x95 {
 			t.Errorf("DISCONNECT reason 0x%02x, want 0x95 (packet too large)", d.ReasonCode)
 		}
-	case <-alice.closed:
-		t.Error("the connection was closed without a DISCONNECT")
 	case <-time.After(3 * time.Second):
-		t.Fatal("an oversized PUBLISH did not end the connection")
+		t.Fatal("no DISCONNECT after an oversized PUBLISH")
 	}
 
 	// The same over raw packets: the DISCONNECT comes, then the close.
