@@ -29,8 +29,8 @@ type Stats struct {
 	// TopicAliasRefused counts clients disconnected for a topic alias above
 	// the maximum, 0, or never set (policy/aliases.go).
 	TopicAliasRefused uint64
-	Revision                                                                   string
-	Generation                                                                 int64
+	Revision          string
+	Generation        int64
 }
 
 // Stats reads every counter once.
