@@ -459,6 +459,17 @@ type Limits struct {
 	// +kubebuilder:validation:Maximum=1000
 	// +optional
 	MaxTopicLevels int32 `json:"maxTopicLevels,omitempty"`
+
+	// topicAliasMaximum is the most MQTT 5 topic aliases per connection in
+	// each direction: the broker tells each client it may use this many, and
+	// uses at most this many (and no more than the client allows) for the
+	// messages it sends. Each alias holds one topic name for the life of the
+	// connection, so a connection's aliases hold at most twice this many
+	// topics. 0 turns topic aliases off. Changes apply to new connections.
+	// +kubebuilder:default=10
+	// +kubebuilder:validation:XValidation:rule="self >= 0 && self <= 1000",message="topicAliasMaximum must be between 0 (no topic aliases) and 1000"
+	// +optional
+	TopicAliasMaximum *int32 `json:"topicAliasMaximum,omitempty"`
 }
 
 // TLSMode says where the broker's server certificate comes from.

@@ -138,6 +138,8 @@ func TestInvalidObjectsAreRefusedWithAClearMessage(t *testing.T) {
 		{"retained bytes not a quantity", brokerHead + "spec: {limits: {maxRetainedBytes: lots}}", "maxRetainedBytes must be a quantity such as 64Mi"},
 		{"retained bytes too large", brokerHead + "spec: {limits: {maxRetainedBytes: 1Ti}}", "at most 64Gi"},
 		{"tiny topic length", brokerHead + "spec: {limits: {maxTopicLength: 4}}", "should be greater than or equal to 16"},
+		{"too many topic aliases", brokerHead + "spec: {limits: {topicAliasMaximum: 1001}}", "topicAliasMaximum must be between 0 (no topic aliases) and 1000"},
+		{"negative topic aliases", brokerHead + "spec: {limits: {topicAliasMaximum: -1}}", "topicAliasMaximum must be between 0 (no topic aliases) and 1000"},
 		{"tiny connect cap", brokerHead + "spec: {limits: {maxConnectPacketSize: 10}}", "should be greater than or equal to 256"},
 		{"session expiry in days", brokerHead + "spec: {limits: {sessionExpiry: 1d}}", "sessionExpiry must be a duration of hours, minutes and seconds"},
 		{"session expiry too long", brokerHead + "spec: {limits: {sessionExpiry: 1000h}}", "no longer than 720h"},

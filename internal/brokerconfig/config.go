@@ -135,6 +135,30 @@ type Limits struct {
 	// filters; 0 means DefaultMaxTopicLength and DefaultMaxTopicLevels.
 	MaxTopicLength int32 `json:"maxTopicLength,omitempty"`
 	MaxTopicLevels int32 `json:"maxTopicLevels,omitempty"`
+	// TopicAliasMaximum is the most topic aliases of one MQTT 5
+	// connection in each direction: advertised in CONNACK for the client's
+	// own, and the most the broker uses for what it sends (never more than
+	// the client advertised). Each holds one topic name for the life of the
+	// connection. Unset means DefaultTopicAliasMaximum; 0 turns topic
+	// aliases off. Applies to connections made after a reload.
+	TopicAliasMaximum *int32 `json:"topicAliasMaximum,omitempty"`
+}
+
+// DefaultTopicAliasMaximum is the topic aliases per connection and
+// direction when none is set, mosquitto's default.
+const DefaultTopicAliasMaximum = 10
+
+// MaxTopicAliasMaximum bounds TopicAliasMaximum: with topics of up to
+// maxTopicLength bytes (4 KiB by default), a connection's aliases hold at
+// most about 8 MiB.
+const MaxTopicAliasMaximum = 1000
+
+// TopicAliases is TopicAliasMaximum with the default applied.
+func (l *Limits) TopicAliases() int32 {
+	if l.TopicAliasMaximum == nil {
+		return DefaultTopicAliasMaximum
+	}
+	return *l.TopicAliasMaximum
 }
 
 // Defaults of the limits whose zero value means "the default".

@@ -199,6 +199,7 @@ func (l *Limits) validate() []error {
 	check("maxRetainedBytes", l.MaxRetainedBytes, 0, 64<<30)
 	check("maxTopicLength", int64(l.MaxTopicLength), 0, 65535)
 	check("maxTopicLevels", int64(l.MaxTopicLevels), 0, 1000)
+	check("topicAliasMaximum", int64(l.TopicAliases()), 0, MaxTopicAliasMaximum)
 	if l.MaxConnectPacketSize != 0 {
 		check("maxConnectPacketSize", int64(l.MaxConnectPacketSize), 256, 1<<20)
 	}

@@ -104,6 +104,7 @@ func BrokerConfig(b *v1alpha1.MQTTBroker) (*brokerconfig.Config, error) {
 			MaxRetainedBytes:    retainedBytes,
 			MaxTopicLength:      lim.MaxTopicLength,
 			MaxTopicLevels:      lim.MaxTopicLevels,
+			TopicAliasMaximum:   copyOf(lim.TopicAliasMaximum),
 		},
 		Storage: brokerconfig.Storage{
 			Persistent: b.Spec.Storage.Type == v1alpha1.StoragePersistent,
@@ -149,4 +150,14 @@ func valueOr[T any](p *T, def T) T {
 		return def
 	}
 	return *p
+}
+
+// copyOf is a pointer to a copy of *p, nil for nil: the rendered config
+// shares nothing with the object it came from.
+func copyOf[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -94,22 +93,7 @@ func recoverSetup(doing string, err *error) {
 }
 
 func build(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
-	caps := mqtt.NewDefaultServerCapabilities()
-	caps.MaximumClients = math.MaxInt64 // the guard enforces maxConnections, and can change it in place
-	caps.MaximumQos = byte(cfg.Limits.MaxQoS)
-	caps.RetainAvailable = boolByte(cfg.Limits.RetainAvailable)
-	caps.ReceiveMaximum = uint16(cfg.Limits.MaxInflight)
-	// mochi's "maximum inflight" is the per-client queue: beyond it, new QoS
-	// 1/2 messages for that client are dropped. The send window is
-	// ReceiveMaximum above.
-	caps.MaximumInflight = uint16(cfg.Limits.QueuedMessages())
-	caps.MaximumSessionExpiryInterval = uint32(cfg.Limits.SessionExpirySeconds)
-	// mochi's default (one day) silently deletes retained messages and
-	// queued messages older than that. Retained messages stay until replaced,
-	// queued ones until their session expires or their own MQTT 5 expiry;
-	// the session order hook also relies on this.
-	caps.MaximumMessageExpiryInterval = 0
-	caps.MaximumClientWritesPending = int32(ClientWritesPending)
+	caps := capabilities(cfg)
 	server := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		// While a subscriber's queue is not empty mochi collects its
@@ -154,11 +138,6 @@ func build(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 	if err := server.AddHook(contained(b.Policy.WillCheck()), nil); err != nil {
 		return nil, fmt.Errorf("adding will check hook: %w", err)
 	}
-	if !cfg.Limits.RetainAvailable {
-		if err := server.AddHook(contained(new(retainOffHook)), nil); err != nil {
-			return nil, fmt.Errorf("adding retain hook: %w", err)
-		}
-	}
 	if err := server.AddHook(contained(session.NewOrderHook(server)), nil); err != nil {
 		return nil, fmt.Errorf("adding session order hook: %w", err)
 	}
@@ -197,13 +176,6 @@ func build(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 	}
 	b.applyQuotas(cfg)
 	return b, nil
-}
-
-func boolByte(v bool) byte {
-	if v {
-		return 1
-	}
-	return 0
 }
 
 // Start binds every listener and starts serving. A port that cannot be bound

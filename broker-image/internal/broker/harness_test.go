@@ -199,6 +199,8 @@ type v5opts struct {
 	cleanStart               bool
 	sessionExpiry            uint32
 	tls                      *tls.Config // MQTT over TLS when set
+	// connectProps, when set, completes the CONNECT's properties.
+	connectProps func(*paho.ConnectProperties)
 }
 
 // refusedError is a CONNACK that refused the client, as opposed to a
@@ -244,6 +246,12 @@ func connectV5(t *testing.T, addr string, o v5opts) (*v5, error) {
 		Username: o.user, UsernameFlag: o.user != "", Password: []byte(o.password), PasswordFlag: o.password != ""}
 	if o.sessionExpiry > 0 {
 		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &o.sessionExpiry}
+	}
+	if o.connectProps != nil {
+		if cp.Properties == nil {
+			cp.Properties = &paho.ConnectProperties{}
+		}
+		o.connectProps(cp.Properties)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -107,6 +107,8 @@ func quotasOf(cfg *brokerconfig.Config) policy.Quotas {
 		MaxRetainedBytes:          cfg.Limits.RetainedBytes(),
 		MaxTopicLength:            cfg.Limits.TopicLength(),
 		MaxTopicLevels:            cfg.Limits.TopicLevels(),
+		MaxPacketSize:             uint32(cfg.Limits.MaxPacketSize),
+		TopicAliasMaximum:         uint16(cfg.Limits.TopicAliases()),
 	}
 }
 

@@ -28,8 +28,11 @@ type Stats struct {
 	RetainedRefused, TopicTooLong                                              uint64
 	FlowStuckSkips, FlowRefused, OverBudgetDisconnects, OfflineDropped         uint64
 	QueuedBytes                                                                int64
-	Revision                                                                   string
-	Generation                                                                 int64
+	// TopicAliasRefused counts clients disconnected for a topic alias above
+	// the maximum, 0, or never set (policy/aliases.go).
+	TopicAliasRefused uint64
+	Revision          string
+	Generation        int64
 }
 
 // Stats reads every counter once.
@@ -59,6 +62,7 @@ func (b *Broker) Stats() Stats {
 		ClientIDRefused: p.ClientIDRefused.Load(), SessionsDeleted: p.SessionsDeleted.Load(), ReloadsStale: b.reloadStale.Load(), AuthKDFRuns: p.KDFRuns.Load(),
 		Revision: b.Revision(),
 	}
+	s.TopicAliasRefused = p.TopicAliasRefused.Load()
 	if b.store != nil {
 		s.StoreCommitFailures = b.store.Counters.CommitFailures.Load()
 		s.StoreWritesRefused = b.store.Counters.WritesRefused.Load()

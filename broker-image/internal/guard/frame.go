@@ -115,7 +115,16 @@ type conn struct {
 	stranger    *list.Element
 	connectRead atomic.Bool
 	loggedIn    atomic.Bool
+	// mqtt5 is set once an MQTT 5 client logged in: it may then be sent a
+	// DISCONNECT.
+	mqtt5 atomic.Bool
+	// last is a packet the close writes after everything else.
+	last atomic.Pointer[[]byte]
 }
+
+// disconnectPacketTooLarge is an MQTT 5 DISCONNECT with reason 0x95 (packet
+// too large) and no properties.
+var disconnectPacketTooLarge = []byte{0xE0, 2, 0x95, 0}
 
 func (c *conn) Read(p []byte) (int, error) {
 	// Everything read before has been processed: what it answered goes out
@@ -128,7 +137,7 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.stats.BytesIn.Add(uint64(n))
 		if ferr := c.frames.scan(p[:n], c.limits.MaxPacketSize(), &c.stats.PublishIn); ferr != nil {
 			c.stats.Rejected(ferr)
-			_ = c.Conn.Close()
+			c.refuse(ferr)
 			return 0, ferr
 		}
 		// The CONNECT is in (its body read, or the next frame begun): not a
@@ -148,6 +157,21 @@ func (c *conn) Write(p []byte) (int, error) {
 	c.stats.BytesOut.Add(uint64(n))
 	_ = c.sent.scan(p[:n], math.MaxUint32, &c.stats.PublishOut) // the broker's own frames are never too large
 	return n, err
+}
+
+// refuse closes the connection for a frame it may not send. An MQTT 5
+// client that logged in and sent a packet over the limit is told so first
+// with DISCONNECT 0x95, which the close then flushes after what is already
+// held; the specification allows a DISCONNECT only after CONNACK, and MQTT
+// 3.1.1 has none, so every other client is just closed.
+func (c *conn) refuse(err error) {
+	if !errors.Is(err, ErrPacketTooLarge) || !c.mqtt5.Load() {
+		_ = c.Conn.Close()
+		return
+	}
+	c.last.Store(&disconnectPacketTooLarge)
+	c.w.pending.Store(true)
+	_ = c.Close()
 }
 
 // closeLinger is how long a closed connection keeps draining what the client
@@ -185,9 +209,12 @@ func (c *conn) Close() error {
 	return nil
 }
 
-// finalFlushLocked writes what is held and fails every later Write; it
-// unlocks w.mu.
+// finalFlushLocked writes what is held, and the last packet if one is set,
+// and fails every later Write; it unlocks w.mu.
 func (c *conn) finalFlushLocked() {
+	if last := c.last.Load(); last != nil && c.w.err == nil {
+		c.w.buf = append(c.w.buf, *last...)
+	}
 	_ = c.flushLocked()
 	if c.w.err == nil {
 		c.w.err = net.ErrClosed

@@ -147,6 +147,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge("mqtt_retained_bytes", float64(s.RetainedBytes))
 	counter("mqtt_retained_refused_total", s.RetainedRefused)
 	counter("mqtt_topic_refused_total", s.TopicTooLong)
+	counter("mqtt_topic_alias_refused_total", s.TopicAliasRefused)
 	counter("mqtt_client_id_refused_total", s.ClientIDRefused)
 	counter("mqtt_sessions_deleted_total", s.SessionsDeleted)
 	counter("mqtt_reloads_total", s.ReloadsOK, "success")

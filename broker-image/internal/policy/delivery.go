@@ -143,17 +143,27 @@ func (h *Hook) disconnectOverBudget(cl *mqtt.Client, st *clientState) {
 // the packet leaves: a QoS 0 copy is freed once written; a QoS 1/2 copy
 // stays in the inflight map until acknowledged, except one mochi held back
 // for the client's receive maximum (Expiry -1), which it forgets on writing.
+//
+// A PUBLISH sent with its topic alias alone was counted with its topic:
+// that is added back.
 func (h *Hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
-	if h.Flow == nil {
+	if h.Flow == nil && pk.FixedHeader.Type != packets.Publish {
 		return
 	}
 	st := h.state(cl)
 	if st == nil {
 		return
 	}
+	aliased := 0
+	if pk.FixedHeader.Type == packets.Publish {
+		aliased = st.aliasSent(&pk)
+	}
+	if h.Flow == nil {
+		return
+	}
 	var released int64
 	if pk.FixedHeader.Type == packets.Publish && (pk.FixedHeader.Qos == 0 || pk.Expiry < 0) {
-		released = flow.SizeOf(&pk)
+		released = flow.SizeOf(&pk) + int64(aliased)
 	}
 	h.Flow.AfterWrite(cl, &st.flow, released)
 }

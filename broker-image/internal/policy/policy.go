@@ -54,6 +54,12 @@ type Quotas struct {
 	// over them disconnects the client (MQTT 5 reason 0x90), a filter over
 	// them is refused in SUBACK.
 	MaxTopicLength, MaxTopicLevels int
+	// MaxPacketSize is told to MQTT 5 clients in CONNACK (the guard
+	// enforces it); TopicAliasMaximum bounds topic aliases each way
+	// (aliases.go), 0 = none. Both apply to connections made after a
+	// reload.
+	MaxPacketSize     uint32
+	TopicAliasMaximum uint16
 }
 
 // NewSnapshot indexes a validated bundle.
@@ -104,6 +110,9 @@ type Counters struct {
 	// RetainedRefused counts retained messages delivered but not kept
 	// (retained.go); TopicTooLong, topics and filters over the limits.
 	RetainedRefused, TopicTooLong atomic.Uint64
+	// TopicAliasRefused counts clients disconnected for an alias above the
+	// maximum, or one they never set (aliases.go).
+	TopicAliasRefused atomic.Uint64
 
 	// AuthCertificate counts the successes that logged in with a client
 	// certificate (they are in AuthSuccess too).
@@ -127,10 +136,11 @@ type Hook struct {
 	// SessionDeleted, when set, is told of every session the hook deleted
 	// (its user is gone), so the store forgets it too.
 	SessionDeleted func(*mqtt.Client)
-	// LoggedIn, when set, is told of every client that logged in (the
-	// guard then counts it against maxConnections, not the strangers'
-	// budget); Full reports that maxConnections clients are logged in.
-	LoggedIn func(net.Conn)
+	// LoggedIn, when set, is told of every client that logged in, and its
+	// protocol version (the guard then counts it against maxConnections,
+	// not the strangers' budget, and knows whether it may be sent a
+	// DISCONNECT); Full reports that maxConnections clients are logged in.
+	LoggedIn func(nc net.Conn, protocolVersion byte)
 	Full     func() bool
 }
 
@@ -149,7 +159,8 @@ func (h *Hook) Provides(b byte) bool {
 	switch b { // mochi asks this for every event of every message: no allocation, no scan
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablished, mqtt.OnACLCheck,
 		mqtt.OnDisconnect, mqtt.OnPacketRead, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnPacketSent,
-		mqtt.OnPublish, mqtt.OnPublished, mqtt.OnSessionEstablish, mqtt.OnClientExpired, mqtt.OnRetainedExpired:
+		mqtt.OnPublish, mqtt.OnPublished, mqtt.OnSessionEstablish, mqtt.OnClientExpired, mqtt.OnRetainedExpired,
+		mqtt.OnPacketEncode, mqtt.OnSelectSubscribers:
 		return true
 	}
 	return false
@@ -198,7 +209,7 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 // Either Apply's scan sees the client, or this load sees Apply's snapshot.
 func (h *Hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if h.LoggedIn != nil {
-		h.LoggedIn(cl.Net.Conn)
+		h.LoggedIn(cl.Net.Conn, cl.Properties.ProtocolVersion)
 	}
 	st := h.state(cl)
 	if st == nil {
@@ -237,7 +248,7 @@ func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) (identity, *Snap
 	if h.sessionOfAnotherUser(cl, id.username) {
 		return id, s, false
 	}
-	if pk.Connect.WillFlag && !s.index.Allowed(acl.Client{Username: id.username, ClientID: cl.ID}, acl.Publish, pk.Connect.WillTopic) {
+	if pk.Connect.WillFlag && !s.mayPublish(acl.Client{Username: id.username, ClientID: cl.ID}, pk.Connect.WillTopic) {
 		return id, s, false
 	}
 	return id, s, true
@@ -296,7 +307,7 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	}
 	c := acl.Client{Username: string(cl.Properties.Username), ClientID: cl.ID}
 	if write {
-		if s.index.Allowed(c, acl.Publish, topic) {
+		if s.mayPublish(c, topic) {
 			return true
 		}
 		h.Counters.ACLDeniedPublish.Add(1)
@@ -306,10 +317,21 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if st != nil && st.refused(topic) {
 		return false
 	}
-	if s.index.Allowed(c, acl.Subscribe, topic) {
+	// A shared subscription is judged by its topic filter (shared.go); a
+	// delivery's topic never starts with the share prefix.
+	if s.index.Allowed(c, acl.Subscribe, aclFilter(topic)) {
 		// mochi queues the delivery right after this check.
 		return h.Flow == nil || st == nil || h.admitDelivery(cl, st, topic)
 	}
 	h.Counters.ACLDeniedSubscribe.Add(1)
 	return false
+}
+
+// mayPublish reports whether c may publish to topic: never to a topic that
+// starts with the share prefix (shared.go), else as the ACLs say.
+func (s *Snapshot) mayPublish(c acl.Client, topic string) bool {
+	if _, _, shared := splitShared(topic); shared {
+		return false
+	}
+	return s.index.Allowed(c, acl.Publish, topic)
 }

@@ -28,6 +28,8 @@ type clientState struct {
 	revoked atomic.Bool
 	// flow is what flow control remembers about the client as a subscriber.
 	flow flow.Subscriber
+	// aliases are the connection's topic aliases (aliases.go).
+	aliases topicAliases
 	// fanningOut is the topic string of the message the client published
 	// last, while mochi fans it out (see messageSizes). Only the client's
 	// read goroutine touches it.
@@ -66,11 +68,13 @@ func (h *Hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 		_ = h.server.SendConnack(cl, code, false, nil)
 		return code
 	}
-	h.clients.Store(cl, &clientState{})
+	st := &clientState{}
+	h.clients.Store(cl, st)
 	s := h.snap.Load()
 	if s == nil {
 		return nil
 	}
+	st.takeOutboundAliases(cl, s.Quotas.TopicAliasMaximum)
 	max := s.Quotas.MaxKeepaliveSeconds
 	if max > 0 && (cl.State.Keepalive == 0 || cl.State.Keepalive > max) {
 		cl.State.Keepalive = max
@@ -117,6 +121,13 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	if s == nil || st == nil {
 		return pk, nil
 	}
+	if err := st.resolveAlias(cl, &pk); err != nil {
+		h.Counters.TopicAliasRefused.Add(1)
+		h.log.Info("client used a topic alias it may not; disconnecting", "clientId", cl.ID,
+			"alias", pk.Properties.TopicAlias, "topicAliasMaximum", st.aliases.in, "reason", err.Error())
+		_ = h.server.DisconnectClient(cl, err.(packets.Code))
+		return pk, packets.ErrRejectPacket
+	}
 	if pk.FixedHeader.Qos > s.Quotas.MaxQoS {
 		h.Counters.QoSRefused.Add(1)
 		h.log.Info("client published above the maximum QoS; disconnecting", "clientId", cl.ID, "qos", pk.FixedHeader.Qos, "maxQoS", s.Quotas.MaxQoS)
@@ -158,8 +169,15 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 
 // OnSubscribe marks the filters that would take the client past its
 // subscription quota; OnACLCheck refuses them (SUBACK 0x87) while the rest of
-// the SUBSCRIBE proceeds.
+// the SUBSCRIBE proceeds. A malformed shared subscription (shared.go) is
+// replaced by the empty filter, which mochi refuses as invalid (0x8F, 3.1.1
+// 0x80): the only way a hook has to give that answer.
 func (h *Hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	for i := range pk.Filters {
+		if malformedShared(pk.Filters[i].Filter) {
+			pk.Filters[i].Filter = ""
+		}
+	}
 	s := h.snap.Load()
 	st := h.state(cl)
 	if s == nil || st == nil {
@@ -168,7 +186,10 @@ func (h *Hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	count := cl.State.Subscriptions.Len()
 	var refuse map[string]struct{}
 	for _, f := range pk.Filters {
-		if s.Quotas.topicTooLong(f.Filter) {
+		if f.Filter == "" {
+			continue // refused by mochi
+		}
+		if s.Quotas.filterTooLong(f.Filter) {
 			h.Counters.TopicTooLong.Add(1)
 			if refuse == nil {
 				refuse = map[string]struct{}{}
@@ -199,4 +220,13 @@ func (h *Hook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) {
 	if st := h.state(cl); st != nil {
 		st.refusing.Store(nil)
 	}
+}
+
+// filterTooLong is topicTooLong for a subscription filter: a shared one is
+// bounded in bytes as a whole, and in levels by its topic filter.
+func (q *Quotas) filterTooLong(filter string) bool {
+	if q.MaxTopicLength > 0 && len(filter) > q.MaxTopicLength {
+		return true
+	}
+	return q.topicTooLong(aclFilter(filter))
 }
