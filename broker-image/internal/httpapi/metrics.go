@@ -58,6 +58,7 @@ var metricHelp = map[string]string{
 	"mqtt_retained_bytes":                             "Bytes of topics and payloads of the retained messages kept.",
 	"mqtt_retained_refused_total":                     "Retained messages delivered but not kept: the retained limits (count or bytes) were reached.",
 	"mqtt_topic_refused_total":                        "Topic names and filters refused for exceeding the topic length or level limit.",
+	"mqtt_topic_alias_refused_total":                  "MQTT 5 PUBLISH packets refused for a topic alias over the limit or unknown (the client was disconnected with 0x94 or 0x82).",
 	"mqtt_client_id_refused_total":                    "Logins refused because their client ID names another user's session (live or offline).",
 	"mqtt_sessions_deleted_total":                     "Sessions deleted with their queued messages because their user no longer exists.",
 	"mqtt_store_writes_refused_total":                 "Single changes the persistent store refused (the rest of their batch was stored); lost on restart.",
