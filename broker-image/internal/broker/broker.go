@@ -91,6 +91,10 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 	// the session order hook also relies on this.
 	caps.MaximumMessageExpiryInterval = 0
 	caps.MaximumClientWritesPending = int32(ClientWritesPending)
+	// mochi copies a PUBLISH's properties (user properties, content type,
+	// ...) into its PUBACK, PUBREC, PUBREL and PUBCOMP; clients reject or
+	// choke on them (acks.go).
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	server := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		// While a subscriber's queue is not empty mochi collects its
@@ -126,6 +130,9 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 	}
 	if err := server.AddHook(b.Policy, nil); err != nil {
 		return nil, fmt.Errorf("adding policy hook: %w", err)
+	}
+	if err := server.AddHook(new(ackHook), nil); err != nil {
+		return nil, fmt.Errorf("adding acknowledgement hook: %w", err)
 	}
 	if err := server.AddHook(b.Policy.WillCheck(), nil); err != nil {
 		return nil, fmt.Errorf("adding will check hook: %w", err)
