@@ -26,6 +26,7 @@ type Stats struct {
 	RetainedRefused, TopicTooLong                                              uint64
 	FlowStuckSkips, FlowRefused, OverBudgetDisconnects, OfflineDropped         uint64
 	QueuedBytes                                                                int64
+	DeniedAcknowledged                                                         uint64
 	Revision                                                                   string
 	Generation                                                                 int64
 }
@@ -55,7 +56,8 @@ func (b *Broker) Stats() Stats {
 		RateLimited: p.RateLimited.Load(), SubscriptionQuota: p.SubscriptionQuota.Load(),
 		SessionsRevoked: p.Revoked.Load(), ReloadsOK: b.reloadOK.Load(), ReloadsFailed: b.reloadFailed.Load(),
 		ClientIDRefused: p.ClientIDRefused.Load(), SessionsDeleted: p.SessionsDeleted.Load(), ReloadsStale: b.reloadStale.Load(), AuthKDFRuns: p.KDFRuns.Load(),
-		Revision: b.Revision(),
+		DeniedAcknowledged: p.DeniedAcknowledged.Load(),
+		Revision:           b.Revision(),
 	}
 	if b.store != nil {
 		s.StoreCommitFailures = b.store.Counters.CommitFailures.Load()

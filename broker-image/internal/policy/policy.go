@@ -108,6 +108,10 @@ type Counters struct {
 	// AuthCertificate counts the successes that logged in with a client
 	// certificate (they are in AuthSuccess too).
 	AuthCertificate atomic.Uint64
+	// DeniedAcknowledged counts the PUBLISH packets of MQTT 3.1.1 clients
+	// that the ACLs deny and that were acknowledged and dropped (also in
+	// ACLDeniedPublish).
+	DeniedAcknowledged atomic.Uint64
 }
 
 // Hook implements mqtt.Hook.
@@ -295,14 +299,17 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return false
 	}
 	c := acl.Client{Username: string(cl.Properties.Username), ClientID: cl.ID}
-	if write {
-		if s.index.Allowed(c, acl.Publish, topic) {
-			return true
-		}
-		h.Counters.ACLDeniedPublish.Add(1)
-		return false
-	}
 	st := h.state(cl)
+	if write {
+		if st != nil {
+			st.deniedPublish = false // a mark left by a PUBLISH mochi ended early
+		}
+		allowed := s.index.Allowed(c, acl.Publish, topic)
+		if !allowed {
+			h.Counters.ACLDeniedPublish.Add(1)
+		}
+		return allowed || h.acknowledgeDenied(cl, st)
+	}
 	if st != nil && st.refused(topic) {
 		return false
 	}

@@ -28,6 +28,10 @@ type clientState struct {
 	revoked atomic.Bool
 	// flow is what flow control remembers about the client as a subscriber.
 	flow flow.Subscriber
+	// deniedPublish is set when the ACLs denied the PUBLISH being
+	// processed of an MQTT 3.1.1 client (denied.go). Only the client's read
+	// goroutine touches it.
+	deniedPublish bool
 	// fanningOut is the topic string of the message the client published
 	// last, while mochi fans it out (see messageSizes). Only the client's
 	// read goroutine touches it.
@@ -67,6 +71,7 @@ func (h *Hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 		return code
 	}
 	h.clients.Store(cl, &clientState{})
+	h.startSession(cl)
 	s := h.snap.Load()
 	if s == nil {
 		return nil
@@ -109,6 +114,7 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 // (reason 0x96).
 func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Type != packets.Publish {
+		h.completed(cl, pk)
 		h.acknowledged(cl, pk)
 		return pk, nil
 	}
