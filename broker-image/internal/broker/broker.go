@@ -135,6 +135,9 @@ func build(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 	if err := server.AddHook(contained(b.Policy), nil); err != nil {
 		return nil, fmt.Errorf("adding policy hook: %w", err)
 	}
+	if err := server.AddHook(contained(new(ackHook)), nil); err != nil {
+		return nil, fmt.Errorf("adding acknowledgement hook: %w", err)
+	}
 	if err := server.AddHook(contained(b.Policy.WillCheck()), nil); err != nil {
 		return nil, fmt.Errorf("adding will check hook: %w", err)
 	}

@@ -31,6 +31,10 @@ func capabilities(cfg *brokerconfig.Config) *mqtt.Capabilities {
 	// the session order hook also relies on this.
 	caps.MaximumMessageExpiryInterval = 0
 	caps.MaximumClientWritesPending = int32(ClientWritesPending)
+	// mochi copies a PUBLISH's properties (user properties, content type,
+	// ...) into its PUBACK, PUBREC, PUBREL and PUBCOMP; clients reject or
+	// choke on them (acks.go).
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	// The policy hook checks each client's topic aliases against the
 	// maximum its CONNACK advertised (limits.topicAliasMaximum, which
 	// reloads in place); mochi's own check and map only need room for any

@@ -12,7 +12,8 @@ import (
 
 // mochi logs the packet behind a protocol error at WARN: a second CONNECT on
 // a live connection carried its password into the log (base64, as the JSON
-// handler prints []byte), and a refused QoS 1 PUBLISH its whole payload.
+// handler prints []byte), and a PUBLISH over the receive maximum its whole
+// payload.
 // Neither may appear in the log in any encoding; the summary that replaces
 // them still says what happened.
 func TestMochiLogsNoPasswordOrPayload(t *testing.T) {
@@ -20,7 +21,9 @@ func TestMochiLogsNoPasswordOrPayload(t *testing.T) {
 		secondPassword = "second-connect-password-Zq81x"
 		deniedPayload  = "denied-payload-do-not-log-4f1c9e"
 	)
-	tb := startBroker(t, testConfig(t.TempDir()), testBundle(t, 1))
+	cfg := testConfig(t.TempDir())
+	cfg.Limits.MaxInflight = 1
+	tb := startBroker(t, cfg, testBundle(t, 1))
 
 	// bob's generated password is checked in microseconds: no bcrypt run
 	// races the raw reads' deadline on a loaded machine.
@@ -39,13 +42,21 @@ func TestMochiLogsNoPasswordOrPayload(t *testing.T) {
 	conn := login("second-connect")
 	_, _ = conn.Write(mqttConnect("second-connect", "alice", secondPassword, true))
 
-	// bob may not publish under devices/alice/: QoS 1 there closes an MQTT
-	// 3.1.1 connection, and mochi logs the packet.
-	conn = login("denied-publish")
-	topic := "devices/alice/cmd"
-	body := append([]byte{0, byte(len(topic))}, topic...)
-	body = append(append(body, 0, 7), deniedPayload...)
-	_, _ = conn.Write(append([]byte{0x32, byte(len(body))}, body...))
+	// With a receive maximum of 1, a second QoS 2 PUBLISH before the first
+	// one's PUBREL is one too many: mochi disconnects the client and logs
+	// the packet, payload and all.
+	conn = login("over-quota")
+	qos2 := func(id byte, payload string) {
+		topic := "devices/bob/cmd"
+		body := append([]byte{0, byte(len(topic))}, topic...)
+		body = append(append(body, 0, id), payload...)
+		_, _ = conn.Write(append([]byte{0x34, byte(len(body))}, body...))
+	}
+	qos2(1, "first")
+	if p := readPacket(t, conn); p[0] != 0x50 {
+		t.Fatalf("got % x, want PUBREC", p)
+	}
+	qos2(2, deniedPayload)
 
 	deadline := time.Now().Add(5 * time.Second)
 	for strings.Count(tb.logs.String(), `"error processing packet"`) < 2 {

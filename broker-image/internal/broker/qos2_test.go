@@ -4,6 +4,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 )
 
 // rawSubscriber is a hand-driven MQTT 3.1.1 client with a persistent
@@ -100,6 +101,22 @@ func TestQoS2ExactlyOnceAcrossReconnects(t *testing.T) {
 	}
 	next, _ := sub.expectPublish("marker-1")
 	sub.complete(next)
+	// PUBCOMP has no answer. Close only once the broker has read it: a
+	// reconnect that takes the session over before the old connection's
+	// PUBCOMP is processed gets the PUBREL again, which MQTT allows (the
+	// client answers PUBCOMP without state) but this test would misread.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		cl, ok := tb.Server().Clients.Get("bob-qos2")
+		if !ok {
+			t.Fatal("bob-qos2 has no session")
+		}
+		if cl.State.Inflight.Len() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("broker still holds %d inflight messages for bob-qos2 after PUBCOMP", cl.State.Inflight.Len())
+		}
+	}
 	_ = sub.conn.Close()
 	sub.connect(true)
 	if err := alice.publish(t, "devices/alice/temp", "marker-2", 2, false); err != nil {

@@ -30,9 +30,10 @@ type Stats struct {
 	QueuedBytes                                                                int64
 	// TopicAliasRefused counts clients disconnected for a topic alias above
 	// the maximum, 0, or never set (policy/aliases.go).
-	TopicAliasRefused uint64
-	Revision          string
-	Generation        int64
+	TopicAliasRefused  uint64
+	DeniedAcknowledged uint64
+	Revision           string
+	Generation         int64
 }
 
 // Stats reads every counter once.
@@ -60,7 +61,8 @@ func (b *Broker) Stats() Stats {
 		RateLimited: p.RateLimited.Load(), SubscriptionQuota: p.SubscriptionQuota.Load(),
 		SessionsRevoked: p.Revoked.Load(), ReloadsOK: b.reloadOK.Load(), ReloadsFailed: b.reloadFailed.Load(),
 		ClientIDRefused: p.ClientIDRefused.Load(), SessionsDeleted: p.SessionsDeleted.Load(), ReloadsStale: b.reloadStale.Load(), AuthKDFRuns: p.KDFRuns.Load(),
-		Revision: b.Revision(),
+		DeniedAcknowledged: p.DeniedAcknowledged.Load(),
+		Revision:           b.Revision(),
 	}
 	s.TopicAliasRefused = p.TopicAliasRefused.Load()
 	if b.store != nil {

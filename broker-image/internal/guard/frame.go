@@ -41,6 +41,10 @@ type frameState struct {
 	// instead of max; frames counts the frames whose header was read.
 	firstMax uint32
 	frames   uint64
+	// checkTopics makes scan check every PUBLISH's topic name (topic.go).
+	checkTopics bool
+	publish     bool // the frame being read is a PUBLISH
+	topic       topicCheck
 }
 
 // scan advances over b and fails as soon as a frame's declared size exceeds
@@ -50,7 +54,8 @@ func (f *frameState) scan(b []byte, max uint32, publishes *[3]atomic.Uint64) err
 	for i := 0; i < len(b); {
 		switch f.stage {
 		case 0:
-			if b[i]>>4 == 3 { // PUBLISH
+			f.publish = b[i]>>4 == 3
+			if f.publish {
 				if qos := (b[i] >> 1) & 3; qos < 3 {
 					publishes[qos].Add(1)
 				}
@@ -80,10 +85,23 @@ func (f *frameState) scan(b []byte, max uint32, publishes *[3]atomic.Uint64) err
 			}
 			f.remaining = f.length
 			f.stage = 2
+			if f.publish && f.checkTopics {
+				f.topic.begin()
+			}
 			if f.remaining == 0 {
+				f.topic.end()
 				f.stage = 0
 			}
 		case 2:
+			if f.topic.active {
+				n := uint32(f.topic.feed(b[i:min(len(b), i+int(f.remaining))]))
+				i += int(n)
+				if f.remaining -= n; f.remaining == 0 {
+					f.topic.end()
+					f.stage = 0
+				}
+				continue
+			}
 			n := uint32(len(b) - i)
 			if n >= f.remaining {
 				i += int(f.remaining)
@@ -115,12 +133,21 @@ type conn struct {
 	stranger    *list.Element
 	connectRead atomic.Bool
 	loggedIn    atomic.Bool
-	// mqtt5 is set once an MQTT 5 client logged in: it may then be sent a
-	// DISCONNECT.
-	mqtt5 atomic.Bool
+
+	// The MQTT session on the connection (session.go): its protocol
+	// version, 0 until StartSession, and the write side, under w.mu.
+	protocol atomic.Uint32
+	out      outbound
 	// last is a packet the close writes after everything else.
 	last atomic.Pointer[[]byte]
+	// malformedTopic is set once the client sent a PUBLISH whose topic
+	// mochi's decoder refuses (topic.go).
+	malformedTopic atomic.Bool
 }
+
+// disconnectMalformed is an MQTT 5 DISCONNECT with reason 0x81 (malformed
+// packet) and no properties.
+var disconnectMalformed = []byte{0xE0, 2, 0x81, 0}
 
 // disconnectPacketTooLarge is an MQTT 5 DISCONNECT with reason 0x95 (packet
 // too large) and no properties.
@@ -140,6 +167,9 @@ func (c *conn) Read(p []byte) (int, error) {
 			c.refuse(ferr)
 			return 0, ferr
 		}
+		if c.frames.topic.malformed && !c.malformedTopic.Load() {
+			c.malformedTopic.Store(true)
+		}
 		// The CONNECT is in (its body read, or the next frame begun): not a
 		// silent stranger.
 		if f := &c.frames; !c.connectRead.Load() && (f.frames > 1 || f.frames == 1 && f.stage == 0) {
@@ -151,12 +181,29 @@ func (c *conn) Read(p []byte) (int, error) {
 }
 
 // Write is called by one goroutine at a time (mochi writes under the
-// client's lock); see heldWrites for what it holds back.
+// client's lock); see heldWrites for what it holds back, and session.go for
+// what it keeps or drops. What it keeps counts as written: mochi has
+// nothing more to do with it.
 func (c *conn) Write(p []byte) (int, error) {
-	n, err := c.write(p)
+	w := &c.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := c.out.filter(p)
+	if len(now) == 0 {
+		return len(p), w.err
+	}
+	if err := c.sendLocked(now); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// sendLocked writes p, whole packets, and counts them. w.mu is held.
+func (c *conn) sendLocked(p []byte) error {
+	n, err := c.writeLocked(p)
 	c.stats.BytesOut.Add(uint64(n))
 	_ = c.sent.scan(p[:n], math.MaxUint32, &c.stats.PublishOut) // the broker's own frames are never too large
-	return n, err
+	return err
 }
 
 // refuse closes the connection for a frame it may not send. An MQTT 5
@@ -165,7 +212,7 @@ func (c *conn) Write(p []byte) (int, error) {
 // held; the specification allows a DISCONNECT only after CONNACK, and MQTT
 // 3.1.1 has none, so every other client is just closed.
 func (c *conn) refuse(err error) {
-	if !errors.Is(err, ErrPacketTooLarge) || !c.mqtt5.Load() {
+	if !errors.Is(err, ErrPacketTooLarge) || !c.loggedIn.Load() || c.protocol.Load() != 5 {
 		_ = c.Conn.Close()
 		return
 	}
@@ -191,7 +238,10 @@ func (c *conn) Close() error {
 	if c.onClose != nil {
 		c.onClose()
 	}
-	if !c.w.pending.Load() {
+	if c.malformedTopic.Load() && c.protocol.Load() == 5 {
+		c.last.Store(&disconnectMalformed) // the close is the decoder's (topic.go)
+	}
+	if !c.w.pending.Load() && c.last.Load() == nil {
 		return c.shutdown()
 	}
 	// Held writes (often the DISCONNECT that explains the close) go first.

@@ -46,12 +46,11 @@ type heldWrites struct {
 	err   error // the first failed write: the stream is broken from there on
 }
 
-// write writes p, or holds it while the reader is busy. Writes that are not
-// held are synchronous, as the connection's Write was before.
-func (c *conn) write(p []byte) (int, error) {
+// writeLocked writes p, or holds it while the reader is busy. Writes that
+// are not held are synchronous, as the connection's Write was before. w.mu
+// is held.
+func (c *conn) writeLocked(p []byte) (int, error) {
 	w := &c.w
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.err != nil {
 		return 0, w.err
 	}

@@ -51,6 +51,7 @@ func (g *Guard) admit(raw net.Conn) (*conn, bool) {
 	}
 	c := &conn{Conn: raw, limits: g.Limits, stats: &g.Stats, addr: hostOf(raw.RemoteAddr())}
 	c.frames.firstMax = g.Limits.MaxConnectPacketSize()
+	c.frames.checkTopics = true
 	evict, ok := g.admitStranger(c)
 	if evict != nil {
 		_ = evict.Close()

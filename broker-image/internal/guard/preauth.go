@@ -157,16 +157,15 @@ func (p *preauth) take(addr string, rate int64, now time.Time) bool {
 	return true
 }
 
-// LoggedIn tells the guard that the client on nc logged in with the MQTT
-// protocol version given (5 for MQTT 5): it leaves the strangers' budget and
-// may send frames up to maxPacketSize, and an MQTT 5 client is told why when
-// a frame is too large (frame.go). nc is the connection mochi was given; one
-// the guard did not make is ignored.
-func (g *Guard) LoggedIn(nc net.Conn, protocolVersion byte) {
+// LoggedIn tells the guard that the client on nc logged in: it leaves the
+// strangers' budget and may send frames up to maxPacketSize, and an MQTT 5
+// client (StartSession said which) is told why when a frame is too large
+// (frame.go). nc is the connection mochi was given; one the guard did not
+// make is ignored.
+func (g *Guard) LoggedIn(nc net.Conn) {
 	c, ok := nc.(*conn)
 	if !ok || !c.loggedIn.CompareAndSwap(false, true) {
 		return
 	}
-	c.mqtt5.Store(protocolVersion == 5)
 	g.leave(c)
 }

@@ -27,7 +27,7 @@ var metricHelp = map[string]string{
 	"mqtt_bytes_sent_total":                           "Bytes sent to clients.",
 	"mqtt_messages_received_total":                    "PUBLISH messages accepted from clients, by QoS.",
 	"mqtt_messages_sent_total":                        "PUBLISH messages sent to clients, by QoS.",
-	"mqtt_messages_dropped_total":                     "Messages not delivered, by reason: slow_subscriber (the client's write queue was full), queue_full (QoS 1/2, maxQueuedMessages reached), stuck_subscriber (the client stopped reading and its queue is full or over its byte budget), offline_over_budget (a persistent session's offline queue is over its byte budget).",
+	"mqtt_messages_dropped_total":                     "Messages not delivered, by reason: slow_subscriber (the client's write queue was full), queue_full (QoS 1/2, maxQueuedMessages reached), stuck_subscriber (the client stopped reading and its queue is full or over its byte budget), offline_over_budget (a persistent session's offline queue is over its byte budget), acl_denied (an MQTT 3.1.1 client's PUBLISH the ACLs deny: acknowledged, as 3.1.1 has no refusal, and dropped).",
 	"mqtt_flow_waits_total":                           "Deliveries whose publisher waited for room in the subscriber's nearly full queue of pending writes.",
 	"mqtt_flow_wait_seconds_total":                    "Time publishers spent waiting for room in subscribers' queues.",
 	"mqtt_flow_slow_subscribers_total":                "Times a subscriber was judged stuck: it made no headway for a while with a full queue; nobody waits for it until it makes headway again.",
@@ -117,6 +117,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter("mqtt_flow_stuck_skips_total", s.FlowStuckSkips)
 	counter("mqtt_messages_dropped_total", s.FlowRefused, "stuck_subscriber")
 	counter("mqtt_messages_dropped_total", s.OfflineDropped, "offline_over_budget")
+	counter("mqtt_messages_dropped_total", s.DeniedAcknowledged, "acl_denied")
 	counter("mqtt_subscribers_disconnected_over_budget_total", s.OverBudgetDisconnects)
 	gauge("mqtt_queued_bytes", float64(s.QueuedBytes))
 	counter("mqtt_quota_exceeded_total", s.QoSRefused, "max_qos")

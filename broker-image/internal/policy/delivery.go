@@ -70,6 +70,9 @@ func (s *messageSizes) lookup(key *byte) (noted, bool) {
 // OnPublish keeps retained messages within their limits (retained.go) and
 // notes the size of a message about to be fanned out.
 func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if h.dropDenied(cl, pk) {
+		return pk, packets.CodeSuccessIgnore
+	}
 	pk = h.retainWithinLimits(cl, pk)
 	if h.Flow == nil || pk.TopicName == "" {
 		return pk, nil

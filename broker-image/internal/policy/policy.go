@@ -117,6 +117,10 @@ type Counters struct {
 	// AuthCertificate counts the successes that logged in with a client
 	// certificate (they are in AuthSuccess too).
 	AuthCertificate atomic.Uint64
+	// DeniedAcknowledged counts the PUBLISH packets of MQTT 3.1.1 clients
+	// that the ACLs deny and that were acknowledged and dropped (also in
+	// ACLDeniedPublish).
+	DeniedAcknowledged atomic.Uint64
 }
 
 // Hook implements mqtt.Hook.
@@ -136,11 +140,10 @@ type Hook struct {
 	// SessionDeleted, when set, is told of every session the hook deleted
 	// (its user is gone), so the store forgets it too.
 	SessionDeleted func(*mqtt.Client)
-	// LoggedIn, when set, is told of every client that logged in, and its
-	// protocol version (the guard then counts it against maxConnections,
-	// not the strangers' budget, and knows whether it may be sent a
-	// DISCONNECT); Full reports that maxConnections clients are logged in.
-	LoggedIn func(nc net.Conn, protocolVersion byte)
+	// LoggedIn, when set, is told of every client that logged in (the
+	// guard then counts it against maxConnections, not the strangers'
+	// budget); Full reports that maxConnections clients are logged in.
+	LoggedIn func(nc net.Conn)
 	Full     func() bool
 }
 
@@ -209,7 +212,7 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 // Either Apply's scan sees the client, or this load sees Apply's snapshot.
 func (h *Hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if h.LoggedIn != nil {
-		h.LoggedIn(cl.Net.Conn, cl.Properties.ProtocolVersion)
+		h.LoggedIn(cl.Net.Conn)
 	}
 	st := h.state(cl)
 	if st == nil {
@@ -306,14 +309,17 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return false
 	}
 	c := acl.Client{Username: string(cl.Properties.Username), ClientID: cl.ID}
-	if write {
-		if s.mayPublish(c, topic) {
-			return true
-		}
-		h.Counters.ACLDeniedPublish.Add(1)
-		return false
-	}
 	st := h.state(cl)
+	if write {
+		if st != nil {
+			st.deniedPublish = false // a mark left by a PUBLISH mochi ended early
+		}
+		allowed := s.mayPublish(c, topic)
+		if !allowed {
+			h.Counters.ACLDeniedPublish.Add(1)
+		}
+		return allowed || h.acknowledgeDenied(cl, st)
+	}
 	if st != nil && st.refused(topic) {
 		return false
 	}

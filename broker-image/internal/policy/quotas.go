@@ -30,6 +30,10 @@ type clientState struct {
 	flow flow.Subscriber
 	// aliases are the connection's topic aliases (aliases.go).
 	aliases topicAliases
+	// deniedPublish is set when the ACLs denied the PUBLISH being
+	// processed of an MQTT 3.1.1 client (denied.go). Only the client's read
+	// goroutine touches it.
+	deniedPublish bool
 	// fanningOut is the topic string of the message the client published
 	// last, while mochi fans it out (see messageSizes). Only the client's
 	// read goroutine touches it.
@@ -70,6 +74,7 @@ func (h *Hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 	}
 	st := &clientState{}
 	h.clients.Store(cl, st)
+	h.startSession(cl)
 	s := h.snap.Load()
 	if s == nil {
 		return nil
@@ -113,6 +118,7 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 // (reason 0x96).
 func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Type != packets.Publish {
+		h.completed(cl, pk)
 		h.acknowledged(cl, pk)
 		return pk, nil
 	}
