@@ -145,13 +145,21 @@ type conn struct {
 	malformedTopic atomic.Bool
 }
 
-// disconnectMalformed is an MQTT 5 DISCONNECT with reason 0x81 (malformed
-// packet) and no properties.
-var disconnectMalformed = []byte{0xE0, 2, 0x81, 0}
+// The MQTT 5 DISCONNECTs the guard writes itself. Each carries a Reason
+// String, as mochi's own do: clients print it, and some (Eclipse Paho
+// Python 1.x) read the reason code only from a DISCONNECT with properties.
+var (
+	disconnectMalformed      = disconnectPacket(0x81, "malformed packet")
+	disconnectPacketTooLarge = disconnectPacket(0x95, "packet too large")
+)
 
-// disconnectPacketTooLarge is an MQTT 5 DISCONNECT with reason 0x95 (packet
-// too large) and no properties.
-var disconnectPacketTooLarge = []byte{0xE0, 2, 0x95, 0}
+// disconnectPacket encodes an MQTT 5 DISCONNECT with the reason code and a
+// Reason String property (short: one byte of remaining length).
+func disconnectPacket(code byte, reason string) []byte {
+	props := append([]byte{0x1F, 0, byte(len(reason))}, reason...)
+	body := append([]byte{code, byte(len(props))}, props...)
+	return append([]byte{0xE0, byte(len(body))}, body...)
+}
 
 func (c *conn) Read(p []byte) (int, error) {
 	// Everything read before has been processed: what it answered goes out
