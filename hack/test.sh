@@ -17,6 +17,9 @@ export KUBEBUILDER_ASSETS
 step "mosquitto clients for the interoperability tests (Debian package, ~30 s when missing)"
 # Best effort: without them those tests skip and say why.
 hack/ensure-mosquitto.sh >/dev/null || echo "mosquitto not installed; the mosquitto interoperability tests will skip"
+step "MQTT client libraries for the conformance tests: MQTT.js (npm) and paho-mqtt (Debian), ~40 s when missing"
+hack/ensure-client-libs.sh
+export MQTT_CLIENT_LIBS_REQUIRED=1
 step "helm (built from its Go module on first use, ~2 min cold) and helm lint"
 HELM="$(hack/helm.sh)"
 export HELM
