@@ -5,9 +5,9 @@
 # Idempotent: a rerun reuses what is there and rolls the operator only when
 # its image changed. `make demo-down` deletes the cluster.
 #
-# Cold, on a machine with no registry access: ~15 min on 2 cores (16 min
-# measured from a fresh clone with empty Go caches) (Docker,
-# kind, Kubernetes and the node image are built here; hack/README.md). With
+# Cold, on a machine with no registry access: ~30 min on 2 cores, most of it
+# building Kubernetes for the kind node image (16-27 min measured from a fresh
+# clone; hack/README.md; more on a busy machine). With
 # the node image cached: under a minute. With the cluster up: seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,7 @@ NS="${DEMO_NAMESPACE:-mqtt-demo}"
 PORT="${DEMO_PORT:-18830}"
 start=$(date +%s)
 step() { echo; echo "== $* (+$(( $(date +%s) - start ))s)"; }
+echo "make demo: ~30 min the first time on 2 cores (Kubernetes and a kind node image are built here), ~1 min once cached, seconds with the cluster up"
 
 KUBECONFIG="$(hack/kind/install-operator.sh)"
 export KUBECONFIG

@@ -3,7 +3,7 @@
 # offline kind node image needs (release binaries are never downloaded here):
 #
 #   k8s.io/kubernetes v${K8S_VERSION}: kubelet kubeadm kubectl kube-apiserver
-#       kube-controller-manager kube-scheduler kube-proxy       ~21 min cold on 2 cores
+#       kube-controller-manager kube-scheduler kube-proxy       ~20 min cold on 2 cores
 #   go.etcd.io/etcd/server/v3 (etcd)                            ~20 s-1 min cold
 #   github.com/coredns/coredns                                  ~2-5 min cold
 #   sigs.k8s.io/cri-tools (crictl; `kind load` needs it)        ~30 s cold
@@ -27,7 +27,7 @@ mkdir -p "${OUT}" "${GOMODS}"
 missing=()
 for c in "${K8S_CMDS[@]}"; do [[ -x "${K8S_OUT}/${c}" ]] || missing+=("${c}"); done
 if ((${#missing[@]})); then
-  log "building ${missing[*]} v${K8S_VERSION} from k8s.io/kubernetes (~21 min with a cold Go build cache on 2 cores, ~5 min with a warm one)"
+  log "building ${missing[*]} v${K8S_VERSION} from k8s.io/kubernetes (~20 min with a cold Go build cache on 2 cores, ~5 min with a warm one)"
   go_helper_module "${GOMODS}/kubernetes" k8s.io/kubernetes "v${K8S_VERSION}" "v0.${K8S_VERSION#*.}" "k8s.io/"
   minor="$(cut -d. -f2 <<<"${K8S_VERSION}")"
   ldflags="-s -w"

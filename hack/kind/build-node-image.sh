@@ -5,7 +5,7 @@
 #    check, 20 s at most). That is the normal case on a machine with registry access.
 # 2. Otherwise (our CI machines: no registry at all) an image assembled here from
 #    Debian packages and Go modules only, cached by a tag that hashes its inputs:
-#      - Kubernetes, etcd, CoreDNS, crictl, pause binaries  build-binaries.sh   ~24 min cold
+#      - Kubernetes, etcd, CoreDNS, crictl, pause binaries  build-binaries.sh   ~20 min cold
 #      - Debian bookworm rootfs from debootstrap             build-rootfs-image.sh ~0.5-1.5 min
 #      - the control-plane images, tagged exactly as `kubeadm config images list` says  ~15 s
 #      - the node image (hack/kind/node-image/Dockerfile)                        ~40 s
@@ -41,7 +41,7 @@ if [[ "${KIND_OFFLINE_NODE_IMAGE:-0}" != 1 ]] \
     echo "${KINDEST_NODE_IMAGE}"
     exit 0
   fi
-  log "no registry access: using a node image built here (~25-30 min cold, seconds once cached)"
+  log "no registry access: using a node image built here (~25 min cold, seconds once cached)"
 fi
 
 BIN="$("${KIND_DIR}/build-binaries.sh")"

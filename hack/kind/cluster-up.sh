@@ -5,7 +5,7 @@
 #   hack/kind/cluster-up.sh
 #   export KUBECONFIG=$PWD/bin/kind/kubeconfig
 #
-# Cold on a machine without registry access: ~25-30 min on 2 cores (Docker install,
+# Cold on a machine without registry access: ~25 min on 2 cores (Docker install,
 # building kind, Kubernetes and the node image; see hack/README.md). Once the node image
 # is cached, creating the cluster takes ~1 min; with the cluster up, a rerun takes seconds.
 set -euo pipefail

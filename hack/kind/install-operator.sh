@@ -4,9 +4,9 @@
 # Helm chart, waiting for its Deployment. Shared by `make demo` and
 # `make test-e2e`; idempotent. Prints the kubeconfig path on stdout.
 #
-# Cold, on a machine with no registry access: ~15 min on 2 cores (16 min
-# measured from a fresh clone with empty Go caches) (Docker,
-# kind, Kubernetes and the node image are built here; hack/README.md). With
+# Cold, on a machine with no registry access: ~30 min on 2 cores, most of it
+# building Kubernetes for the kind node image (16-27 min measured from a fresh
+# clone; hack/README.md; more on a busy machine). With
 # the node image cached: ~1 min. With the cluster up: seconds.
 set -euo pipefail
 # Everything below reports on stderr; stdout carries only the kubeconfig path.
@@ -19,7 +19,7 @@ BROKER_IMG="${BROKER_IMG:-mqtt-operator/broker:${VERSION}}"
 start=$(date +%s)
 step() { echo; echo "== $* (+$(( $(date +%s) - start ))s)"; }
 
-step "kind cluster (cold ~13 min: Docker, kind, Kubernetes, node image; cached: ~1 min; running: seconds)"
+step "kind cluster (cold ~25 min: Docker, kind, Kubernetes, node image; cached: ~1 min; running: seconds)"
 hack/kind/cluster-up.sh
 export KUBECONFIG="${ROOT}/bin/kind/kubeconfig"
 KUBECTL="${ROOT}/bin/tools/kubectl"
