@@ -153,24 +153,30 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		_ = h.server.DisconnectClient(cl, packets.ErrRetainNotSupported)
 		return pk, packets.ErrRejectPacket
 	}
+	if h.overPublishRate(st, s) {
+		h.Counters.RateLimited.Add(1)
+		h.log.Info("client exceeded the publish rate; disconnecting", "clientId", cl.ID, "limitPerSecond", s.Quotas.PublishRatePerClient)
+		_ = h.server.DisconnectClient(cl, packets.ErrMessageRateTooHigh)
+		return pk, packets.ErrRejectPacket
+	}
+	h.answerSysPublish(cl, pk)
+	return pk, nil
+}
+
+// overPublishRate counts a PUBLISH against the client's rate and reports
+// whether it is one too many.
+func (h *Hook) overPublishRate(st *clientState, s *Snapshot) bool {
 	if s.Quotas.PublishRatePerClient <= 0 {
-		return pk, nil
+		return false
 	}
 	now := time.Now()
 	st.mu.Lock()
+	defer st.mu.Unlock()
 	if now.Sub(st.windowStart) >= time.Second {
 		st.windowStart, st.published = now, 0
 	}
 	st.published++
-	over := st.published > s.Quotas.PublishRatePerClient
-	st.mu.Unlock()
-	if !over {
-		return pk, nil
-	}
-	h.Counters.RateLimited.Add(1)
-	h.log.Info("client exceeded the publish rate; disconnecting", "clientId", cl.ID, "limitPerSecond", s.Quotas.PublishRatePerClient)
-	_ = h.server.DisconnectClient(cl, packets.ErrMessageRateTooHigh)
-	return pk, packets.ErrRejectPacket
+	return st.published > s.Quotas.PublishRatePerClient
 }
 
 // OnSubscribe marks the filters that would take the client past its
