@@ -124,11 +124,14 @@ def pubsub():
     for i in range(30):
         c.publish("%s/pubsub/%d" % (PREFIX, i % 3), "m%d" % i, i % 3)
     until("30 messages", lambda: len(c.messages) >= 30)
-    got = [p for _, p in c.messages]
-    if got != ["m%d" % i for i in range(30)]:
-        fail("out of order: " + ",".join(got))
+    # In order per topic (one QoS each): paho-mqtt hands a QoS 2 message
+    # over at PUBREL, so across QoS levels its order is its own.
+    for q in range(3):
+        got = [p for t, p in c.messages if t.endswith("/%d" % q)]
+        if got != ["m%d" % (3 * i + q) for i in range(10)]:
+            fail("QoS %d out of order: %s" % (q, ",".join(got)))
     c.close()
-    return "30 messages at QoS 0/1/2 in order"
+    return "30 messages at QoS 0/1/2, in order per topic"
 
 
 def shared():
