@@ -52,6 +52,9 @@ type Config struct {
 	// TLS is the server certificate of the tls and secureWebsocket
 	// listeners. The broker reloads the files in place when they change.
 	TLS *TLS `json:"tls,omitempty"`
+	// Cluster, when set, joins the broker to the other pods of its
+	// MQTTBroker (cluster.go). Absent for a single pod.
+	Cluster *Cluster `json:"cluster,omitempty"`
 }
 
 // TLS names the PEM files of the broker's server certificate.
@@ -280,6 +283,9 @@ func Parse(data []byte) (*Config, error) {
 	if c.Listeners == nil {
 		c.Listeners = []Listener{DefaultListener()}
 	}
+	if c.Cluster != nil && c.Cluster.Address == "" {
+		c.Cluster.Address = DefaultClusterAddress
+	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid broker config: %w", err)
 	}
@@ -287,8 +293,10 @@ func Parse(data []byte) (*Config, error) {
 }
 
 // RestartHash identifies the parts of c the broker cannot change while it
-// runs: listeners, service addresses, storage, TLS file paths, and the limits
-// mochi fixes when it starts (maxQoS, retain, maxInflight, sessionExpiry).
+// runs: listeners, service addresses, storage, TLS file paths, the limits
+// mochi fixes when it starts (maxQoS, retain, maxInflight, sessionExpiry),
+// and the cluster's identity and port (not its peers: scaling the broker
+// changes them, and reloads them in place).
 // Pods are rolled when, and only when, it changes. Everything else reloads
 // in place: maxConnections, maxPacketSize, maxKeepalive, the per-client
 // publish rate and subscription quota, and anonymous access.
@@ -300,7 +308,8 @@ func (c *Config) RestartHash() string {
 		Storage       Storage
 		TLS           *TLS     `json:",omitempty"` // absent when nil: adding TLS support rolled no existing pod
 		StartLimits   [5]int64 `json:",omitempty"`
-	}{c.Listeners, c.HealthAddress, c.AdminAddress, c.Storage, c.TLS, c.Limits.startOnly()}
+		Cluster       *Cluster `json:",omitempty"` // absent when nil, as TLS
+	}{c.Listeners, c.HealthAddress, c.AdminAddress, c.Storage, c.TLS, c.Limits.startOnly(), c.Cluster.restartOnly()}
 	data, _ := json.Marshal(restartOnly) // plain structs of strings and bools always marshal
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:8])

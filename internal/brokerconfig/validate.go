@@ -69,6 +69,9 @@ func (c *Config) Validate() error {
 	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
 		errs = append(errs, errors.New("tls: certFile and keyFile are both required"))
 	}
+	if c.Cluster != nil {
+		errs = append(errs, c.Cluster.validate(usePort)...)
+	}
 	errs = append(errs, c.Limits.validate()...)
 	if c.Storage.Path == "" {
 		errs = append(errs, errors.New("storage.path is required"))

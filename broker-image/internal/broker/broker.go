@@ -81,6 +81,9 @@ func New(cfg *brokerconfig.Config, log *slog.Logger) (b *Broker, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.Cluster != nil {
+		return nil, errors.New("cluster: this broker cannot run clustered yet (issue #12); remove the cluster section")
+	}
 	defer recoverSetup("building the broker", &err)
 	return build(cfg, log)
 }
