@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"fmt"
 	"testing"
 )
 
@@ -11,18 +12,9 @@ func TestDeniedPublishOfMQTT311IsAcknowledgedAndDropped(t *testing.T) {
 	tb := startBroker(t, testConfig(t.TempDir()), testBundle(t, 1))
 	for _, qos := range []byte{1, 2} {
 		conn := rawPublish(t, tb.tcp, qos<<1, 7, "devices/bob/not-alices", "denied")
-		ack := readPacket(t, conn)
-		want := byte(0x40) // PUBACK
-		if qos == 2 {
-			want = 0x50 // PUBREC
-		}
-		if ack[0] != want || ack[2] != 0 || ack[3] != 7 {
-			t.Fatalf("QoS %d: got % x, want the acknowledgement of packet 7", qos, ack)
-		}
-		_, _ = conn.Write([]byte{0xC0, 0}) // PINGREQ: the connection is still up
-		if p := readPacket(t, conn); p[0] != 0xD0 {
-			t.Fatalf("QoS %d: got % x, want PINGRESP", qos, p)
-		}
+		what := fmt.Sprintf("QoS %d", qos)
+		expectAck(t, conn, qos, 7, what)
+		expectAlive(t, conn, what)
 		_ = conn.Close()
 		waitOffline(t, tb, "raw-alice")
 	}

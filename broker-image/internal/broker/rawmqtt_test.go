@@ -67,3 +67,27 @@ func rawPublish(t *testing.T, addr string, flags byte, packetID uint16, topic, p
 	_, _ = conn.Write(append([]byte{0x30 | flags, byte(len(body))}, body...))
 	return conn
 }
+
+// expectAck reads the acknowledgement of a QoS 1 (PUBACK) or QoS 2 (PUBREC)
+// PUBLISH with packet ID id (below 256), or fails.
+func expectAck(t *testing.T, conn net.Conn, qos, id byte, what string) {
+	t.Helper()
+	ack := readPacket(t, conn)
+	want := byte(0x40) // PUBACK
+	if qos == 2 {
+		want = 0x50 // PUBREC
+	}
+	if ack[0] != want || ack[2] != 0 || ack[3] != id {
+		t.Fatalf("%s: got % x, want the acknowledgement of packet %d", what, ack, id)
+	}
+}
+
+// expectAlive sends PINGREQ and fails unless PINGRESP comes back: the
+// connection is still up.
+func expectAlive(t *testing.T, conn net.Conn, what string) {
+	t.Helper()
+	_, _ = conn.Write([]byte{0xC0, 0})
+	if p := readPacket(t, conn); p[0] != 0xD0 {
+		t.Fatalf("%s: got % x, want PINGRESP (the connection stays)", what, p)
+	}
+}

@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"fmt"
 	"net"
 	"testing"
 )
@@ -11,30 +12,16 @@ import (
 // mosquitto. Nothing is delivered; the connection stays.
 func TestPublishToSysTopicIsAnswered(t *testing.T) {
 	tb := startBroker(t, testConfig(t.TempDir()), testBundle(t, 1))
-	ping := func(conn net.Conn, what string) {
-		t.Helper()
-		_, _ = conn.Write([]byte{0xC0, 0})
-		if p := readPacket(t, conn); p[0] != 0xD0 {
-			t.Fatalf("%s: got % x, want PINGRESP (the connection stays)", what, p)
-		}
-	}
 	for _, qos := range []byte{1, 2} {
 		conn := rawPublish(t, tb.tcp, qos<<1, 9, "$SYS/broker/uptime", "spoofed")
-		ack := readPacket(t, conn)
-		want := byte(0x40) // PUBACK
-		if qos == 2 {
-			want = 0x50 // PUBREC
-		}
-		if ack[0] != want || ack[2] != 0 || ack[3] != 9 {
-			t.Fatalf("MQTT 3.1.1 QoS %d: got % x, want the acknowledgement of packet 9", qos, ack)
-		}
+		expectAck(t, conn, qos, 9, fmt.Sprintf("MQTT 3.1.1 QoS %d", qos))
 		if qos == 2 {
 			_, _ = conn.Write([]byte{0x62, 2, 0, 9}) // PUBREL
 			if p := readPacket(t, conn); p[0] != 0x70 || p[3] != 9 {
 				t.Fatalf("MQTT 3.1.1: got % x, want PUBCOMP for packet 9", p)
 			}
 		}
-		ping(conn, "MQTT 3.1.1")
+		expectAlive(t, conn, "MQTT 3.1.1")
 		_ = conn.Close()
 		waitOffline(t, tb, "raw-alice")
 	}
@@ -62,5 +49,5 @@ func TestPublishToSysTopicIsAnswered(t *testing.T) {
 			t.Fatalf("MQTT 5 QoS %d to %s: got % x, want reason 0x87 for packet 3", c.qos, c.topic, ack)
 		}
 	}
-	ping(conn, "MQTT 5")
+	expectAlive(t, conn, "MQTT 5")
 }
