@@ -11,7 +11,10 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 HELM="$(hack/helm.sh)"
 # Was the operator already installed (by make demo)? Then put it back after
-# the suite uninstalls it, whatever the outcome.
+# the suite uninstalls it, whatever the outcome. A stopped cluster (Docker or
+# the node container down, as after a reboot) is brought back first, so the
+# check sees what the demo installed.
+hack/kind/cluster-up.sh
 if [[ -f bin/kind/kubeconfig ]] &&
   KUBECONFIG="${PWD}/bin/kind/kubeconfig" "${HELM}" status mqtt-operator --namespace mqtt-operator-system >/dev/null 2>&1; then
   echo "make test-e2e: the operator installed on this cluster (make demo) is uninstalled by the suite's last spec and installed again at the end"
