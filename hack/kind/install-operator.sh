@@ -30,6 +30,9 @@ make -s docker-build IMG="${IMG}" VERSION="${VERSION}"
 make -s broker-image-build BROKER_IMG="${BROKER_IMG}" VERSION="${VERSION}"
 hack/kind/load-image.sh "${IMG}" "${BROKER_IMG}"
 
+step "CRDs: kubectl apply --server-side (Helm installs crds/ once and never upgrades them)"
+"${KUBECTL}" apply --server-side --force-conflicts -f charts/mqtt-operator/crds/ >/dev/null
+
 step "operator: helm upgrade --install (waits for the Deployment)"
 HELM="$(hack/helm.sh)"
 # The image ID as a pod annotation: a rebuilt image under the same tag rolls
