@@ -66,6 +66,7 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 		`mqtt_auth_bundle_info{revision="`, `mqtt_reloads_total{result="success"}`, `mqtt_connections_accepted_total`,
 		`go_goroutines`, `process_resident_memory_bytes`, `mqtt_flow_waits_total 0`, `mqtt_flow_slow_subscribers_total 0`,
 		"go_gc_gogc_percent 200", // the broker's own default (main.go)
+		"mqtt_ready 1", "mqtt_max_connections ",
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -34,6 +34,10 @@ type Stats struct {
 	DeniedAcknowledged uint64
 	Revision           string
 	Generation         int64
+	// MaxConnections is the limit in force (it reloads in place); Ready is
+	// what /readyz answers.
+	MaxConnections int64
+	Ready          bool
 }
 
 // Stats reads every counter once.
@@ -65,6 +69,8 @@ func (b *Broker) Stats() Stats {
 		Revision:           b.Revision(),
 	}
 	s.TopicAliasRefused = p.TopicAliasRefused.Load()
+	s.MaxConnections = b.guard.Limits.MaxConnections()
+	s.Ready = b.Ready() == nil
 	if b.store != nil {
 		s.StoreCommitFailures = b.store.Counters.CommitFailures.Load()
 		s.StoreWritesRefused = b.store.Counters.WritesRefused.Load()

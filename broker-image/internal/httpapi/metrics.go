@@ -18,6 +18,8 @@ type collector struct {
 var metricHelp = map[string]string{
 	"mqtt_connections":                                "Open network connections, before and after CONNECT.",
 	"mqtt_clients_connected":                          "Authenticated MQTT clients.",
+	"mqtt_max_connections":                            "maxConnections in force: the most clients logged in at once (it reloads in place).",
+	"mqtt_ready":                                      "1 when the pod should receive traffic (what /readyz answers: listening, an auth bundle in force, not draining), else 0.",
 	"mqtt_connections_accepted_total":                 "Connections accepted by the listeners.",
 	"mqtt_connections_refused_total":                  "Connections refused: maxConnections clients logged in, the sockets limit (maxConnections plus the budget of connections not logged in) reached, or a per-address limit.",
 	"mqtt_connections_closed_total":                   "Connections closed by the guard, by reason.",
@@ -94,6 +96,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge("mqtt_connections", float64(s.ConnectionsOpen))
 	gauge("mqtt_clients_connected", float64(s.ClientsConnected))
+	gauge("mqtt_max_connections", float64(s.MaxConnections))
+	ready := 0.0
+	if s.Ready {
+		ready = 1
+	}
+	gauge("mqtt_ready", ready)
 	gauge("mqtt_subscriptions", float64(s.Subscriptions))
 	gauge("mqtt_retained_messages", float64(s.Retained))
 	gauge("mqtt_inflight_messages", float64(s.Inflight))
