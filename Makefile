@@ -122,7 +122,12 @@ uninstall: ## Remove the CRDs (and with them every MQTTBroker, MQTTUser and Topi
 .PHONY: helm-lint
 helm-lint: ## helm lint the chart (helm is built from its Go module on first use, ~2 min).
 	HELM=$$(hack/helm.sh) && $$HELM lint --strict charts/mqtt-operator && \
-	  $$HELM lint --strict charts/mqtt-operator --set 'watchNamespaces={tenant-a,tenant-b}' --set metrics.serviceMonitor.enabled=true
+	  $$HELM lint --strict charts/mqtt-operator --set 'watchNamespaces={tenant-a,tenant-b}' --set metrics.serviceMonitor.enabled=true --set alerts.enabled=true
+
+.PHONY: check-alerts
+check-alerts: ## promtool check rules and promtool test rules on the chart's alerts (promtool from Debian's prometheus package, ~20 s once).
+	PROMTOOL=$$(hack/promtool.sh) && $$PROMTOOL check rules charts/mqtt-operator/files/alerts.yaml && \
+	  $$PROMTOOL test rules charts/mqtt-operator/files/alerts_test.yaml
 
 .PHONY: build-installer
 build-installer: manifests ## Render the chart into dist/install.yaml (namespace, CRDs, RBAC, operator) for kubectl apply.

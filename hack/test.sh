@@ -24,6 +24,8 @@ step "helm (built from its Go module on first use, ~2 min cold) and helm lint"
 HELM="$(hack/helm.sh)"
 export HELM
 make -s helm-lint
+step "alerts: promtool check rules and test rules (promtool from Debian's prometheus package, ~20 s when missing)"
+make -s check-alerts
 step "go test (unit, envtest)"
 go test -race -count=1 ./...
 echo

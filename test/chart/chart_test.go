@@ -259,6 +259,30 @@ func TestValues(t *testing.T) {
 	}
 }
 
+// TestAlerts: alerts.enabled ships files/alerts.yaml, the rules promtool
+// checks and unit-tests (make check-alerts), unchanged in a PrometheusRule.
+func TestAlerts(t *testing.T) {
+	if find(render(t, "ops"), "PrometheusRule") != nil {
+		t.Error("a PrometheusRule without alerts.enabled")
+	}
+	rules := find(render(t, "ops", "--set", "alerts.enabled=true", "--set", "alerts.labels.release=prom"), "PrometheusRule")
+	if len(rules) != 1 || rules[0].GetLabels()["release"] != "prom" {
+		t.Fatalf("PrometheusRule %v", rules)
+	}
+	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "charts", "mqtt-operator", "files", "alerts.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file map[string]any
+	if err := yaml.Unmarshal(data, &file); err != nil {
+		t.Fatal(err)
+	}
+	spec := rules[0].Object["spec"]
+	if fmt.Sprint(spec) != fmt.Sprint(file) || !strings.Contains(fmt.Sprint(spec), "MQTTBrokerAuthBundleDiverged") {
+		t.Errorf("the PrometheusRule's spec is not files/alerts.yaml:\n%v\n%v", spec, file)
+	}
+}
+
 // TestCRDsAreTheGeneratedOnes guards what `make verify` also checks: helm
 // installs the chart's crds/ directory, which must be config/crd/bases.
 func TestCRDsAreTheGeneratedOnes(t *testing.T) {
