@@ -27,8 +27,12 @@ manifests: ## Generate CRDs and RBAC from the API types and kubebuilder markers 
 	hack/sync-chart.sh
 
 .PHONY: generate
-generate: ## Generate DeepCopy methods.
+generate: dashboards ## Generate DeepCopy methods and the Grafana dashboard.
 	$(CONTROLLER_GEN) object paths="./api/..."
+
+.PHONY: dashboards
+dashboards: ## Write the chart's Grafana dashboard from hack/dashboards (Grafana Foundation SDK; ~30 s the first time).
+	cd hack/dashboards && go run . ../../charts/mqtt-operator/dashboards/mqtt-brokers.json
 
 .PHONY: verify
 verify: ## Fail when generated files (CRDs, RBAC, deepcopy, the chart's copies, go.mod) are stale.
@@ -122,7 +126,7 @@ uninstall: ## Remove the CRDs (and with them every MQTTBroker, MQTTUser and Topi
 .PHONY: helm-lint
 helm-lint: ## helm lint the chart (helm is built from its Go module on first use, ~2 min).
 	HELM=$$(hack/helm.sh) && $$HELM lint --strict charts/mqtt-operator && \
-	  $$HELM lint --strict charts/mqtt-operator --set 'watchNamespaces={tenant-a,tenant-b}' --set metrics.serviceMonitor.enabled=true --set alerts.enabled=true
+	  $$HELM lint --strict charts/mqtt-operator --set 'watchNamespaces={tenant-a,tenant-b}' --set metrics.serviceMonitor.enabled=true --set alerts.enabled=true --set dashboards.enabled=true
 
 .PHONY: check-alerts
 check-alerts: ## promtool check rules and promtool test rules on the chart's alerts (promtool from Debian's prometheus package, ~20 s once).

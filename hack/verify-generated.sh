@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Fails when a generated file (CRDs, RBAC, deepcopy, go.mod/go.sum) differs from
-# what `make manifests generate` and `go mod tidy` produce now. It regenerates in
+# Fails when a generated file (CRDs, RBAC, deepcopy, the Grafana dashboard,
+# go.mod/go.sum) differs from what `make manifests generate` and `go mod tidy`
+# produce now. It regenerates in
 # place, so after a failure the tree holds the fresh files: review and commit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 generated=(config/crd/bases config/rbac/role.yaml api/v1alpha1/zz_generated.deepcopy.go
-  charts/mqtt-operator/crds charts/mqtt-operator/files/rules.yaml go.mod go.sum)
+  charts/mqtt-operator/crds charts/mqtt-operator/files/rules.yaml charts/mqtt-operator/dashboards
+  go.mod go.sum)
 before="$(mktemp -d)"
 trap 'rm -rf "${before}"' EXIT
 for f in "${generated[@]}"; do

@@ -30,4 +30,15 @@ if ! grep -q "^-.*edited by hand" <<<"${out}"; then
   echo "${out}" >&2
   exit 1
 fi
-echo "verify-selftest: make verify fails on a stale CRD and on a stale chart copy, as it must"
+# And the dashboard, edited by hand instead of in hack/dashboards.
+sed -i 's|"title": "MQTT brokers"|"title": "MQTT brokers, edited by hand"|' charts/mqtt-operator/dashboards/mqtt-brokers.json
+if out="$(hack/verify-generated.sh 2>&1)"; then
+  echo "verify-selftest: make verify passed on a hand-edited dashboard; it must fail" >&2
+  exit 1
+fi
+if ! grep -q "^-.*edited by hand" <<<"${out}"; then
+  echo "verify-selftest: make verify failed, but not for the dashboard:" >&2
+  echo "${out}" >&2
+  exit 1
+fi
+echo "verify-selftest: make verify fails on a stale CRD, a stale chart copy and a hand-edited dashboard, as it must"

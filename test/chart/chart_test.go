@@ -283,6 +283,26 @@ func TestAlerts(t *testing.T) {
 	}
 }
 
+// TestDashboards: dashboards.enabled ships the generated dashboard, byte for
+// byte, in a ConfigMap the Grafana sidecar picks up.
+func TestDashboards(t *testing.T) {
+	if find(render(t, "ops"), "ConfigMap") != nil {
+		t.Error("a dashboard ConfigMap without dashboards.enabled")
+	}
+	cms := find(render(t, "ops", "--set", "dashboards.enabled=true", "--set", "dashboards.namespace=monitoring"), "ConfigMap")
+	if len(cms) != 1 || cms[0].GetLabels()["grafana_dashboard"] != "1" || cms[0].GetNamespace() != "monitoring" {
+		t.Fatalf("dashboard ConfigMaps %v", cms)
+	}
+	want, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "charts", "mqtt-operator", "dashboards", "mqtt-brokers.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := typed(t, cms[0], &corev1.ConfigMap{}).Data["mqtt-brokers.json"]
+	if got != strings.TrimSuffix(string(want), "\n") {
+		t.Errorf("the ConfigMap does not hold dashboards/mqtt-brokers.json as it is (%d bytes, want %d)", len(got), len(want))
+	}
+}
+
 // TestCRDsAreTheGeneratedOnes guards what `make verify` also checks: helm
 // installs the chart's crds/ directory, which must be config/crd/bases.
 func TestCRDsAreTheGeneratedOnes(t *testing.T) {
