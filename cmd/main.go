@@ -30,6 +30,7 @@ func main() {
 	var (
 		metricsAddr, probeAddr, brokerImage, watchNamespaces, operatorNamespace, clusterDomain string
 		allowedImages, allowedPriorityClasses, allowedTolerationKeys                           string
+		podMonitorLabels, podMonitorInterval                                                   string
 		leaderElect                                                                            bool
 		concurrency, burst                                                                     int
 		qps                                                                                    float64
@@ -47,6 +48,8 @@ func main() {
 	flag.StringVar(&operatorNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"),
 		"namespace the operator runs in; only its pods may reach broker admin ports")
 	flag.StringVar(&clusterDomain, "cluster-domain", resources.DefaultClusterDomain, "DNS suffix of Services in this cluster, for the names in broker server certificates")
+	flag.StringVar(&podMonitorLabels, "pod-monitor-labels", "", "comma-separated key=value labels on every broker's PodMonitor (those your Prometheus selects monitors by)")
+	flag.StringVar(&podMonitorInterval, "pod-monitor-interval", "30s", "scrape interval of the brokers' PodMonitors; empty for Prometheus' own")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "brokers reconciled in parallel")
 	// Each MQTTUser costs a connection Secret and a few status writes, so
 	// client-go's defaults (5/10) would take an hour for 10,000 users; the
@@ -62,6 +65,15 @@ func main() {
 		log.Error(err, "no Go memory limit set")
 	} else if limit > 0 {
 		log.Info("Go memory limit set from the container limit", "goMemLimitBytes", limit)
+	}
+
+	monitorLabels, err := resources.ParseLabels(podMonitorLabels)
+	if err == nil {
+		err = resources.ValidScrapeInterval(podMonitorInterval)
+	}
+	if err != nil {
+		log.Error(err, "invalid --pod-monitor-labels or --pod-monitor-interval")
+		os.Exit(1)
 	}
 
 	scheme := runtime.NewScheme()
@@ -89,7 +101,8 @@ func main() {
 		os.Exit(1)
 	}
 	if err := controllers.Setup(mgr, controllers.Config{
-		Options:     resources.Options{BrokerImage: brokerImage, OperatorNamespace: operatorNamespace, ClusterDomain: clusterDomain},
+		Options: resources.Options{BrokerImage: brokerImage, OperatorNamespace: operatorNamespace, ClusterDomain: clusterDomain,
+			PodMonitorLabels: monitorLabels, PodMonitorInterval: podMonitorInterval},
 		Concurrency: concurrency,
 		Namespaces:  namespaces,
 		BrokerPolicy: brokerpolicy.Policy{

@@ -59,6 +59,9 @@ type MQTTBrokerReconciler struct {
 	// is the metadata-only informer that reports changes to them.
 	secrets      secretReader
 	secretEvents cache.Cache
+	// podMonitorKind remembers whether prometheus-operator is installed
+	// (mqttbroker_monitoring.go).
+	podMonitorKind kindPresence
 }
 
 // +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttbrokers,verbs=get;list;watch
@@ -132,6 +135,9 @@ func (r *MQTTBrokerReconciler) reconcile(ctx context.Context, req ctrl.Request) 
 		return result, authErr
 	}
 	if err := r.applyChildren(ctx, s, children); err != nil || (s.failure != nil && s.failure.reason != ReasonNotAllowed) {
+		return result, err
+	}
+	if err := r.syncPodMonitor(ctx, broker); err != nil {
 		return result, err
 	}
 	if authErr != nil { // the pods keep the last bundle that fitted

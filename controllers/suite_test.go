@@ -88,7 +88,8 @@ func runSuite(m *testing.M) (int, error) {
 	}
 	operatorCache = mgr.GetCache()
 	if operatorSecrets, err = setup(mgr, Config{
-		Options:     resources.Options{BrokerImage: "mqtt-operator/broker:test", OperatorNamespace: operatorNamespace},
+		Options: resources.Options{BrokerImage: "mqtt-operator/broker:test", OperatorNamespace: operatorNamespace,
+			PodMonitorLabels: map[string]string{"release": "prometheus-test"}, PodMonitorInterval: "15s"},
 		Concurrency: 4,
 		Clock:       testClock.Now,
 		// TestSpecTheAPIRefusesStallsWithAClearCondition needs a

@@ -87,7 +87,30 @@ type MQTTBrokerSpec struct {
 	// operator version refuses it (see the validation message).
 	// +optional
 	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
+
+	// monitoring says how Prometheus finds the broker's metrics.
+	// +optional
+	Monitoring *MonitoringSpec `json:"monitoring,omitempty"`
 }
+
+// MonitoringSpec says how Prometheus finds a broker's metrics.
+type MonitoringSpec struct {
+	// podMonitor: Enabled (the default) keeps a prometheus-operator
+	// PodMonitor that scrapes the broker's pods, whenever that kind is
+	// installed in the cluster (without it nothing is made and nothing
+	// fails); Disabled removes it. Its labels and interval are the
+	// operator's (the chart's brokerMonitoring values).
+	// +kubebuilder:validation:Enum=Enabled;Disabled
+	// +kubebuilder:default=Enabled
+	// +optional
+	PodMonitor string `json:"podMonitor,omitempty"`
+}
+
+// PodMonitor values.
+const (
+	PodMonitorEnabled  = "Enabled"
+	PodMonitorDisabled = "Disabled"
+)
 
 // PodTemplate holds the pod-level settings a platform team usually needs.
 type PodTemplate struct {

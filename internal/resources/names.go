@@ -23,6 +23,11 @@ type Options struct {
 	// ClusterDomain is the DNS suffix of Services in this cluster, for the
 	// names in server certificates. Empty means DefaultClusterDomain.
 	ClusterDomain string
+	// PodMonitorLabels are added to every broker's PodMonitor (the labels
+	// a Prometheus selects monitors by); PodMonitorInterval is its scrape
+	// interval, empty for Prometheus' own.
+	PodMonitorLabels   map[string]string
+	PodMonitorInterval string
 }
 
 // Label keys and values the operator puts on everything it creates.

@@ -303,6 +303,20 @@ func TestDashboards(t *testing.T) {
 	}
 }
 
+// TestBrokerPodMonitorValues: the chart's brokerMonitoring values reach the
+// operator, which labels every broker's PodMonitor with them.
+func TestBrokerPodMonitorValues(t *testing.T) {
+	c := deployment(t, render(t, "ops")).Spec.Template.Spec.Containers[0]
+	if !slices.Contains(c.Args, "--pod-monitor-interval=30s") || slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--pod-monitor-labels") }) {
+		t.Errorf("default args %v: want --pod-monitor-interval=30s and no labels", c.Args)
+	}
+	c = deployment(t, render(t, "ops", "--set", "brokerMonitoring.podMonitor.labels.release=prom", "--set", "brokerMonitoring.podMonitor.interval=1m")).Spec.Template.Spec.Containers[0]
+	labels, err := resources.ParseLabels(strings.TrimPrefix(c.Args[slices.IndexFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--pod-monitor-labels=") })], "--pod-monitor-labels="))
+	if err != nil || labels["release"] != "prom" || !slices.Contains(c.Args, "--pod-monitor-interval=1m") {
+		t.Errorf("args %v: labels %v (%v)", c.Args, labels, err)
+	}
+}
+
 // TestCRDsAreTheGeneratedOnes guards what `make verify` also checks: helm
 // installs the chart's crds/ directory, which must be config/crd/bases.
 func TestCRDsAreTheGeneratedOnes(t *testing.T) {
