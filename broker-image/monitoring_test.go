@@ -49,7 +49,8 @@ func queriedMetrics(t *testing.T) []string {
 
 // Every metric the chart's alerts and dashboards query is on a real
 // broker's /metrics (with TLS and persistence on, as in a pod): a renamed
-// metric would otherwise make an alert silently never fire.
+// metric would otherwise make an alert silently never fire. And no broker
+// metric has a label per client, user, device or topic.
 func TestAlertsAndDashboardsQueryRealMetrics(t *testing.T) {
 	f := newBrokerFiles(t)
 	dir := filepath.Dir(f.config)
@@ -69,10 +70,21 @@ func TestAlertsAndDashboardsQueryRealMetrics(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	exported := map[string]bool{}
+	// Cardinality: per broker pod, never per client, user, device or topic.
+	boundedLabels := map[string]bool{"qos": true, "reason": true, "result": true, "access": true, "quota": true, "limit": true, "revision": true}
+	labelName := regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="`)
 	for _, line := range strings.Split(string(body), "\n") {
-		if name, _, ok := strings.Cut(line, " "); ok && !strings.HasPrefix(line, "#") {
-			name, _, _ = strings.Cut(name, "{")
+		if series, _, ok := strings.Cut(line, " "); ok && !strings.HasPrefix(line, "#") {
+			name, labels, _ := strings.Cut(series, "{")
 			exported[name] = true
+			if !strings.HasPrefix(name, "mqtt_") {
+				continue
+			}
+			for _, m := range labelName.FindAllStringSubmatch(labels, -1) {
+				if !boundedLabels[m[1]] {
+					t.Errorf("%s has label %q: broker metrics carry only bounded labels (%v)", name, m[1], boundedLabels)
+				}
+			}
 		}
 	}
 	for _, name := range queriedMetrics(t) {
