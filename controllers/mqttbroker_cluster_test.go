@@ -424,6 +424,11 @@ func TestClusteredConditionComesFromThePods(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitForConditionMessage(t, ns, ReasonMeshPartial, "2 of 3 pods in the full mesh; not: telemetry-1 (no route to "+cfg.Cluster.Peers[2]+")")
+
+	// The route returns: whole again, found by the backoff. (A whole mesh
+	// also leaves the suite's reconcile counts alone.)
+	fake.set(ips[1], view(1, true, 0, 2))
+	waitForConditionMessage(t, ns, ReasonClusterJoined, "all 3 pods joined the mesh")
 }
 
 // waitForConditionMessage waits for the Clustered condition with reason and
