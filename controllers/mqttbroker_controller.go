@@ -52,6 +52,7 @@ type MQTTBrokerReconciler struct {
 	// forward instead of waiting. Nil is the system clock.
 	Clock        func() time.Time
 	pusher       *pusher
+	clusterWatch *clusterWatch
 	seen         transitions
 	terminating  terminatingNamespaces
 	bundleHashes bundleHashes
@@ -92,6 +93,7 @@ func (r *MQTTBrokerReconciler) reconcile(ctx context.Context, req ctrl.Request) 
 			r.seen.forget(req.NamespacedName)
 			r.terminating.forget(req.NamespacedName)
 			r.bundleHashes.forget(req.NamespacedName)
+			r.clusterWatch.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -107,7 +109,17 @@ func (r *MQTTBrokerReconciler) reconcile(ctx context.Context, req ctrl.Request) 
 		}
 	}()
 
-	children, failure := gatherChildren(broker, r.Options)
+	// Whether the broker is clustered, and its cluster credentials, before
+	// the children: its config, Services and pods depend on it.
+	pods, err := r.brokerPods(ctx, broker)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	cluster, err := r.reconcileCluster(ctx, broker, pods)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	children, failure := gatherChildren(broker, cluster.clustering, r.Options)
 	if failure != nil {
 		s.failure = failure
 		return ctrl.Result{}, nil
@@ -122,9 +134,10 @@ func (r *MQTTBrokerReconciler) reconcile(ctx context.Context, req ctrl.Request) 
 	if s.tls, err = r.reconcileTLS(ctx, broker); err != nil {
 		return ctrl.Result{}, err
 	}
-	result := ctrl.Result{}
+	// Renewals and CA rollovers happen on time, not on the next event.
+	result := ctrl.Result{RequeueAfter: cluster.after}
 	if s.tls != nil {
-		result.RequeueAfter = s.tls.after // renewals and CA rollover happen on time, not on the next event
+		result.RequeueAfter = soonest(result.RequeueAfter, s.tls.after)
 	}
 	auth, err := r.gatherAuth(ctx, broker)
 	if err != nil {
@@ -144,7 +157,22 @@ func (r *MQTTBrokerReconciler) reconcile(ctx context.Context, req ctrl.Request) 
 		s.failure = &specFailure{ReasonAuthTooLarge, authErr.Error()}
 		return result, nil
 	}
-	return result, r.syncAuth(ctx, s, auth)
+	pushErr := r.syncAuth(ctx, s, auth)
+	s.cluster = &clusterView{}
+	if cluster.clustering != nil {
+		var again time.Duration
+		s.cluster, again = r.clusterWatch.observeCluster(ctx, broker, pods, auth.token)
+		result.RequeueAfter = soonest(result.RequeueAfter, again)
+	}
+	return result, pushErr
+}
+
+// soonest is the earlier of two requeue delays, 0 meaning none.
+func soonest(a, b time.Duration) time.Duration {
+	if a == 0 || (b != 0 && b < a) {
+		return b
+	}
+	return a
 }
 
 // clock is the reconciler's time source: Clock when set (tests), else the
@@ -165,13 +193,14 @@ type brokerScope struct {
 	auth    *v1alpha1.AuthStatus
 	pushErr error
 	tls     *tlsOutcome
+	cluster *clusterView
 }
 
 // gatherChildren builds every child of the broker, in the order they are
 // applied: the StatefulSet last, so its pods find their ConfigMap, Services
 // and ServiceAccount in place.
-func gatherChildren(b *v1alpha1.MQTTBroker, opts resources.Options) ([]client.Object, *specFailure) {
-	cfg, err := resources.BrokerConfig(b)
+func gatherChildren(b *v1alpha1.MQTTBroker, cl *resources.Clustering, opts resources.Options) ([]client.Object, *specFailure) {
+	cfg, err := resources.BrokerConfig(b, cl, opts)
 	if err != nil {
 		return nil, &specFailure{ReasonInvalidSpec, err.Error()}
 	}
@@ -182,10 +211,10 @@ func gatherChildren(b *v1alpha1.MQTTBroker, opts resources.Options) ([]client.Ob
 	return []client.Object{
 		cm,
 		resources.ServiceAccount(b),
-		resources.HeadlessService(b),
+		resources.HeadlessService(b, cfg),
 		resources.ClientService(b),
 		resources.PodDisruptionBudget(b),
-		resources.NetworkPolicy(b, opts),
+		resources.NetworkPolicy(b, cfg, opts),
 		resources.StatefulSet(b, cfg, opts),
 	}, nil
 }
@@ -219,6 +248,7 @@ func (r *MQTTBrokerReconciler) writeStatus(ctx context.Context, s *brokerScope) 
 	s.broker.Status = computeStatus(s.before, s.sts, s.failure, now)
 	setAuthStatus(&s.broker.Status, s.broker.Generation, s.auth, s.pushErr, now)
 	setTLSStatus(&s.broker.Status, s.broker.Generation, s.tls, resources.TLSEnabled(s.broker), now)
+	setClusterStatus(&s.broker.Status, s.broker.Generation, s.cluster, now)
 	if equality.Semantic.DeepEqual(s.before.Status, s.broker.Status) {
 		return nil
 	}
@@ -244,6 +274,7 @@ func (r *MQTTBrokerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency in
 		return errors.New("MQTTBrokerReconciler needs an event recorder, an enforcement report and a Secret metadata cache: build it with Setup")
 	}
 	r.pusher = newPusher()
+	r.clusterWatch = newClusterWatch()
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.MQTTBroker{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&corev1.ConfigMap{}).

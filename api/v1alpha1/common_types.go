@@ -27,4 +27,8 @@ const (
 	// ConditionTLSReady is True when the broker's server certificate is
 	// valid and in its pods' TLS Secret; present only with a TLS listener.
 	ConditionTLSReady = "TLSReady"
+	// ConditionClustered is True when every pod of a clustered broker has
+	// joined the mesh (a route to every peer); present only while the
+	// broker is clustered and has pods.
+	ConditionClustered = "Clustered"
 )

@@ -55,6 +55,44 @@ type MQTTBrokerStatus struct {
 	// tls reports the certificates in use, when a TLS listener is enabled.
 	// +optional
 	TLS *TLSStatus `json:"tls,omitempty"`
+
+	// cluster reports the mesh of a clustered broker, as each pod sees it;
+	// absent for a broker that never ran more than one pod.
+	// +optional
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
+}
+
+// ClusterStatus is the mesh of a clustered broker.
+type ClusterStatus struct {
+	// name identifies the cluster: pods with another name (another broker's,
+	// or a recreated broker's of the same name) are never let in.
+	// +optional
+	Name string `json:"name,omitempty"`
+	// members are the pods the cluster should have, each as it reports
+	// itself on its admin API.
+	// +optional
+	// +listType=map
+	// +listMapKey=pod
+	Members []ClusterMember `json:"members,omitempty"`
+}
+
+// ClusterMember is one pod of a clustered broker.
+type ClusterMember struct {
+	// pod is the pod's name (its node name in the cluster).
+	Pod string `json:"pod"`
+	// joined is true once the pod has a route to every peer it was given.
+	Joined bool `json:"joined"`
+	// connectedPeers is the number of other pods it has a route to.
+	// +optional
+	ConnectedPeers int32 `json:"connectedPeers"`
+	// missingPeers are the peer addresses it has no route to.
+	// +optional
+	// +listType=atomic
+	MissingPeers []string `json:"missingPeers,omitempty"`
+	// message says why the pod did not report (not running yet, admin API
+	// unreachable); empty when it did.
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // TLSStatus describes the broker's certificates. It never holds key

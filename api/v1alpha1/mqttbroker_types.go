@@ -8,15 +8,16 @@ import (
 
 // MQTTBrokerSpec is the desired state of one MQTT broker.
 // +kubebuilder:validation:XValidation:rule="!has(self.tls) || self.listeners.tls.enabled || self.listeners.secureWebsocket.enabled",message="spec.tls is set but neither the tls nor the secureWebsocket listener is enabled; enable one (listeners.tls.enabled: true) or remove spec.tls"
-// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling)",message="spec.autoscaling is not supported yet: it needs brokers that form a cluster (more than one replica), which this operator version does not run; remove spec.autoscaling"
+// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling)",message="spec.autoscaling is not supported yet; remove spec.autoscaling and set replicas (or use kubectl scale, or a HorizontalPodAutoscaler on the scale subresource)"
 type MQTTBrokerSpec struct {
-	// replicas is the number of broker pods. 0 stops the broker and keeps its
-	// storage; 1 runs it. More than 1 is refused until brokers form one cluster:
-	// independent brokers behind one Service would each see only the clients that
-	// happen to land on them, splitting every topic.
+	// replicas is the number of broker pods, 0 to 16. 0 stops the broker and
+	// keeps its storage; 1 runs one pod; 2 to 16 run one logical broker whose
+	// pods route messages between them, so a client may connect to any pod.
+	// A broker becomes clustered the first time it runs more than one pod and
+	// stays clustered after (see docs/clustering.md): scaling it never
+	// restarts the pods that keep running.
 	// +kubebuilder:default=1
-	// +kubebuilder:validation:Minimum=0
-	// +kubebuilder:validation:XValidation:rule="self <= 1",message="replicas above 1 are not supported yet: brokers do not form a cluster, and independent brokers behind one Service would split topics between them; use 0 or 1"
+	// +kubebuilder:validation:XValidation:rule="self >= 0 && self <= 16",message="replicas must be between 0 and 16: 0 stops the broker and keeps its storage, 1 runs one pod, 2 to 16 run one clustered broker"
 	// +optional
 	Replicas *int32 `json:"replicas,omitempty"`
 
@@ -640,6 +641,7 @@ type AutoscalingSpec struct {
 // +kubebuilder:printcolumn:name="Ready-Pods",type=integer,JSONPath=`.status.readyReplicas`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Clustered",type=string,JSONPath=`.status.conditions[?(@.type=="Clustered")].status`
 // +kubebuilder:printcolumn:name="Users",type=integer,JSONPath=`.status.auth.users`,priority=1
 // +kubebuilder:printcolumn:name="Auth-Synced",type=string,JSONPath=`.status.conditions[?(@.type=="AuthSynced")].status`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

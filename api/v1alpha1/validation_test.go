@@ -110,8 +110,8 @@ func TestInvalidObjectsAreRefusedWithAClearMessage(t *testing.T) {
 	cases := []struct {
 		name, manifest, message string
 	}{
-		{"replicas above one", brokerHead + "spec: {replicas: 2}", "replicas above 1 are not supported yet: brokers do not form a cluster"},
-		{"negative replicas", brokerHead + "spec: {replicas: -1}", "should be greater than or equal to 0"},
+		{"replicas above sixteen", brokerHead + "spec: {replicas: 17}", "replicas must be between 0 and 16: 0 stops the broker and keeps its storage, 1 runs one pod, 2 to 16 run one clustered broker"},
+		{"negative replicas", brokerHead + "spec: {replicas: -1}", "replicas must be between 0 and 16"},
 		{"no listener", brokerHead + "spec: {listeners: {tcp: {enabled: false}}}", "at least one listener must be enabled"},
 		{"tls without a tls listener", brokerHead + "spec: {tls: {mode: OperatorManaged}}", "spec.tls is set but neither the tls nor the secureWebsocket listener is enabled"},
 		{"existing secret without a name", brokerHead + "spec: {listeners: {tls: {enabled: true}}, tls: {mode: ExistingSecret}}", "mode ExistingSecret needs secretName"},
@@ -252,10 +252,16 @@ func TestScaleSubresourceKeepsTheReplicaLimit(t *testing.T) {
 	if err := env.Client.SubResource("scale").Update(ctx, broker, client.WithSubResourceBody(scale)); err != nil {
 		t.Fatalf("scale to 0 refused: %v", err)
 	}
-	scale.Spec.Replicas = 3
+	for _, n := range []int32{3, 16, 1} {
+		scale.Spec.Replicas = n
+		if err := env.Client.SubResource("scale").Update(ctx, broker, client.WithSubResourceBody(scale)); err != nil {
+			t.Fatalf("scale to %d refused: %v", n, err)
+		}
+	}
+	scale.Spec.Replicas = 17
 	err := env.Client.SubResource("scale").Update(ctx, broker, client.WithSubResourceBody(scale))
-	if err == nil || !strings.Contains(err.Error(), "replicas above 1 are not supported yet") {
-		t.Errorf("scale to 3: got %v, want the replicas message", err)
+	if err == nil || !strings.Contains(err.Error(), "replicas must be between 0 and 16") {
+		t.Errorf("scale to 17: got %v, want the replicas message", err)
 	}
 }
 

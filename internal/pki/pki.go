@@ -99,7 +99,10 @@ type Request struct {
 	IPs        []net.IP
 	// Client asks for a client-authentication certificate, otherwise a
 	// server one.
-	Client   bool
+	Client bool
+	// Peer asks for a certificate good for both (a cluster route, which
+	// either side may dial); it overrides Client.
+	Peer     bool
 	Validity time.Duration
 }
 
@@ -110,9 +113,12 @@ func (ca *CA) Issue(req Request, now time.Time) (*Pair, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generating a key: %w", err)
 	}
-	usage := x509.ExtKeyUsageServerAuth
-	if req.Client {
-		usage = x509.ExtKeyUsageClientAuth
+	usages := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	switch {
+	case req.Peer:
+		usages = append(usages, x509.ExtKeyUsageClientAuth)
+	case req.Client:
+		usages = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
 	notAfter := now.Add(req.Validity)
 	if notAfter.After(ca.Cert.NotAfter) {
@@ -126,7 +132,7 @@ func (ca *CA) Issue(req Request, now time.Time) (*Pair, error) {
 		NotBefore:             now.Add(-backdate),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{usage},
+		ExtKeyUsage:           usages,
 		BasicConstraintsValid: true,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)

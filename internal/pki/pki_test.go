@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"crypto/x509"
 	"strings"
 	"testing"
 	"time"
@@ -130,6 +131,38 @@ func TestParsePairErrorsNameTheProblemWithoutKeyMaterial(t *testing.T) {
 		_, err := ParsePair(c.cert, c.key, c.at)
 		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "PRIVATE KEY") {
 			t.Errorf("%s: %v, want an error saying %q", c.name, err, c.want)
+		}
+	}
+}
+
+// A server certificate serves, a client one logs in, a peer one (a cluster
+// route, dialled by either side) does both.
+func TestIssueKeyUsages(t *testing.T) {
+	ca, err := NewCA("test CA", t0, 100*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	for _, tc := range []struct {
+		name           string
+		req            Request
+		server, client bool
+	}{
+		{"server", Request{}, true, false},
+		{"client", Request{Client: true}, false, true},
+		{"peer", Request{Peer: true}, true, true},
+	} {
+		tc.req.CommonName, tc.req.DNSNames, tc.req.Validity = "x", []string{"*.b-headless.ns.svc"}, time.Hour
+		pair, err := ca.Issue(tc.req, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for usage, want := range map[x509.ExtKeyUsage]bool{x509.ExtKeyUsageServerAuth: tc.server, x509.ExtKeyUsageClientAuth: tc.client} {
+			_, err := pair.Cert.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: t0, KeyUsages: []x509.ExtKeyUsage{usage}})
+			if (err == nil) != want {
+				t.Errorf("%s certificate for usage %v: verify error %v, want usable=%v", tc.name, usage, err, want)
+			}
 		}
 	}
 }

@@ -56,9 +56,10 @@ func enabledListeners(b *v1alpha1.MQTTBroker) []enabledListener {
 	return out
 }
 
-// BrokerConfig renders the broker configuration for b. It fails only for a
-// spec the CRD schema should already have refused.
-func BrokerConfig(b *v1alpha1.MQTTBroker) (*brokerconfig.Config, error) {
+// BrokerConfig renders the broker configuration for b, with a cluster
+// section when cl is set. It fails only for a spec the CRD schema should
+// already have refused.
+func BrokerConfig(b *v1alpha1.MQTTBroker, cl *Clustering, opts Options) (*brokerconfig.Config, error) {
 	lim := b.Spec.Limits
 	expiry := time.Duration(0)
 	if lim.SessionExpiry != "" {
@@ -125,6 +126,9 @@ func BrokerConfig(b *v1alpha1.MQTTBroker) (*brokerconfig.Config, error) {
 			KeyFile:      tlsDir + "/" + TLSKeyKey,
 			ClientCAFile: tlsDir + "/" + TLSClientCAKey,
 		}
+	}
+	if cl != nil {
+		cfg.Cluster = clusterConfig(b, cl, opts)
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("rendering broker config: %w", err)

@@ -25,7 +25,7 @@ func TestLongestNamesGiveValidChildren(t *testing.T) {
 	b.Spec.TLS = &v1alpha1.TLSSpec{Mode: v1alpha1.TLSCertManager, IssuerRef: &v1alpha1.IssuerReference{Name: "ca"}}
 	u := &v1alpha1.MQTTUser{ObjectMeta: metav1.ObjectMeta{Name: "u" + strings.Repeat("x", 61) + "z", Namespace: b.Namespace}}
 
-	cfg, err := BrokerConfig(b)
+	cfg, err := BrokerConfig(b, nil, testOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func TestLongestNamesGiveValidChildren(t *testing.T) {
 	}
 	sts := StatefulSet(b, cfg, testOptions)
 	children := []client.Object{
-		cm, ServiceAccount(b), PodDisruptionBudget(b), NetworkPolicy(b, testOptions), sts,
+		cm, ServiceAccount(b), PodDisruptionBudget(b), NetworkPolicy(b, cfg, testOptions), sts,
 		AuthSecret(b, nil, &brokerconfig.AuthBundle{}), AuthStateSecret(b, nil), AdminSecret(b, "t"),
 		CASecret(b, nil), TLSSecret(b, nil, nil, nil, nil, ""), CertManagerCertificate(b, TLS(b), testOptions),
 		ConnectionSecret(u, b, Credentials{Username: u.Name}),
@@ -46,7 +46,7 @@ func TestLongestNamesGiveValidChildren(t *testing.T) {
 			t.Errorf("%s: %s", what, strings.Join(errs, "; "))
 		}
 	}
-	for _, svc := range []client.Object{ClientService(b), HeadlessService(b)} {
+	for _, svc := range []client.Object{ClientService(b), HeadlessService(b, cfg)} {
 		check("Service "+svc.GetName(), validation.IsDNS1035Label(svc.GetName()))
 		children = append(children, svc)
 	}

@@ -10,6 +10,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
 )
 
 const (
@@ -46,11 +47,18 @@ func ClientService(b *v1alpha1.MQTTBroker) *corev1.Service {
 }
 
 // HeadlessService gives each broker pod a stable DNS name. It publishes pods
-// before they are ready so the operator can reach a starting pod's admin API.
-func HeadlessService(b *v1alpha1.MQTTBroker) *corev1.Service {
+// before they are ready so the operator can reach a starting pod's admin API
+// and, in a clustered broker (cfg has a cluster section), so starting pods
+// find each other: a pod is ready only once it has joined the mesh.
+func HeadlessService(b *v1alpha1.MQTTBroker, cfg *brokerconfig.Config) *corev1.Service {
 	ports := append(listenerServicePorts(b), corev1.ServicePort{
 		Name: adminPortName, Protocol: corev1.ProtocolTCP, Port: v1alpha1.AdminPort, TargetPort: intstr.FromString(adminPortName),
 	})
+	if cfg.Cluster != nil {
+		ports = append(ports, corev1.ServicePort{
+			Name: clusterPortName, Protocol: corev1.ProtocolTCP, Port: ClusterPort, TargetPort: intstr.FromString(clusterPortName),
+		})
+	}
 	return &corev1.Service{
 		ObjectMeta: objectMeta(b, HeadlessServiceName(b)),
 		Spec: corev1.ServiceSpec{
@@ -63,9 +71,12 @@ func HeadlessService(b *v1alpha1.MQTTBroker) *corev1.Service {
 	}
 }
 
-// NetworkPolicy admits MQTT clients and metrics scrapers from anywhere, and
-// the admin API only from the operator's own pods.
-func NetworkPolicy(b *v1alpha1.MQTTBroker, opts Options) *networkingv1.NetworkPolicy {
+// NetworkPolicy admits MQTT clients and metrics scrapers from anywhere, the
+// admin API only from the operator's own pods and, in a clustered broker,
+// the cluster port only from the pods of this same broker: the pod selector
+// names its instance, so another broker's pods in the namespace are not let
+// in (their certificates and password would not be accepted either).
+func NetworkPolicy(b *v1alpha1.MQTTBroker, cfg *brokerconfig.Config, opts Options) *networkingv1.NetworkPolicy {
 	tcp := ptr.To(corev1.ProtocolTCP)
 	var public []networkingv1.NetworkPolicyPort
 	for _, l := range enabledListeners(b) {
@@ -80,6 +91,12 @@ func NetworkPolicy(b *v1alpha1.MQTTBroker, opts Options) *networkingv1.NetworkPo
 				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": opts.OperatorNamespace}},
 				PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{LabelName: OperatorName}},
 			}},
+		})
+	}
+	if cfg.Cluster != nil {
+		rules = append(rules, networkingv1.NetworkPolicyIngressRule{
+			Ports: []networkingv1.NetworkPolicyPort{{Protocol: tcp, Port: ptr.To(intstr.FromInt32(ClusterPort))}},
+			From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: SelectorLabels(b)}}},
 		})
 	}
 	return &networkingv1.NetworkPolicy{

@@ -35,10 +35,14 @@ func loadBroker(t *testing.T, name string) *v1alpha1.MQTTBroker {
 	return b
 }
 
+// goldenClustering is how each golden broker is rendered: clustered ones
+// with as many peers as replicas.
+var goldenClustering = map[string]*Clustering{"minimal": nil, "full": nil, "clustered": {Peers: 3}}
+
 // render returns every child the controller would apply, as one YAML stream.
-func render(t *testing.T, b *v1alpha1.MQTTBroker) []byte {
+func render(t *testing.T, b *v1alpha1.MQTTBroker, cl *Clustering) []byte {
 	t.Helper()
-	cfg, err := BrokerConfig(b)
+	cfg, err := BrokerConfig(b, cl, testOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +51,7 @@ func render(t *testing.T, b *v1alpha1.MQTTBroker) []byte {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	for _, obj := range []runtime.Object{cm, ServiceAccount(b), HeadlessService(b), ClientService(b), PodDisruptionBudget(b), NetworkPolicy(b, testOptions), StatefulSet(b, cfg, testOptions)} {
+	for _, obj := range []runtime.Object{cm, ServiceAccount(b), HeadlessService(b, cfg), ClientService(b), PodDisruptionBudget(b), NetworkPolicy(b, cfg, testOptions), StatefulSet(b, cfg, testOptions)} {
 		data, err := yaml.Marshal(obj)
 		if err != nil {
 			t.Fatal(err)
@@ -59,9 +63,9 @@ func render(t *testing.T, b *v1alpha1.MQTTBroker) []byte {
 }
 
 func TestGoldenChildren(t *testing.T) {
-	for _, name := range []string{"minimal", "full"} {
+	for _, name := range []string{"minimal", "full", "clustered"} {
 		t.Run(name, func(t *testing.T) {
-			got := render(t, loadBroker(t, name))
+			got := render(t, loadBroker(t, name), goldenClustering[name])
 			golden := filepath.Join("testdata", name+".golden.yaml")
 			if *update {
 				if err := os.WriteFile(golden, got, 0o644); err != nil {
@@ -86,7 +90,7 @@ func TestGoldenChildren(t *testing.T) {
 func TestQueueByteBudgetsAreRendered(t *testing.T) {
 	b := loadBroker(t, "minimal")
 	b.Spec.Limits.MaxQueuedBytesPerClient, b.Spec.Limits.MaxQueuedBytesTotal = 1<<20, 64<<20
-	cfg, err := BrokerConfig(b)
+	cfg, err := BrokerConfig(b, nil, testOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +103,7 @@ func TestOnlyRestartRequiringChangesTouchThePodTemplate(t *testing.T) {
 	template := func(mutate func(*v1alpha1.MQTTBroker)) corev1.PodTemplateSpec {
 		b := loadBroker(t, "minimal")
 		mutate(b)
-		cfg, err := BrokerConfig(b)
+		cfg, err := BrokerConfig(b, nil, testOptions)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,9 +152,9 @@ func TestOnlyRestartRequiringChangesTouchThePodTemplate(t *testing.T) {
 
 // The broker pods must pass the restricted Pod Security Standard.
 func TestPodsAreRestricted(t *testing.T) {
-	for _, name := range []string{"minimal", "full"} {
+	for _, name := range []string{"minimal", "full", "clustered"} {
 		b := loadBroker(t, name)
-		cfg, _ := BrokerConfig(b)
+		cfg, _ := BrokerConfig(b, goldenClustering[name], testOptions)
 		pod := StatefulSet(b, cfg, testOptions).Spec.Template.Spec
 		if pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot || *pod.SecurityContext.RunAsUser == 0 {
 			t.Errorf("%s: pod may run as root", name)
@@ -178,7 +182,7 @@ func TestPodsAreRestricted(t *testing.T) {
 func TestUserPodLabelsCannotStealTheSelector(t *testing.T) {
 	b := loadBroker(t, "minimal")
 	b.Spec.Pod.Labels = map[string]string{LabelInstance: "someone-else", "team": "iot"}
-	cfg, _ := BrokerConfig(b)
+	cfg, _ := BrokerConfig(b, nil, testOptions)
 	labels := StatefulSet(b, cfg, testOptions).Spec.Template.Labels
 	if labels[LabelInstance] != "minimal" || labels["team"] != "iot" {
 		t.Errorf("pod labels %v: selector label overridden or user label lost", labels)
@@ -187,7 +191,8 @@ func TestUserPodLabelsCannotStealTheSelector(t *testing.T) {
 
 func TestAdminPortClosedWithoutOperatorNamespace(t *testing.T) {
 	b := loadBroker(t, "minimal")
-	np := NetworkPolicy(b, Options{})
+	cfg, _ := BrokerConfig(b, nil, testOptions)
+	np := NetworkPolicy(b, cfg, Options{})
 	for _, rule := range np.Spec.Ingress {
 		for _, p := range rule.Ports {
 			if p.Port.IntValue() == v1alpha1.AdminPort {
@@ -195,7 +200,7 @@ func TestAdminPortClosedWithoutOperatorNamespace(t *testing.T) {
 			}
 		}
 	}
-	np = NetworkPolicy(b, testOptions)
+	np = NetworkPolicy(b, cfg, testOptions)
 	last := np.Spec.Ingress[len(np.Spec.Ingress)-1]
 	if last.Ports[0].Port.IntValue() != v1alpha1.AdminPort || len(last.From) != 1 || last.From[0].NamespaceSelector == nil {
 		t.Errorf("admin port rule should admit only the operator's namespace, got %+v", last)
@@ -219,7 +224,7 @@ func TestEndpoints(t *testing.T) {
 func TestRenderedConfigParsesAsTheBrokerReadsIt(t *testing.T) {
 	for _, name := range []string{"minimal", "full"} {
 		b := loadBroker(t, name)
-		cfg, err := BrokerConfig(b)
+		cfg, err := BrokerConfig(b, nil, testOptions)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -242,7 +247,7 @@ func TestRenderedConfigParsesAsTheBrokerReadsIt(t *testing.T) {
 // the kubelet restarts a slow starter is still at least 30 s.
 func TestStartupProbeWaitsForTheBrokersStart(t *testing.T) {
 	b := loadBroker(t, "minimal")
-	cfg, err := BrokerConfig(b)
+	cfg, err := BrokerConfig(b, nil, testOptions)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -146,6 +146,9 @@ func StatefulSet(b *v1alpha1.MQTTBroker, cfg *brokerconfig.Config, opts Options)
 		}}},
 		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("64Mi"))}}},
 	}
+	if cfg.Cluster != nil {
+		addClusterMember(&container, &volumes, b)
+	}
 	if TLSEnabled(b) {
 		container.VolumeMounts = append(container.VolumeMounts, corev1.VolumeMount{Name: "tls", MountPath: tlsDir, ReadOnly: true})
 		volumes = append(volumes, corev1.Volume{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
@@ -198,6 +201,21 @@ func StatefulSet(b *v1alpha1.MQTTBroker, cfg *brokerconfig.Config, opts Options)
 			},
 		},
 	}
+}
+
+// addClusterMember gives a clustered broker's container what it needs to
+// join its peers: the cluster port, its pod name as its node name (one
+// ConfigMap serves every pod) and the cluster Secret. None of it depends on
+// the number of replicas, so scaling leaves the pod template alone.
+func addClusterMember(c *corev1.Container, volumes *[]corev1.Volume, b *v1alpha1.MQTTBroker) {
+	c.Ports = append(c.Ports, corev1.ContainerPort{Name: clusterPortName, ContainerPort: ClusterPort, Protocol: corev1.ProtocolTCP})
+	c.Env = append(c.Env, corev1.EnvVar{Name: brokerconfig.NodeNameEnv, ValueFrom: &corev1.EnvVarSource{
+		FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"},
+	}})
+	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "cluster", MountPath: clusterDir, ReadOnly: true})
+	*volumes = append(*volumes, corev1.Volume{Name: "cluster", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+		SecretName: ClusterSecretName(b), DefaultMode: ptr.To(int32(0o440)),
+	}}})
 }
 
 // Replicas is the number of broker pods the spec asks for.

@@ -38,7 +38,7 @@ func TestVolumesFollowTheirSources(t *testing.T) {
 	b := sampleBroker(t, ns)
 	b.Name, b.UID = "files", types.UID("00000000-0000-0000-0000-00000000f11e")
 	b.Spec.Storage = v1alpha1.Storage{Type: v1alpha1.StorageEphemeral}
-	cfg, err := resources.BrokerConfig(b)
+	cfg, err := resources.BrokerConfig(b, nil, resources.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -232,11 +232,22 @@ func (h *Harness) volumeFiles(ctx context.Context, pod *corev1.Pod, v corev1.Vol
 		return nil, false, fmt.Errorf("projecting volume %s of pod %s/%s: %w", v.Name, pod.Namespace, pod.Name, err)
 	}
 	if f, ok := files[brokerconfig.FileName]; ok && v.ConfigMap != nil {
-		if rewritten, err := rewriteBrokerConfig(f.data, rt.ip, rt.mounts); err == nil {
+		if rewritten, err := rewriteBrokerConfig(f.data, rt.ip, rt.mounts, h.peerAddr); err == nil {
 			files[brokerconfig.FileName] = volumeFile{data: rewritten, mode: f.mode}
 		}
 	}
 	return files, true, nil
+}
+
+// peerAddr is the address of the pod a clustered broker's peer names: the
+// one that pod has or will get (a pod keeps its address by name).
+func (h *Harness) peerAddr(host string) (string, bool) {
+	ns, pod, ok := podOfPeer(host)
+	if !ok {
+		return "", false
+	}
+	ip, err := h.ips.addr(types.NamespacedName{Namespace: ns, Name: pod})
+	return ip, err == nil
 }
 
 // missingSources names the first required ConfigMap or Secret the pod mounts

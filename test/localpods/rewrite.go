@@ -68,7 +68,12 @@ func rewriteArgs(args []string, mounts mountTable) []string {
 // materialised volumes. A configuration that does not parse is returned as an
 // error; the caller then writes it unchanged, so the broker refuses it just as
 // it would in a real pod.
-func rewriteBrokerConfig(data []byte, ip string, mounts mountTable) ([]byte, error) {
+//
+// A clustered broker's cluster port binds the pod's address too, its files
+// point at the materialised cluster Secret, and each peer's DNS name under
+// the headless Service ("<pod>.<service>.<namespace>.svc...", which no
+// resolver here knows) becomes that pod's address, as peerAddr gives it.
+func rewriteBrokerConfig(data []byte, ip string, mounts mountTable, peerAddr func(host string) (string, bool)) ([]byte, error) {
 	cfg, err := brokerconfig.Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("rewriting broker config for %s: %w", ip, err)
@@ -93,11 +98,39 @@ func rewriteBrokerConfig(data []byte, ip string, mounts mountTable) ([]byte, err
 			cfg.TLS.ClientCAFile, _ = mounts.resolve(cfg.TLS.ClientCAFile)
 		}
 	}
+	if c := cfg.Cluster; c != nil {
+		c.Address = rebind(c.Address)
+		c.PasswordFile, _ = mounts.resolve(c.PasswordFile)
+		if c.TLS != nil {
+			c.TLS.CertFile, _ = mounts.resolve(c.TLS.CertFile)
+			c.TLS.KeyFile, _ = mounts.resolve(c.TLS.KeyFile)
+			c.TLS.CAFile, _ = mounts.resolve(c.TLS.CAFile)
+		}
+		for i, p := range c.Peers {
+			host, port, err := net.SplitHostPort(p)
+			if err != nil {
+				continue // Parse validated it; unreachable
+			}
+			if addr, ok := peerAddr(host); ok {
+				c.Peers[i] = net.JoinHostPort(addr, port)
+			}
+		}
+	}
 	out, err := brokerconfig.Marshal(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("rewriting broker config for %s: %w", ip, err)
 	}
 	return out, nil
+}
+
+// podOfPeer reads the pod's namespace and name from a peer's DNS name under
+// a headless Service: "<pod>.<service>.<namespace>.svc[.<domain>]".
+func podOfPeer(host string) (namespace, pod string, ok bool) {
+	labels := strings.Split(host, ".")
+	if len(labels) < 4 || labels[3] != "svc" {
+		return "", "", false
+	}
+	return labels[2], labels[0], true
 }
 
 // containerEnv is the process environment of c: its literal values and the

@@ -62,7 +62,7 @@ func TestRewriteBrokerConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := rewriteBrokerConfig(in, "127.0.0.7", testMounts)
+	out, err := rewriteBrokerConfig(in, "127.0.0.7", testMounts, noPeers)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,8 +83,56 @@ func TestRewriteBrokerConfig(t *testing.T) {
 	}
 }
 
+func noPeers(string) (string, bool) { return "", false }
+
+// A clustered broker's cluster port binds the pod's address, its files are
+// the materialised cluster Secret's, and each peer's per-pod DNS name
+// becomes that pod's address; a name the harness cannot map stays.
+func TestRewriteClusteredBrokerConfig(t *testing.T) {
+	cluster := func() *brokerconfig.Cluster {
+		return &brokerconfig.Cluster{
+			Name: "mqtt-uid", Address: ":6222",
+			Peers: []string{
+				"b-0.b-headless.ns.svc.cluster.local:6222",
+				"b-1.b-headless.ns.svc:6222",
+				"elsewhere.example.com:6222",
+			},
+			PasswordFile: "/etc/mqtt/cluster/password",
+			TLS:          &brokerconfig.ClusterTLS{CertFile: "/etc/mqtt/cluster/tls.crt", KeyFile: "/etc/mqtt/cluster/tls.key", CAFile: "/etc/mqtt/cluster/ca.crt"},
+		}
+	}
+	cfg := testBrokerConfig()
+	cfg.Cluster = cluster()
+	in, err := brokerconfig.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mounts := append(mountTable{{containerPath: "/etc/mqtt/cluster", hostPath: "/work/p/volumes/cluster"}}, testMounts...)
+	pods := map[string]string{"ns/b-0": "127.0.0.7", "ns/b-1": "127.0.0.8"}
+	out, err := rewriteBrokerConfig(in, "127.0.0.7", mounts, func(host string) (string, bool) {
+		ns, pod, ok := podOfPeer(host)
+		ip, known := pods[ns+"/"+pod]
+		return ip, ok && known
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := brokerconfig.Parse(out)
+	if err != nil {
+		t.Fatalf("the rewritten config is invalid: %v", err)
+	}
+	want := cluster()
+	want.Address = "127.0.0.7:6222"
+	want.Peers = []string{"127.0.0.7:6222", "127.0.0.8:6222", "elsewhere.example.com:6222"}
+	want.PasswordFile = "/work/p/volumes/cluster/password"
+	want.TLS = &brokerconfig.ClusterTLS{CertFile: "/work/p/volumes/cluster/tls.crt", KeyFile: "/work/p/volumes/cluster/tls.key", CAFile: "/work/p/volumes/cluster/ca.crt"}
+	if diff := cmp.Diff(want, got.Cluster); diff != "" {
+		t.Errorf("rewritten cluster section (-want +got):\n%s", diff)
+	}
+}
+
 func TestRewriteBrokerConfigRefusesWhatTheBrokerWould(t *testing.T) {
-	if _, err := rewriteBrokerConfig([]byte("version: something-else\n"), "127.0.0.7", testMounts); err == nil {
+	if _, err := rewriteBrokerConfig([]byte("version: something-else\n"), "127.0.0.7", testMounts, noPeers); err == nil {
 		t.Fatal("an invalid config must not be rewritten (it is written as is for the broker to refuse)")
 	}
 }
