@@ -130,7 +130,7 @@ helm-lint: ## helm lint the chart (helm is built from its Go module on first use
 
 .PHONY: check-alerts
 check-alerts: ## promtool check rules and promtool test rules on the chart's alerts (promtool from Debian's prometheus package, ~20 s once).
-	PROMTOOL=$$(hack/promtool.sh) && $$PROMTOOL check rules charts/mqtt-operator/files/alerts.yaml && \
+	PROMTOOL=$$(hack/prometheus.sh promtool) && $$PROMTOOL check rules charts/mqtt-operator/files/alerts.yaml && \
 	  $$PROMTOOL test rules charts/mqtt-operator/files/alerts_test.yaml
 
 .PHONY: build-installer

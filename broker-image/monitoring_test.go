@@ -94,8 +94,8 @@ func TestAlertsAndDashboardsQueryRealMetrics(t *testing.T) {
 	}
 }
 
-// writeSelfSigned writes a self-signed ECDSA certificate for 127.0.0.1,
-// valid for a day, and its key.
+// writeSelfSigned writes a self-signed ECDSA certificate for localhost,
+// valid for a year (no expiry alert fires on it), and its key.
 func writeSelfSigned(t *testing.T, certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -104,7 +104,7 @@ func writeSelfSigned(t *testing.T, certFile, keyFile string) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "broker"},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(365 * 24 * time.Hour),
 		DNSNames: []string{"localhost"},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)

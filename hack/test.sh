@@ -24,8 +24,10 @@ step "helm (built from its Go module on first use, ~2 min cold) and helm lint"
 HELM="$(hack/helm.sh)"
 export HELM
 make -s helm-lint
-step "alerts: promtool check rules and test rules (promtool from Debian's prometheus package, ~20 s when missing)"
+step "alerts: promtool check rules and test rules (prometheus and promtool from Debian's prometheus package, ~20 s when missing)"
 make -s check-alerts
+PROMETHEUS="$(hack/prometheus.sh prometheus)"
+export PROMETHEUS MQTT_PROMETHEUS_REQUIRED=1
 step "go test (unit, envtest)"
 go test -race -count=1 ./...
 echo
