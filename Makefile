@@ -109,6 +109,10 @@ docker-build: ## Build the operator image (FROM scratch, no registry needed).
 broker: ## Build the broker binary into bin/broker (see broker-image/README.md).
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/broker ./broker-image
 
+.PHONY: kubectl-mqtt
+kubectl-mqtt: ## Build the kubectl plugin into bin/kubectl-mqtt (copy it onto your PATH: kubectl mqtt).
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/kubectl-mqtt ./cmd/kubectl-mqtt
+
 .PHONY: broker-image-build
 broker-image-build: ## Build the broker image $(BROKER_IMG) (FROM scratch, no registry needed).
 	hack/docker-build-broker.sh $(BROKER_IMG)
