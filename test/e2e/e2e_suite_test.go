@@ -15,6 +15,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -23,6 +24,7 @@ import (
 
 var (
 	k8s    client.Client
+	cfg    *rest.Config
 	nodeIP string
 )
 
@@ -34,7 +36,8 @@ func TestE2E(t *testing.T) {
 var _ = BeforeSuite(func() {
 	path := os.Getenv("KUBECONFIG")
 	Expect(path).NotTo(BeEmpty(), "KUBECONFIG must point at the kind cluster: run make test-e2e")
-	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	var err error
+	cfg, err = clientcmd.BuildConfigFromFlags("", path)
 	Expect(err).NotTo(HaveOccurred())
 	k8s, err = client.New(cfg, client.Options{Scheme: testenv.Scheme()})
 	Expect(err).NotTo(HaveOccurred())

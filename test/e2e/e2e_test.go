@@ -6,12 +6,15 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/internal/kubectlmqtt"
 	"github.com/mqtt-operator/mqtt-operator/test/mqtttest"
 )
 
@@ -230,6 +234,35 @@ var _ = Describe("mqtt-operator", Ordered, func() {
 		Expect(k8s.Update(context.Background(), acl)).To(Succeed())
 		Eventually(func() byte { return gw.Publish(t, "telemetry/gateway/secret", "x") }).WithTimeout(10 * time.Second).Should(Equal(byte(0x87)))
 		Expect(gw.Publish(t, "telemetry/gateway/temp", "22")).To(Equal(byte(0)))
+
+		By("kubectl mqtt: status, and sub and pub as the MQTTUsers through a port-forward")
+		plugin := func(out io.Writer, args ...string) error {
+			return kubectlmqtt.Run(context.Background(), kubectlmqtt.Env{Config: cfg, Namespace: ns, Out: out, Err: io.Discard}, args)
+		}
+		var status strings.Builder
+		Expect(plugin(&status, "status")).To(Succeed())
+		Expect(status.String()).To(ContainSubstring("telemetry-0"))
+		Expect(status.String()).To(ContainSubstring("(generation "))
+		var received strings.Builder
+		subscribed := make(chan error, 1)
+		go func() {
+			subscribed <- plugin(&received, "sub", "--as", "dashboard", "--count", "1", "--timeout", "60s", "telemetry/gateway/plugin")
+		}()
+		Eventually(func() error {
+			// The subscriber may not be in yet: publish until it has the message.
+			if err := plugin(io.Discard, "pub", "--as", "gateway", "--qos", "0", "telemetry/gateway/plugin", "via kubectl"); err != nil {
+				return err
+			}
+			select {
+			case err := <-subscribed:
+				subscribed <- err
+				return err
+			case <-time.After(time.Second):
+				return errors.New("not received yet")
+			}
+		}).WithTimeout(60 * time.Second).Should(Succeed())
+		Expect(received.String()).To(Equal("telemetry/gateway/plugin via kubectl\n"))
+		Expect(plugin(io.Discard, "pub", "--as", "gateway", "telemetry/other/temp", "spoofed")).To(MatchError(ContainSubstring("0x87")))
 
 		By("deleting a user ends its live session")
 		Expect(k8s.Delete(context.Background(), userIn(ns, "dashboard"))).To(Succeed())
