@@ -2,6 +2,9 @@ package broker_test
 
 import (
 	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,5 +70,339 @@ func TestClusterCrossPodDeliveryWithProperties(t *testing.T) {
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("3.1.1 message not delivered across pods")
+	}
+}
+
+// collect reads c's messages until n arrived or the deadline passes.
+func collect(c *v5, n int, within time.Duration) []string {
+	var got []string
+	deadline := time.After(within)
+	for len(got) < n {
+		select {
+		case m := <-c.messages:
+			got = append(got, string(m.Payload))
+		case <-deadline:
+			return got
+		}
+	}
+	return got
+}
+
+func TestClusterOrderAndNoDuplicatesAcrossPods(t *testing.T) {
+	pods := startCluster(t, 3, clusterOpts{})
+	both := mustV5(t, pods[1].tcp, "alice", alicePassword) // overlapping filters on one client
+	both.subscribe(t, "ord/#", 1)
+	both.subscribe(t, "ord/+/c", 1)
+	wide := mustV5(t, pods[1].tcp, "alice", alicePassword)
+	wide.subscribe(t, "ord/#", 1)
+	narrow := mustV5(t, pods[2].tcp, "alice", alicePassword)
+	narrow.subscribe(t, "ord/+/c", 0)
+	const n = 2000
+	results := make(chan []string, 3)
+	for _, s := range []*v5{both, wide, narrow} {
+		go func() { results <- collect(s, n+1, 8*time.Second) }()
+	}
+	pub := mustV5(t, pods[0].tcp, "alice", alicePassword)
+	start := time.Now()
+	for i := range n {
+		if err := pub.publish(t, "ord/b/c", strconv.Itoa(i), 0, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		got := <-results
+		if len(got) != n {
+			t.Fatalf("a subscriber got %d of %d messages (or a duplicate: %d > %d)", len(got), n, len(got), n)
+		}
+		for i, p := range got {
+			if p != strconv.Itoa(i) {
+				t.Fatalf("message %d is %q: out of order or duplicated", i, p)
+			}
+		}
+	}
+	t.Logf("%d QoS 0 messages to 3 subscribers on two other pods in %v", n, time.Since(start))
+}
+
+func TestClusterMessageRightAfterSubackArrives(t *testing.T) {
+	pods := startCluster(t, 3, clusterOpts{})
+	sub := mustV5(t, pods[1].tcp, "alice", alicePassword)
+	pub := mustV5(t, pods[0].tcp, "alice", alicePassword)
+	for i := range 50 {
+		topic := "fresh/" + strconv.Itoa(i)
+		sub.subscribe(t, topic, 0)
+		if err := pub.publish(t, topic, topic, 0, false); err != nil {
+			t.Fatal(err)
+		}
+		sub.expect(t, topic)
+	}
+}
+
+func TestClusterLongTopicAndOddLevels(t *testing.T) {
+	pods := startCluster(t, 2, clusterOpts{})
+	sub := mustV5(t, pods[1].tcp, "alice", alicePassword)
+	sub.subscribe(t, "#", 1)
+	sub.subscribe(t, "/#", 1)
+	pub := mustV5(t, pods[0].tcp, "alice", alicePassword)
+	long := strings.Repeat(".", 65535) // escaped to three times its length
+	for _, topic := range []string{long, "a.b/*/>/%/ /", "x//y", "/lead", "trail/", "$odd/x", "after/long"} {
+		if err := pub.publish(t, topic, "p:"+topic[:min(20, len(topic))], 1, false); err != nil {
+			if strings.HasPrefix(topic, "$") { // matched by no wildcard filter: nobody takes it
+				continue
+			}
+			t.Fatalf("publish to %.20q: %v", topic, err)
+		}
+		if strings.HasPrefix(topic, "$") {
+			continue
+		}
+		m := sub.expect(t, "p:"+topic[:min(20, len(topic))])
+		if m.Topic != topic {
+			t.Fatalf("topic %.40q arrived as %.40q", topic, m.Topic)
+		}
+	}
+	if err := pods[0].Ready(); err != nil {
+		t.Fatalf("the publishing pod is not ready after the long topic: %v", err)
+	}
+}
+
+func TestClusterQoS1IsNotAcknowledgedUntilTheOtherPodTookIt(t *testing.T) {
+	pods := startCluster(t, 3, clusterOpts{})
+	sub := mustV5(t, pods[1].tcp, "alice", alicePassword)
+	sub.subscribe(t, "held/#", 1)
+	pub := mustV5(t, pods[0].tcp, "alice", alicePassword)
+	if err := pub.publish(t, "held/0", "taken", 1, false); err != nil {
+		t.Fatal(err)
+	}
+	sub.expect(t, "taken")
+
+	// The subscriber's pod has the interest but does not take messages:
+	// no success, after the backstop timeout.
+	pods[1].Cluster().HoldInbound(true)
+	t.Cleanup(func() { pods[1].Cluster().HoldInbound(false) })
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	pr, err := pub.Publish(ctx, &paho.Publish{Topic: "held/1", QoS: 1, Payload: []byte("not taken")})
+	if err == nil || pr == nil || pr.ReasonCode != 0x80 {
+		t.Fatalf("publish to a pod that did not take it: response %+v, error %v; want reason 0x80", pr, err)
+	}
+	t.Logf("refused after %v", time.Since(start))
+
+	// Its route closes while a message waits for it: refused at once.
+	done := make(chan *paho.PublishResponse, 1)
+	go func() {
+		pr, _ := pub.Publish(ctx, &paho.Publish{Topic: "held/2", QoS: 1, Payload: []byte("lost pod")})
+		done <- pr
+	}()
+	time.Sleep(100 * time.Millisecond) // the message is on its way; nothing to await
+	start = time.Now()
+	pods[1].Cluster().Close()
+	select {
+	case pr := <-done:
+		if pr == nil || pr.ReasonCode != 0x80 {
+			t.Fatalf("publish to a pod that left: %+v; want reason 0x80", pr)
+		}
+		if d := time.Since(start); d > 500*time.Millisecond {
+			t.Fatalf("refused %v after the pod left; want at once", d)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("no answer to the publisher")
+	}
+}
+
+func TestClusterQoS1From311IsNotAcknowledgedWhenNotTaken(t *testing.T) {
+	pods := startCluster(t, 2, clusterOpts{})
+	sub := mustV5(t, pods[1].tcp, "alice", alicePassword)
+	sub.subscribe(t, "held311/#", 1)
+	pods[1].Cluster().HoldInbound(true)
+	t.Cleanup(func() { pods[1].Cluster().HoldInbound(false) })
+	pub, err := connectV3("tcp://"+pods[0].tcp, "alice", alicePassword, "v3-held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := pub.Publish("held311/x", 1, false, "not taken")
+	tok.WaitTimeout(3 * time.Second)
+	deadline := time.Now().Add(3 * time.Second)
+	for pub.IsConnectionOpen() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if pub.IsConnectionOpen() {
+		t.Fatal("the 3.1.1 publisher is still connected: its message was acknowledged or ignored")
+	}
+}
+
+func TestClusterPodKilledOthersKeepServing(t *testing.T) {
+	pods := startCluster(t, 3, clusterOpts{})
+	sub := mustV5(t, pods[1].tcp, "alice", alicePassword)
+	sub.subscribe(t, "alive/#", 1)
+	pods[2].Cluster().Close() // its routes vanish as when its process is killed
+	pub := mustV5(t, pods[0].tcp, "alice", alicePassword)
+	if err := pub.publish(t, "alive/x", "still here", 1, false); err != nil {
+		t.Fatal(err)
+	}
+	sub.expect(t, "still here")
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		st, _ := pods[0].ClusterStatus()
+		connected := 0
+		for _, p := range st.Peers {
+			if p.Connected {
+				connected++
+			}
+		}
+		if !st.Joined && connected == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the survivor's status does not show the missing pod: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Joined once, a survivor stays in service: one dead pod must not take
+	// every pod out of the Service.
+	if err := pods[0].Ready(); err != nil {
+		t.Fatalf("survivor not ready: %v", err)
+	}
+}
+
+func TestClusterRefusesAPodWithTheWrongPasswordOrName(t *testing.T) {
+	for _, o := range []clusterOpts{{password: "another-password-0123456789"}, {name: "another-cluster"}} {
+		addrs := freePorts(t, 3)
+		var pods []*testBroker
+		for i := range 3 {
+			oo := clusterOpts{}
+			if i == 2 {
+				oo = o
+			}
+			pods = append(pods, startBroker(t, clusterConfig(t, "pod-"+strconv.Itoa(i), addrs[i], addrs, oo), clusterBundle(t)))
+		}
+		deadline := time.Now().Add(1500 * time.Millisecond)
+		for time.Now().Before(deadline) && len(routesOf(pods[0])) < 1 {
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(500 * time.Millisecond) // give the intruder's routes time to (not) form
+		for i, p := range pods {
+			names := routesOf(p)
+			want := 1
+			if i == 2 {
+				want = 0
+			}
+			if len(names) != want {
+				t.Fatalf("%+v: pod %d has routes to %v; want %d", o, i, names, want)
+			}
+		}
+		if pods[2].Ready() == nil {
+			t.Fatalf("%+v: the refused pod is ready", o)
+		}
+	}
+}
+
+func routesOf(p *testBroker) []string {
+	st, _ := p.ClusterStatus()
+	var names []string
+	for _, peer := range st.Peers {
+		if peer.Connected {
+			names = append(names, peer.Address+"/"+peer.Node)
+		}
+	}
+	return names
+}
+
+func TestClusterSharedSubscriptionDeliversOnceAcrossPods(t *testing.T) {
+	pods := startCluster(t, 3, clusterOpts{})
+	plain := mustV5(t, pods[1].tcp, "alice", alicePassword)
+	plain.subscribe(t, "sh/#", 1)
+	var members []*v5
+	for _, p := range []*testBroker{pods[0], pods[1], pods[2]} {
+		m := mustV5(t, p.tcp, "alice", alicePassword)
+		m.subscribe(t, "$share/g/sh/#", 1)
+		members = append(members, m)
+	}
+	pub := mustV5(t, pods[0].tcp, "alice", alicePassword)
+	const n = 300
+	for i := range n {
+		if err := pub.publish(t, "sh/x", strconv.Itoa(i), 1, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := collect(plain, n, 5*time.Second); len(got) != n {
+		t.Fatalf("the plain subscriber got %d of %d", len(got), n)
+	}
+	seen := map[string]int{}
+	var per []int
+	for _, m := range members {
+		got := collect(m, n, 300*time.Millisecond)
+		per = append(per, len(got))
+		for _, p := range got {
+			seen[p]++
+		}
+	}
+	for i := range n {
+		if c := seen[strconv.Itoa(i)]; c != 1 {
+			t.Fatalf("message %d reached the group %d times (members got %v)", i, c, per)
+		}
+	}
+	t.Logf("members on three pods got %v of %d", per, n)
+}
+
+func TestClusterRoutesOverTLS(t *testing.T) {
+	ca := newTestCA(t)
+	pods := startCluster(t, 2, clusterOpts{tls: ca})
+	sub := mustV5(t, pods[1].tcp, "alice", alicePassword)
+	sub.subscribe(t, "tls/#", 2)
+	pub := mustV5(t, pods[0].tcp, "alice", alicePassword)
+	if err := pub.publish(t, "tls/x", "encrypted", 2, false); err != nil {
+		t.Fatal(err)
+	}
+	sub.expect(t, "encrypted")
+
+	// A pod with a certificate from another CA cannot join.
+	addrs := freePorts(t, 2)
+	good := startBroker(t, clusterConfig(t, "pod-0", addrs[0], addrs, clusterOpts{tls: ca}), clusterBundle(t))
+	bad := startBroker(t, clusterConfig(t, "pod-1", addrs[1], addrs, clusterOpts{tls: newNamedCA(t, "other CA")}), clusterBundle(t))
+	time.Sleep(time.Second) // routes would form within this
+	if len(routesOf(good)) != 0 || bad.Ready() == nil {
+		t.Fatalf("a pod with a foreign certificate joined: %v", routesOf(good))
+	}
+}
+
+func TestClusterPeersReloadInPlace(t *testing.T) {
+	addrs := freePorts(t, 2)
+	cfg0 := clusterConfig(t, "pod-0", addrs[0], addrs[:1], clusterOpts{})
+	pod0 := startBroker(t, cfg0, clusterBundle(t))
+	pod1 := startBroker(t, clusterConfig(t, "pod-1", addrs[1], addrs[1:], clusterOpts{}), clusterBundle(t))
+	waitReady(t, pod0, 3*time.Second)
+	if len(routesOf(pod0)) != 0 {
+		t.Fatal("routes before the peers were given")
+	}
+	cfg0.Cluster.Peers = addrs
+	data, err := json.Marshal(cfg0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pod0.ApplyConfig(data); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, pod0, 5*time.Second)
+	sub := mustV5(t, pod1.tcp, "alice", alicePassword)
+	sub.subscribe(t, "scaled/#", 1)
+	pub := mustV5(t, pod0.tcp, "alice", alicePassword)
+	if err := pub.publish(t, "scaled/x", "after reload", 1, false); err != nil {
+		t.Fatal(err)
+	}
+	sub.expect(t, "after reload")
+}
+
+func TestClusterStatusNamesThePeers(t *testing.T) {
+	pods := startCluster(t, 3, clusterOpts{})
+	st, ok := pods[0].ClusterStatus()
+	if !ok || st.Name != "test-cluster" || st.Node != "pod-0" || !st.Joined {
+		t.Fatalf("status %+v", st)
+	}
+	// On loopback the peers cannot be told apart by name (the operator's
+	// peer addresses start with the pod name): both connected is what
+	// holds.
+	if len(st.Peers) != 2 || !st.Peers[0].Connected || !st.Peers[1].Connected ||
+		st.Peers[0].Address != pods[1].cfg.Cluster.Address || st.Peers[1].Address != pods[2].cfg.Cluster.Address {
+		t.Fatalf("peers %+v; want pod-1's and pod-2's addresses, connected", st.Peers)
 	}
 }

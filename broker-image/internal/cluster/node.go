@@ -78,6 +78,7 @@ type Node struct {
 
 	bridge *bridge
 	acks   *ackTable
+	joined atomic.Bool // had routes to every peer once
 
 	stop chan struct{}
 	done chan struct{}
@@ -327,12 +328,25 @@ func (n *Node) routes() []string {
 	return names
 }
 
-// Ready is nil once the pod has a route to every peer it was given (the
-// peers include itself) and the in-process connection is up.
+// Ready is nil while the in-process connection is up, once the pod has
+// had a route to every peer it was given (the peers include itself). A
+// peer lost after that shows in Status, not here: one dead pod must not
+// take every other pod out of the Service.
 func (n *Node) Ready() error {
 	if nc := n.conn(); nc == nil || !nc.IsConnected() {
 		return errors.New("cluster: bridge connection is down")
 	}
+	if n.joined.Load() {
+		return nil
+	}
+	if err := n.meshComplete(); err != nil {
+		return err
+	}
+	n.joined.Store(true)
+	return nil
+}
+
+func (n *Node) meshComplete() error {
 	n.peersMu.Lock()
 	want := len(n.peers) - 1
 	n.peersMu.Unlock()
@@ -342,12 +356,23 @@ func (n *Node) Ready() error {
 	return nil
 }
 
-// Status is what GET /v1/cluster reports.
+// Status is what GET /v1/cluster reports. A configured peer is matched to
+// a route by its pod name (the operator's peers are
+// <pod>.<headless service>:port) or by the address this pod dialled; a
+// route matching no configured peer is listed by its node name alone.
 func (n *Node) Status() brokerconfig.ClusterStatus {
-	st := brokerconfig.ClusterStatus{Name: n.name, Node: n.node, Joined: n.Ready() == nil, Peers: []brokerconfig.PeerStatus{}}
-	connected := map[string]bool{}
-	for _, name := range n.routes() {
-		connected[name] = true
+	st := brokerconfig.ClusterStatus{Name: n.name, Node: n.node, Joined: n.meshComplete() == nil, Peers: []brokerconfig.PeerStatus{}}
+	connected, dialled := map[string]bool{}, map[string]string{}
+	if rz, err := n.srv.Routez(nil); err == nil {
+		for _, r := range rz.Routes {
+			if r.RemoteName == "" {
+				continue
+			}
+			connected[r.RemoteName] = true
+			if r.DidSolicit {
+				dialled[net.JoinHostPort(r.IP, strconv.Itoa(r.Port))] = r.RemoteName
+			}
+		}
 	}
 	n.peersMu.Lock()
 	peers := append([]string(nil), n.peers...)
@@ -356,22 +381,43 @@ func (n *Node) Status() brokerconfig.ClusterStatus {
 	for _, p := range peers {
 		host, _, _ := net.SplitHostPort(p)
 		first, _, _ := strings.Cut(host, ".")
-		if first == n.node {
+		if first == n.node || p == n.cfg.Address {
 			continue // this pod
 		}
 		ps := brokerconfig.PeerStatus{Address: p}
-		// The operator's peers are <pod>.<headless service>...: the pod
-		// name is the node name.
-		if connected[first] {
-			ps.Node, ps.Connected = first, true
-			matched[first] = true
+		switch {
+		case connected[first]:
+			ps.Node = first
+		case dialled[p] != "":
+			ps.Node = dialled[p]
+		}
+		if ps.Node != "" && !matched[ps.Node] {
+			ps.Connected, matched[ps.Node] = true, true
 		}
 		st.Peers = append(st.Peers, ps)
 	}
+	var unmatchedPeers []int
+	for i, p := range st.Peers {
+		if !p.Connected {
+			unmatchedPeers = append(unmatchedPeers, i)
+		}
+	}
+	var unmatchedNodes []string
 	for name := range connected {
 		if !matched[name] {
-			st.Peers = append(st.Peers, brokerconfig.PeerStatus{Node: name, Connected: true})
+			unmatchedNodes = append(unmatchedNodes, name)
 		}
+	}
+	if len(unmatchedNodes) == len(unmatchedPeers) {
+		// Every peer is connected, only which is which is not known (an
+		// accepted route shows no address of the peer's to match).
+		for _, i := range unmatchedPeers {
+			st.Peers[i].Connected = true
+		}
+		return st
+	}
+	for _, name := range unmatchedNodes {
+		st.Peers = append(st.Peers, brokerconfig.PeerStatus{Node: name, Connected: true})
 	}
 	return st
 }
