@@ -11,12 +11,14 @@ import (
 	"math/big"
 	"net"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
+	"github.com/mqtt-operator/mqtt-operator/test/secretscan"
 )
 
 // Clustered brokers on loopback: each is one pod of one MQTTBroker, in this
@@ -79,6 +81,7 @@ func clusterConfig(t *testing.T, node, addr string, peers []string, o clusterOpt
 	}
 	pw := filepath.Join(dir, "cluster-password")
 	writeFile(t, pw, []byte(password+"\n"))
+	t.Cleanup(func() { checkNoClusterSecret(t, node) })
 	cfg.Cluster = &brokerconfig.Cluster{Name: name, NodeName: node, Address: addr, Peers: peers, PasswordFile: pw}
 	if o.tls != nil {
 		o.tls.issueRoute(t, dir)
@@ -95,12 +98,19 @@ func startCluster(t *testing.T, n int, o clusterOpts) []*testBroker {
 	addrs := freePorts(t, n)
 	pods := make([]*testBroker, n)
 	for i := range n {
-		pods[i] = startBroker(t, clusterConfig(t, fmt.Sprintf("pod-%d", i), addrs[i], addrs, o), clusterBundle(t))
+		pods[i] = startClusterPod(t, clusterConfig(t, fmt.Sprintf("pod-%d", i), addrs[i], addrs, o))
 	}
 	for _, p := range pods {
 		waitReady(t, p, 10*time.Second)
 	}
 	return pods
+}
+
+func startClusterPod(t *testing.T, cfg *brokerconfig.Config) *testBroker {
+	t.Helper()
+	p := startBroker(t, cfg, clusterBundle(t))
+	clusterLogs.Store(t.Name()+"/"+cfg.Cluster.NodeName, p.logs)
+	return p
 }
 
 func waitReady(t *testing.T, p *testBroker, within time.Duration) {
@@ -147,3 +157,14 @@ type (
 	pahov3Client  = pahov3.Client
 	pahov3Message = pahov3.Message
 )
+
+var clusterLogs sync.Map // node name -> *syncBuffer, for the secret check
+
+// checkNoClusterSecret fails if a pod's log holds a cluster password.
+func checkNoClusterSecret(t *testing.T, node string) {
+	if logs, ok := clusterLogs.Load(t.Name() + "/" + node); ok {
+		secretscan.Absent(t, "broker's log", logs.(*syncBuffer).String(), map[string]string{
+			"cluster password": clusterPassword, "other cluster password": "another-password-0123456789",
+		})
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	pahov3 "github.com/eclipse/paho.mqtt.golang"
 )
 
 func TestClusterCrossPodDeliveryWithProperties(t *testing.T) {
@@ -96,23 +97,34 @@ func TestClusterOrderAndNoDuplicatesAcrossPods(t *testing.T) {
 	wide := mustV5(t, pods[1].tcp, "alice", alicePassword)
 	wide.subscribe(t, "ord/#", 1)
 	narrow := mustV5(t, pods[2].tcp, "alice", alicePassword)
-	narrow.subscribe(t, "ord/+/c", 0)
+	narrow.subscribe(t, "ord/+/c", 1)
 	const n = 2000
 	results := make(chan []string, 3)
 	for _, s := range []*v5{both, wide, narrow} {
-		go func() { results <- collect(s, n+1, 8*time.Second) }()
+		go func() { results <- collect(s, n, 8*time.Second) }()
 	}
-	pub := mustV5(t, pods[0].tcp, "alice", alicePassword)
+	// An MQTT 3.1.1 publisher that does not wait for each PUBACK before
+	// sending the next message: QoS 1, pipelined.
+	pub, err := connectV3("tcp://"+pods[0].tcp, "alice", alicePassword, "ord-pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Disconnect(0)
 	start := time.Now()
+	var toks []pahov3.Token
 	for i := range n {
-		if err := pub.publish(t, "ord/b/c", strconv.Itoa(i), 0, false); err != nil {
-			t.Fatal(err)
+		toks = append(toks, pub.Publish("ord/b/c", 1, false, strconv.Itoa(i)))
+	}
+	for _, tok := range toks {
+		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
 		}
 	}
+	acked := time.Since(start)
 	for range 3 {
 		got := <-results
 		if len(got) != n {
-			t.Fatalf("a subscriber got %d of %d messages (or a duplicate: %d > %d)", len(got), n, len(got), n)
+			t.Fatalf("a subscriber got %d of %d messages", len(got), n)
 		}
 		for i, p := range got {
 			if p != strconv.Itoa(i) {
@@ -120,7 +132,17 @@ func TestClusterOrderAndNoDuplicatesAcrossPods(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d QoS 0 messages to 3 subscribers on two other pods in %v", n, time.Since(start))
+	received := time.Since(start)
+	// No copy after the last one either: the next message is a marker.
+	if tok := pub.Publish("ord/b/c", 1, false, "end"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal("marker not published")
+	}
+	for _, s := range []*v5{both, wide, narrow} {
+		if got := collect(s, 1, 3*time.Second); len(got) != 1 || got[0] != "end" {
+			t.Fatalf("after the last message came %q; want the marker", got)
+		}
+	}
+	t.Logf("%d QoS 1 messages to 3 subscribers on two other pods: all acknowledged after %v, all received after %v", n, acked, received)
 }
 
 func TestClusterMessageRightAfterSubackArrives(t *testing.T) {
@@ -273,7 +295,7 @@ func TestClusterRefusesAPodWithTheWrongPasswordOrName(t *testing.T) {
 			if i == 2 {
 				oo = o
 			}
-			pods = append(pods, startBroker(t, clusterConfig(t, "pod-"+strconv.Itoa(i), addrs[i], addrs, oo), clusterBundle(t)))
+			pods = append(pods, startClusterPod(t, clusterConfig(t, "pod-"+strconv.Itoa(i), addrs[i], addrs, oo)))
 		}
 		deadline := time.Now().Add(1500 * time.Millisecond)
 		for time.Now().Before(deadline) && len(routesOf(pods[0])) < 1 {
@@ -357,8 +379,8 @@ func TestClusterRoutesOverTLS(t *testing.T) {
 
 	// A pod with a certificate from another CA cannot join.
 	addrs := freePorts(t, 2)
-	good := startBroker(t, clusterConfig(t, "pod-0", addrs[0], addrs, clusterOpts{tls: ca}), clusterBundle(t))
-	bad := startBroker(t, clusterConfig(t, "pod-1", addrs[1], addrs, clusterOpts{tls: newNamedCA(t, "other CA")}), clusterBundle(t))
+	good := startClusterPod(t, clusterConfig(t, "pod-0", addrs[0], addrs, clusterOpts{tls: ca}))
+	bad := startClusterPod(t, clusterConfig(t, "pod-1", addrs[1], addrs, clusterOpts{tls: newNamedCA(t, "other CA")}))
 	time.Sleep(time.Second) // routes would form within this
 	if len(routesOf(good)) != 0 || bad.Ready() == nil {
 		t.Fatalf("a pod with a foreign certificate joined: %v", routesOf(good))

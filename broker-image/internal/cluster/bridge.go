@@ -69,7 +69,7 @@ func (b *bridge) ID() string { return "mqtt-operator-cluster" }
 
 func (b *bridge) Provides(x byte) bool {
 	switch x {
-	case mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPublish, mqtt.OnSelectSubscribers, mqtt.OnWillSent:
+	case mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPublish, mqtt.OnSelectSubscribers, mqtt.OnWillSent, mqtt.OnClientExpired:
 		return true
 	}
 	return false
@@ -230,6 +230,14 @@ func (b *bridge) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) 
 func (b *bridge) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	for _, sub := range pk.Filters {
 		b.remove(cl.ID, sub.Filter)
+	}
+}
+
+// OnClientExpired drops the interest of an expired session: mochi calls no
+// OnUnsubscribed for it.
+func (b *bridge) OnClientExpired(cl *mqtt.Client) {
+	for filter := range cl.State.Subscriptions.GetAll() {
+		b.remove(cl.ID, filter)
 	}
 }
 
