@@ -3,8 +3,10 @@ package broker_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -426,5 +428,71 @@ func TestClusterStatusNamesThePeers(t *testing.T) {
 	if len(st.Peers) != 2 || !st.Peers[0].Connected || !st.Peers[1].Connected ||
 		st.Peers[0].Address != pods[1].cfg.Cluster.Address || st.Peers[1].Address != pods[2].cfg.Cluster.Address {
 		t.Fatalf("peers %+v; want pod-1's and pod-2's addresses, connected", st.Peers)
+	}
+}
+
+// TestClusterQoS1Cost logs what the acknowledged forward costs (a quick
+// measurement on loopback, not a benchmark): QoS 1 publish-to-PUBACK
+// latency with the subscriber on the same pod and on another pod, and the
+// fan-in rate of eight publishers across pods.
+func TestClusterQoS1Cost(t *testing.T) {
+	pods := startCluster(t, 3, clusterOpts{})
+	pub := mustV5(t, pods[0].tcp, "alice", alicePassword)
+	for _, where := range []int{0, 1} {
+		sub := mustV5(t, pods[where].tcp, "alice", alicePassword)
+		topic := "cost/" + strconv.Itoa(where)
+		sub.subscribe(t, topic, 1)
+		const n = 300
+		lat := make([]time.Duration, 0, n)
+		for i := range n {
+			start := time.Now()
+			if err := pub.publish(t, topic, strconv.Itoa(i), 1, false); err != nil {
+				t.Fatal(err)
+			}
+			lat = append(lat, time.Since(start))
+		}
+		if got := collect(sub, n, 3*time.Second); len(got) != n {
+			t.Fatalf("got %d of %d", len(got), n)
+		}
+		slices.Sort(lat)
+		t.Logf("QoS 1 PUBACK latency, subscriber on pod %d: p50 %v p99 %v", where, lat[n/2], lat[n*99/100])
+		_, _ = sub.Unsubscribe(context.Background(), &paho.Unsubscribe{Topics: []string{topic}})
+	}
+
+	for _, cross := range []bool{false, true} {
+		subPod, pubPods := pods[0], []*testBroker{pods[0]}
+		if cross {
+			subPod, pubPods = pods[1], []*testBroker{pods[0], pods[2]}
+		}
+		topic := "fanin/" + strconv.FormatBool(cross) + "/"
+		sub := mustV5(t, subPod.tcp, "alice", alicePassword)
+		sub.subscribe(t, topic+"#", 1)
+		const publishers, each = 8, 500
+		counted := make(chan int, 1)
+		go func() { counted <- len(collect(sub, publishers*each, 8*time.Second)) }()
+		var clients []*v5
+		for p := range publishers {
+			clients = append(clients, mustV5(t, pubPods[p%len(pubPods)].tcp, "alice", alicePassword))
+		}
+		start := time.Now()
+		var wg sync.WaitGroup
+		for p, c := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range each {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					_, _ = c.Publish(ctx, &paho.Publish{Topic: topic + strconv.Itoa(p), QoS: 1, Payload: []byte(strconv.Itoa(i))})
+					cancel()
+				}
+			}()
+		}
+		wg.Wait()
+		acked := time.Since(start)
+		if got := <-counted; got != publishers*each {
+			t.Fatalf("fan-in: %d of %d received", got, publishers*each)
+		}
+		t.Logf("QoS 1 fan-in, cross-pod %v, %d publishers each waiting for its PUBACK: %d messages acknowledged in %v (%.0f msg/s)",
+			cross, publishers, publishers*each, acked, float64(publishers*each)/acked.Seconds())
 	}
 }
