@@ -51,12 +51,12 @@ func freePorts(t *testing.T, n int) []string {
 	return addrs
 }
 
-// clusterBundle lets alice publish and subscribe anywhere.
+// clusterBundle lets alice and bob publish and subscribe anywhere.
 func clusterBundle(t testing.TB) *brokerconfig.AuthBundle {
-	a, _ := hashes(t)
+	a, b := hashes(t)
 	return &brokerconfig.AuthBundle{
 		Generation: 1,
-		Users:      []brokerconfig.User{{Username: "alice", PasswordHash: a}},
+		Users:      []brokerconfig.User{{Username: "alice", PasswordHash: a}, {Username: "bob", PasswordHash: b}},
 		ACLs: []brokerconfig.ACL{{Name: "test/all", Subjects: brokerconfig.Subjects{AllAuthenticated: true}, Rules: []brokerconfig.Rule{
 			{Topic: "#", Access: brokerconfig.AccessPublishSubscribe, Effect: brokerconfig.EffectAllow},
 		}}},

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -495,4 +496,20 @@ func TestClusterQoS1Cost(t *testing.T) {
 		t.Logf("QoS 1 fan-in, cross-pod %v, %d publishers each waiting for its PUBACK: %d messages acknowledged in %v (%.0f msg/s)",
 			cross, publishers, publishers*each, acked, float64(publishers*each)/acked.Seconds())
 	}
+}
+
+func TestClusterWillReachesOtherPods(t *testing.T) {
+	pods := startCluster(t, 2, clusterOpts{})
+	sub := mustV5(t, pods[1].tcp, "alice", alicePassword)
+	sub.subscribe(t, "wills/#", 1)
+	conn, err := net.Dial("tcp", pods[0].tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = conn.Write(mqttConnectWill("bob-will", "bob", bobPassword, "wills/bob", "bob is gone", false))
+	if ack := readPacket(t, conn); ack[3] != 0 {
+		t.Fatalf("CONNECT with a will refused: % x", ack)
+	}
+	_ = conn.Close() // no DISCONNECT: the will is due
+	sub.expect(t, "bob is gone")
 }

@@ -250,7 +250,7 @@ func (b *bridge) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 	if cl.Net.Inline || sysTopic(pk.TopicName) {
 		return pk, nil
 	}
-	err := b.n.forward(pk)
+	err := b.n.forward(pk, true)
 	if err == nil || pk.FixedHeader.Qos == 0 {
 		return pk, nil
 	}
@@ -271,8 +271,9 @@ func (b *bridge) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 // OnWillSent forwards a will mochi published here (it does not pass
 // OnPublish); nobody waits for its acknowledgement.
 func (b *bridge) OnWillSent(_ *mqtt.Client, pk packets.Packet) {
-	pk.FixedHeader.Qos = 0
-	_ = b.n.forward(pk)
+	if !sysTopic(pk.TopicName) {
+		_ = b.n.forward(pk, false)
+	}
 }
 
 func sysTopic(topic string) bool {
@@ -338,8 +339,8 @@ func (b *bridge) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) 
 }
 
 // forward sends pk to every other pod with matching interest; for QoS 1/2
-// it waits until each took it.
-func (n *Node) forward(pk packets.Packet) error {
+// with wait, it waits until each took it.
+func (n *Node) forward(pk packets.Packet, wait bool) error {
 	nc := n.conn()
 	subj := TopicSubject(pk.TopicName)
 	acc := n.srv.GlobalAccount()
@@ -362,7 +363,7 @@ func (n *Node) forward(pk packets.Packet) error {
 	if !ok {
 		return nil // expired before it left
 	}
-	if pk.FixedHeader.Qos == 0 {
+	if pk.FixedHeader.Qos == 0 || !wait {
 		for _, tok := range targets {
 			n.send(nc, &nats.Msg{Subject: "m." + tok + "." + subj, Header: hdr, Data: pk.Payload})
 		}

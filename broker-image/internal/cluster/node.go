@@ -132,8 +132,10 @@ func New(o Options) (*Node, error) {
 	}
 	n := &Node{cfg: c, name: c.Name, node: node, nodeTok: TopicSubject(node), log: o.Log.With("component", "cluster"), mq: o.Server,
 		token: hex.EncodeToString(tok), stop: make(chan struct{}), done: make(chan struct{}), acks: newAckTable()}
-	maxPayload := o.MaxPayload + 64<<10
-	if maxPayload > 1<<30 {
+	// Properties travel base64url in headers (4/3 of their size): twice the
+	// MQTT packet always fits.
+	maxPayload := 2*o.MaxPayload + 64<<10
+	if o.MaxPayload <= 0 || maxPayload > 1<<30 {
 		maxPayload = 1 << 30
 	}
 	n.sopts = &server.Options{
