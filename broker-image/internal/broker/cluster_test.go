@@ -513,3 +513,37 @@ func TestClusterWillReachesOtherPods(t *testing.T) {
 	_ = conn.Close() // no DISCONNECT: the will is due
 	sub.expect(t, "bob is gone")
 }
+
+func TestClusterGarbageOnTheClusterPortIsDropped(t *testing.T) {
+	pods := startCluster(t, 2, clusterOpts{})
+	conn, err := net.Dial("tcp", pods[0].cfg.Cluster.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = conn.Write([]byte("GARBAGE \x00\xff\r\nCONNECT {\"user\":\"x\"\r\n" + strings.Repeat("z", 5000) + "\r\n"))
+	_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 4096)
+	for {
+		if _, err := conn.Read(buf); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the cluster port kept a connection that sent garbage")
+			}
+			break
+		}
+	}
+	sub := mustV5(t, pods[1].tcp, "alice", alicePassword)
+	sub.subscribe(t, "after/garbage", 1)
+	pub := mustV5(t, pods[0].tcp, "alice", alicePassword)
+	if err := pub.publish(t, "after/garbage", "still routing", 1, false); err != nil {
+		t.Fatal(err)
+	}
+	sub.expect(t, "still routing")
+	deadline := time.Now().Add(2 * time.Second)
+	for !strings.Contains(pods[0].logs.String(), `"level":"WARN","msg":"127.0.0.1:`) {
+		if time.Now().After(deadline) {
+			t.Fatal("the dropped connection was not logged")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
