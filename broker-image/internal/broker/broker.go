@@ -171,6 +171,7 @@ func build(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 			return nil, fmt.Errorf("adding cluster hook: %w", err)
 		}
 		b.cluster = node
+		b.Policy.Admit = node.Admit
 	}
 	if cfg.TLS != nil {
 		certStore, err := certs.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.ClientCAFile)

@@ -69,7 +69,7 @@ func (b *bridge) ID() string { return "mqtt-operator-cluster" }
 
 func (b *bridge) Provides(x byte) bool {
 	switch x {
-	case mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPublish, mqtt.OnSelectSubscribers, mqtt.OnWillSent, mqtt.OnClientExpired:
+	case mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPublish, mqtt.OnSelectSubscribers, mqtt.OnWillSent, mqtt.OnClientExpired, mqtt.OnDisconnect:
 		return true
 	}
 	return false
@@ -166,7 +166,11 @@ func (b *bridge) resubscribe(nc *nats.Conn) error {
 	if err != nil {
 		return fmt.Errorf("cluster: subscribing the answers: %w", err)
 	}
-	b.nodeSub = []*nats.Subscription{ping, acks}
+	kicks, err := nc.Subscribe(kickSubject(b.n.nodeTok), b.n.kicked)
+	if err != nil {
+		return fmt.Errorf("cluster: subscribing the takeovers: %w", err)
+	}
+	b.nodeSub = []*nats.Subscription{ping, acks, kicks}
 	for filter, it := range b.filters {
 		subs, err := b.subscribe(nc, filter)
 		if err != nil {

@@ -79,6 +79,7 @@ type Node struct {
 	bridge *bridge
 	acks   *ackTable
 	joined atomic.Bool // had routes to every peer once
+	sess   sessions
 
 	stop chan struct{}
 	done chan struct{}
@@ -131,7 +132,8 @@ func New(o Options) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: c, name: c.Name, node: node, nodeTok: TopicSubject(node), log: o.Log.With("component", "cluster"), mq: o.Server,
-		token: hex.EncodeToString(tok), stop: make(chan struct{}), done: make(chan struct{}), acks: newAckTable()}
+		token: hex.EncodeToString(tok), stop: make(chan struct{}), done: make(chan struct{}), acks: newAckTable(),
+		sess: sessions{byID: map[string]*session{}, clock: wallClock}}
 	// Properties travel base64url in headers (4/3 of their size): twice the
 	// MQTT packet always fits.
 	maxPayload := 2*o.MaxPayload + 64<<10
@@ -352,8 +354,12 @@ func (n *Node) meshComplete() error {
 	n.peersMu.Lock()
 	want := len(n.peers) - 1
 	n.peersMu.Unlock()
-	if got := len(n.routes()); got < want {
-		return fmt.Errorf("cluster: routes to %d of %d peers", got, want)
+	names := n.routes()
+	if len(names) < want {
+		return fmt.Errorf("cluster: routes to %d of %d peers", len(names), want)
+	}
+	for _, name := range names {
+		n.learn(TopicSubject(name))
 	}
 	return nil
 }
