@@ -62,7 +62,7 @@ type bridge struct {
 func newBridge(n *Node) *bridge {
 	return &bridge{n: n, client: n.mq.NewClient(nil, mqtt.LocalListener, bridgeClientID, true),
 		filters: map[string]*interest{}, groups: map[string][2]string{},
-		in: make(chan *nats.Msg, inboundQueue), closed: make(chan struct{})}
+		in: make(chan *nats.Msg, inboundQueue(n.maxPacket)), closed: make(chan struct{})}
 }
 
 func (b *bridge) ID() string { return "mqtt-operator-cluster" }
@@ -308,6 +308,9 @@ var noShared = map[string]packets.Subscription{bridgeClientID: {}}
 // a message arriving for a shared group goes to that group's chosen member
 // only.
 func (b *bridge) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *mqtt.Subscribers {
+	if pk.Origin == mqtt.InlineClientId || sysTopic(pk.TopicName) {
+		return subs // never forwarded: stays on this pod, as mochi chose
+	}
 	var g *[2]string
 	if pk.Origin == bridgeClientID {
 		g = b.delivering.Load()

@@ -37,12 +37,19 @@ const (
 	// AckTimeout is the backstop for a QoS 1/2 forward: a pod that has not
 	// acknowledged by then is taken as not having the message. A pod whose
 	// route closes fails its pending acknowledgements at once.
-	AckTimeout = time.Second
-	// inboundQueue is how many messages from other pods wait for this
-	// pod's one delivering goroutine.
-	inboundQueue = 8192
-	statusEvery  = 50 * time.Millisecond
+	AckTimeout  = time.Second
+	statusEvery = 50 * time.Millisecond
 )
+
+// inboundQueue is how many messages from other pods may wait for this
+// pod's one delivering goroutine: 8,192, fewer for large packets, so the
+// queue holds at most about 64 MiB (or 256 packets of the largest size).
+func inboundQueue(maxPacket int) int {
+	if maxPacket <= 0 {
+		return 256
+	}
+	return min(8192, max(256, (64<<20)/maxPacket))
+}
 
 // Options configure a Node.
 type Options struct {
@@ -66,6 +73,8 @@ type Node struct {
 	log     *slog.Logger
 	mq      *mqtt.Server
 	token   string
+	// maxPacket is the broker's maxPacketSize.
+	maxPacket int
 
 	connMu sync.Mutex
 	nc     *nats.Conn // replaced when closed (pitfall 4)
@@ -132,7 +141,7 @@ func New(o Options) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: c, name: c.Name, node: node, nodeTok: TopicSubject(node), log: o.Log.With("component", "cluster"), mq: o.Server,
-		token: hex.EncodeToString(tok), stop: make(chan struct{}), done: make(chan struct{}), acks: newAckTable(),
+		maxPacket: o.MaxPayload, token: hex.EncodeToString(tok), stop: make(chan struct{}), done: make(chan struct{}), acks: newAckTable(),
 		sess: sessions{byID: map[string]*session{}, clock: wallClock}}
 	// Properties travel base64url in headers (4/3 of their size): twice the
 	// MQTT packet always fits.
