@@ -90,4 +90,10 @@ func TestClusterSimultaneousConnectsLeaveOneSession(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
+	// And it stays: no late takeover ends the one left.
+	for round := range 20 {
+		if n := liveSessions(pods, "race-"+strconv.Itoa(round)); n != 1 {
+			t.Fatalf("round %d: %d live sessions in the end", round, n)
+		}
+	}
 }

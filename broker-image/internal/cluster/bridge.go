@@ -69,7 +69,7 @@ func (b *bridge) ID() string { return "mqtt-operator-cluster" }
 
 func (b *bridge) Provides(x byte) bool {
 	switch x {
-	case mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPublish, mqtt.OnSelectSubscribers, mqtt.OnWillSent, mqtt.OnClientExpired, mqtt.OnDisconnect:
+	case mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPublish, mqtt.OnSelectSubscribers, mqtt.OnWillSent, mqtt.OnClientExpired, mqtt.OnDisconnect, mqtt.OnSessionEstablished:
 		return true
 	}
 	return false

@@ -46,7 +46,10 @@ type session struct {
 	stamp stamp
 	user  string
 	cl    *mqtt.Client
-	lost  bool // a newer login elsewhere took the ID while this one was pending
+	// lost: a newer login elsewhere took the ID; established: mochi sent
+	// the CONNACK. Whichever of the two comes second disconnects cl, so a
+	// takeover that arrives between Admit and the CONNACK is not missed.
+	lost, established bool
 }
 
 type sessions struct {
@@ -146,22 +149,47 @@ func (n *Node) kicked(m *nats.Msg) {
 		s.mu.Unlock() // this pod's login is the newer: the other one loses
 		return
 	}
+	var victims []*mqtt.Client
 	if mine != nil {
 		mine.lost = true
 		delete(s.byID, k.ID)
+		if mine.established {
+			victims = append(victims, mine.cl)
+		}
 	}
 	s.mu.Unlock()
-	cl, ok := n.mq.Clients.Get(k.ID)
-	if !ok {
-		return
+	if cl, ok := n.mq.Clients.Get(k.ID); ok {
+		if string(cl.Properties.Username) != k.User {
+			answer = answerOwned
+			return
+		}
+		if mine == nil || cl != mine.cl {
+			victims = append(victims, cl)
+		}
 	}
-	if string(cl.Properties.Username) != k.User {
-		answer = answerOwned
-		return
+	for _, cl := range victims {
+		if !cl.Closed() {
+			n.log.Info("client ID taken over by a login on another pod", "clientId", k.ID, "pod", k.Stamp.Node)
+			_ = n.mq.DisconnectClient(cl, packets.ErrSessionTakenOver)
+		}
 	}
-	if !cl.Closed() {
-		n.log.Info("client ID taken over by a login on another pod", "clientId", k.ID, "pod", k.Stamp.Node)
-		_ = n.mq.DisconnectClient(cl, packets.ErrSessionTakenOver)
+}
+
+// OnSessionEstablished disconnects a client whose ID a newer login on
+// another pod took between its admission and its CONNACK.
+func (b *bridge) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	s := &b.n.sess
+	s.mu.Lock()
+	lost := false
+	if e := s.byID[cl.ID]; e != nil && e.cl == cl {
+		e.established = true
+	} else if !cl.Net.Inline {
+		lost = true // kicked (and forgotten) before this
+	}
+	s.mu.Unlock()
+	if lost && !cl.Closed() {
+		b.n.log.Info("client ID taken over by a login on another pod", "clientId", cl.ID)
+		_ = b.n.mq.DisconnectClient(cl, packets.ErrSessionTakenOver)
 	}
 }
 
