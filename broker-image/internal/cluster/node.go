@@ -136,6 +136,9 @@ func New(o Options) (*Node, error) {
 	if host == "" {
 		host = "0.0.0.0"
 	}
+	if port == 0 {
+		port = server.RANDOM_PORT // as for the listeners: port 0 picks a free one (nats-server's 0 is "no cluster")
+	}
 	tok := make([]byte, 24)
 	if _, err := rand.Read(tok); err != nil {
 		return nil, err
