@@ -547,3 +547,25 @@ func TestClusterGarbageOnTheClusterPortIsDropped(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestClusterBridgeConnectionRepairsItself(t *testing.T) {
+	pods := startCluster(t, 2, clusterOpts{})
+	here := mustV5(t, pods[0].tcp, "alice", alicePassword)
+	here.subscribe(t, "repair/0", 1)
+	there := mustV5(t, pods[1].tcp, "alice", alicePassword)
+	there.subscribe(t, "repair/1", 1)
+	pods[0].Cluster().DropConnection()
+	if err := pods[0].Ready(); err == nil {
+		t.Fatal("ready with its bridge connection closed")
+	}
+	waitReady(t, pods[0], 3*time.Second)
+	// Both ways again: pod 0 forwards, and its subscriptions were made again.
+	if err := here.publish(t, "repair/1", "from the repaired pod", 1, false); err != nil {
+		t.Fatal(err)
+	}
+	there.expect(t, "from the repaired pod")
+	if err := there.publish(t, "repair/0", "to the repaired pod", 1, false); err != nil {
+		t.Fatal(err)
+	}
+	here.expect(t, "to the repaired pod")
+}

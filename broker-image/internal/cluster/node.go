@@ -503,6 +503,14 @@ func (n *Node) SyncSubscriptions() {
 // but does not answer.
 func (n *Node) HoldInbound(hold bool) { n.bridge.hold(hold) }
 
+// DropConnection closes the in-process connection, as nats-server does to
+// a connection that broke a limit (pitfall 4). For tests of the repair.
+func (n *Node) DropConnection() {
+	if nc := n.conn(); nc != nil {
+		nc.Close()
+	}
+}
+
 // natsLog sends nats-server's log to the broker's, quieter: its notices
 // (start-up lines) at debug, warnings and errors (a peer refused for a bad
 // password, garbage on the cluster port) at warn.
