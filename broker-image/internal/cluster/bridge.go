@@ -37,6 +37,7 @@ const bridgeClientID = "\x00mqtt-operator-cluster-bridge"
 type interest struct {
 	clients map[string]struct{}
 	subs    []*nats.Subscription
+	known   chan struct{} // closed once every pod has the interest (the barrier)
 }
 
 type bridge struct {
@@ -115,7 +116,7 @@ func (b *bridge) add(clientID, filter string, barrier bool) {
 	it := b.filters[filter]
 	first := it == nil
 	if first {
-		it = &interest{clients: map[string]struct{}{}}
+		it = &interest{clients: map[string]struct{}{}, known: make(chan struct{})}
 		b.filters[filter] = it
 		if nc := b.n.conn(); nc != nil {
 			subs, err := b.subscribe(nc, filter)
@@ -127,8 +128,19 @@ func (b *bridge) add(clientID, filter string, barrier bool) {
 	}
 	it.clients[clientID] = struct{}{}
 	b.mu.Unlock()
-	if first && barrier {
+	switch {
+	case first && barrier:
 		b.n.barrier()
+		close(it.known)
+	case first:
+		close(it.known)
+	case barrier:
+		// A second subscriber while the first one's barrier runs gets
+		// its SUBACK no earlier.
+		select {
+		case <-it.known:
+		case <-time.After(AckTimeout):
+		}
 	}
 }
 
