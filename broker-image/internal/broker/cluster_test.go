@@ -211,6 +211,10 @@ func TestClusterQoS1IsNotAcknowledgedUntilTheOtherPodTookIt(t *testing.T) {
 		t.Fatalf("publish to a pod that did not take it: response %+v, error %v; want reason 0x80", pr, err)
 	}
 	t.Logf("refused after %v", time.Since(start))
+	pr, err = pub.Publish(ctx, &paho.Publish{Topic: "held/1", QoS: 2, Payload: []byte("not taken either")})
+	if err != nil || pr == nil || pr.ReasonCode != 0x80 {
+		t.Fatalf("QoS 2 publish to a pod that did not take it: response %+v, error %v; want a PUBREC with 0x80", pr, err)
+	}
 
 	// Its route closes while a message waits for it: refused at once.
 	done := make(chan *paho.PublishResponse, 1)
