@@ -355,4 +355,3 @@ func (b *bridge) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) 
 	subs.SharedSelected = map[string]packets.Subscription{chosen: sub}
 	return subs
 }
-

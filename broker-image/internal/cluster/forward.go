@@ -156,4 +156,3 @@ func packetOf(topic string, m *nats.Msg) packets.Packet {
 	}
 	return pk
 }
-

@@ -270,11 +270,14 @@ func (n *Node) watch() {
 	defer close(n.done)
 	t := time.NewTicker(statusEvery)
 	defer t.Stop()
-	for {
+	for tick := 0; ; tick++ {
 		select {
 		case <-n.stop:
 			return
 		case <-t.C:
+		}
+		if tick%100 == 0 {
+			n.sess.sweep()
 		}
 		if nc := n.conn(); nc == nil || nc.IsClosed() {
 			n.log.Warn("cluster bridge connection closed; reconnecting")

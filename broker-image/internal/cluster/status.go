@@ -73,4 +73,3 @@ func (n *Node) Status() brokerconfig.ClusterStatus {
 	}
 	return st
 }
-

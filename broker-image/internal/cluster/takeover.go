@@ -204,3 +204,20 @@ func (b *bridge) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 }
 
 func wallClock() int64 { return time.Now().UnixNano() }
+
+// pendingFor bounds how long a login may sit between its admission and its
+// CONNACK before sweep forgets it: mochi calls no hook for a connection
+// that closes in between.
+const pendingFor = 30 * time.Second
+
+// sweep forgets logins admitted but never established.
+func (s *sessions) sweep() {
+	cutoff := s.clock() - int64(pendingFor)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, e := range s.byID {
+		if !e.established && e.stamp.T < cutoff {
+			delete(s.byID, id)
+		}
+	}
+}
