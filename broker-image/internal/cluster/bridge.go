@@ -158,6 +158,15 @@ func (b *bridge) remove(clientID, filter string) {
 		_ = s.Unsubscribe()
 	}
 	delete(b.filters, filter)
+	if group, topicFilter, ok := splitShared(filter); ok {
+		q := shareQueue(group, topicFilter)
+		for other := range b.filters { // "$SHARE/g/f" is the same group
+			if g, f, ok := splitShared(other); ok && shareQueue(g, f) == q {
+				return
+			}
+		}
+		delete(b.groups, q)
+	}
 }
 
 // resubscribe makes every subscription again on a new connection.

@@ -74,3 +74,12 @@ func FuzzSubjectRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+func TestShareQueueNamesGroupAndFilter(t *testing.T) {
+	// nats-server merges same-named queue subscriptions across subjects:
+	// the name must differ for another group or another filter.
+	a, b, c := shareQueue("g", "a/#"), shareQueue("g", "b/#"), shareQueue("h", "a/#")
+	if a == b || a == c || shareQueue("g", "a/#") != a || shareQueue("g/x", "y") == shareQueue("g", "x/y") {
+		t.Fatal("queue names collide")
+	}
+}
