@@ -306,3 +306,35 @@ func TestClusterWillReachesOtherPods(t *testing.T) {
 	_ = conn.Close() // no DISCONNECT: the will is due
 	sub.expect(t, "bob is gone")
 }
+
+// A pod restarted with persistent sessions subscribes on NATS for what it
+// restored, so messages published on other pods while their client is away
+// are queued for it.
+func TestClusterRestoredSessionsReceiveFromOtherPods(t *testing.T) {
+	addrs := freePorts(t, 2)
+	pod0 := startClusterPod(t, clusterConfig(t, "pod-0", addrs[0], addrs, clusterOpts{}))
+	cfg1 := clusterConfig(t, "pod-1", addrs[1], addrs, clusterOpts{})
+	cfg1.Storage.Persistent = true
+	pod1 := startClusterPod(t, cfg1)
+	waitReady(t, pod0, 5*time.Second)
+	waitReady(t, pod1, 5*time.Second)
+	sub, err := connectV5(t, pod1.tcp, v5opts{user: "bob", password: bobPassword, clientID: "persistent-1", sessionExpiry: 600, keepAlive: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub.subscribe(t, "persist/#", 1)
+	_ = sub.Disconnect(&paho.Disconnect{})
+	pod1.Drain(context.Background(), 0)
+
+	restarted := startClusterPod(t, cfg1) // same volume, same cluster port
+	waitReady(t, restarted, 5*time.Second)
+	pub := mustV5(t, pod0.tcp, "alice", alicePassword)
+	if err := pub.publish(t, "persist/x", "queued while away", 1, false); err != nil {
+		t.Fatal(err)
+	}
+	back, err := connectV5(t, restarted.tcp, v5opts{user: "bob", password: bobPassword, clientID: "persistent-1", sessionExpiry: 600, keepAlive: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back.expect(t, "queued while away")
+}

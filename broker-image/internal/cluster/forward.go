@@ -15,6 +15,9 @@ import (
 // with wait, it waits until each took it.
 func (n *Node) forward(pk packets.Packet, wait bool) error {
 	nc := n.conn()
+	if wait && pk.FixedHeader.Qos > 0 {
+		n.learnNewRoutes()
+	}
 	subj := TopicSubject(pk.TopicName)
 	acc := n.srv.GlobalAccount()
 	var targets []string
@@ -155,4 +158,20 @@ func packetOf(topic string, m *nats.Msg) packets.Packet {
 		p.User = append(p.User, packets.UserProperty{Key: decode64(k), Val: decode64(v)})
 	}
 	return pk
+}
+
+// learnNewRoutes learns the names of pods whose routes came up since the
+// last look, before a QoS 1/2 forward picks its targets: a pod that just
+// joined may already have interest (sessions it restored at start) before
+// the watch loop saw it. Counting routes is cheap; listing them happens
+// only when the count changed.
+func (n *Node) learnNewRoutes() {
+	r := int64(n.srv.NumRoutes())
+	if r == n.routeCount.Load() {
+		return
+	}
+	for _, name := range n.routes() {
+		n.learn(TopicSubject(name))
+	}
+	n.routeCount.Store(r)
 }

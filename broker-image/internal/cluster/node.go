@@ -82,8 +82,9 @@ type Node struct {
 	peersMu sync.Mutex
 	peers   []string // configured peer addresses
 
-	known atomic.Pointer[[]string] // node tokens of the other pods seen so far
-	addMu sync.Mutex
+	known      atomic.Pointer[[]string] // node tokens of the other pods seen so far
+	routeCount atomic.Int64             // route connections when known was last completed
+	addMu      sync.Mutex
 
 	bridge *bridge
 	acks   *ackTable
