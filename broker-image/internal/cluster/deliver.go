@@ -6,6 +6,7 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
+// hold stops (on) or resumes the delivering goroutine; see HoldInbound.
 func (b *bridge) hold(on bool) {
 	if on && !b.holding.Load() {
 		b.holdMu.Lock()
@@ -31,6 +32,8 @@ func (b *bridge) deliver() {
 	}
 }
 
+// inject hands one message to mochi and, for a QoS 1/2 one, answers the
+// publishing pod: "+" once mochi queued it for every local subscriber.
 func (b *bridge) inject(m *nats.Msg) {
 	ok := b.injectOne(m)
 	if m.Reply != "" {
@@ -43,7 +46,6 @@ func (b *bridge) inject(m *nats.Msg) {
 }
 
 func (b *bridge) injectOne(m *nats.Msg) bool {
-	b.n.Counters.Received.Add(1)
 	var subj string
 	var group *[2]string
 	if rest, ok := strings.CutPrefix(m.Subject, "s."); ok {
@@ -77,6 +79,7 @@ func (b *bridge) injectOne(m *nats.Msg) bool {
 		b.n.log.Warn("cluster: could not deliver a message from another pod", "error", err.Error())
 		return false
 	}
+	b.n.Counters.Received.Add(1)
 	return true
 }
 
