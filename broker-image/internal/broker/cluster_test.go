@@ -74,6 +74,13 @@ func TestClusterCrossPodDeliveryWithProperties(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("3.1.1 message not delivered across pods")
 	}
+	// Three messages to two pods from pod 0; the 3.1.1 one from pod 1 to pod 2.
+	c0, c1, c2 := &pods[0].Cluster().Counters, &pods[1].Cluster().Counters, &pods[2].Cluster().Counters
+	if c0.Forwarded.Load() != 6 || c1.Forwarded.Load() != 1 || c1.Received.Load() != 3 || c2.Received.Load() != 4 ||
+		c0.PeersConnected.Load() != 2 || c0.Dropped.Load() != 0 {
+		t.Errorf("counters: pod 0 forwarded %d (want 6), pod 1 forwarded %d (want 1), received %d (want 3), pod 2 received %d (want 4), pod 0 peers %d (want 2)",
+			c0.Forwarded.Load(), c1.Forwarded.Load(), c1.Received.Load(), c2.Received.Load(), c0.PeersConnected.Load())
+	}
 }
 
 // collect reads c's messages until n arrived or the deadline passes.
