@@ -62,7 +62,8 @@ FUZZTIME ?= 1m
 .PHONY: fuzz
 # package:target, one per fuzz target.
 FUZZ_TARGETS = broker-image/internal/broker:FuzzRawStream broker-image/internal/broker:FuzzAfterConnect \
-	broker-image/internal/store:FuzzStoreRoundTrip internal/brokerconfig:FuzzConfigParse internal/brokerconfig:FuzzBundleParse
+	broker-image/internal/store:FuzzStoreRoundTrip internal/brokerconfig:FuzzConfigParse internal/brokerconfig:FuzzBundleParse \
+	broker-image/internal/cluster:FuzzSubjectRoundTrip
 fuzz: ## Run each fuzz target for FUZZTIME (default 1m; issues ask for 10m per target before a release).
 	for pt in $(FUZZ_TARGETS); do \
 	  $(GO) test -run '^$$' -fuzz "^$${pt#*:}$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s -parallel 1 ./$${pt%%:*} || exit 1; done

@@ -17,6 +17,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/certs"
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/cluster"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/contain"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/flow"
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/guard"
@@ -51,7 +52,10 @@ type Broker struct {
 	Policy *policy.Hook
 	store  *store.Hook  // nil without persistent storage
 	certs  *certs.Store // nil without TLS listeners
-	log    *slog.Logger
+	// cluster is this pod's member of a clustered broker; nil on a single
+	// pod, which then runs no NATS server and no cluster hook.
+	cluster *cluster.Node
+	log     *slog.Logger
 	// panics counts the panics recovered in our hooks where mochi calls
 	// them from goroutines nobody recovers (see package contain).
 	panics *contain.Recoverer
@@ -80,9 +84,6 @@ type Broker struct {
 func New(cfg *brokerconfig.Config, log *slog.Logger) (b *Broker, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
-	}
-	if cfg.Cluster != nil {
-		return nil, errors.New("cluster: this broker cannot run clustered yet (issue #12); remove the cluster section")
 	}
 	defer recoverSetup("building the broker", &err)
 	return build(cfg, log)
@@ -159,6 +160,19 @@ func build(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 		b.store = st
 		b.Policy.SessionDeleted = st.OnClientExpired
 	}
+	if cfg.Cluster != nil {
+		// Last: it forwards only what every other hook let through, and a
+		// QoS 1/2 message's acknowledgement waits for the other pods.
+		node, err := cluster.New(cluster.Options{Config: cfg.Cluster, MaxPayload: int(cfg.Limits.MaxPacketSize), Server: server, Log: log})
+		if err != nil {
+			return nil, err
+		}
+		if err := server.AddHook(contained(node.Hook()), nil); err != nil {
+			return nil, fmt.Errorf("adding cluster hook: %w", err)
+		}
+		b.cluster = node
+		b.Policy.Admit = node.Admit
+	}
 	if cfg.TLS != nil {
 		certStore, err := certs.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.ClientCAFile)
 		if err != nil {
@@ -194,8 +208,16 @@ func (b *Broker) Start() (err error) {
 			return err // names the listener
 		}
 	}
+	if b.cluster != nil {
+		if err := b.cluster.Start(); err != nil {
+			return err
+		}
+	}
 	if err := b.server.Serve(); err != nil {
 		return fmt.Errorf("starting MQTT server: %w", err)
+	}
+	if b.cluster != nil {
+		b.cluster.SyncSubscriptions() // sessions restored from the store
 	}
 	if b.store != nil {
 		if n := b.Policy.DeleteOrphanedSessions(); n > 0 {
@@ -243,9 +265,23 @@ func (b *Broker) Ready() error {
 		return errors.New("no auth bundle loaded")
 	case b.draining.Load():
 		return errors.New("draining")
+	case b.cluster != nil:
+		return b.cluster.Ready()
 	}
 	return nil
 }
+
+// ClusterStatus is this pod's view of the cluster; false on a single pod.
+func (b *Broker) ClusterStatus() (brokerconfig.ClusterStatus, bool) {
+	if b.cluster == nil {
+		return brokerconfig.ClusterStatus{}, false
+	}
+	return b.cluster.Status(), true
+}
+
+// Cluster is this pod's cluster member, nil on a single pod (for tests and
+// metrics).
+func (b *Broker) Cluster() *cluster.Node { return b.cluster }
 
 // Revision is the auth bundle revision in force ("" before the first).
 func (b *Broker) Revision() string {

@@ -44,6 +44,11 @@ func (b *Broker) Drain(ctx context.Context, period time.Duration) {
 			}
 		}
 	}
-	b.closeOnce.Do(func() { _ = b.server.Close() }) // mochi panics on a second Close
+	b.closeOnce.Do(func() {
+		_ = b.server.Close() // mochi panics on a second Close
+		if b.cluster != nil {
+			b.cluster.Close()
+		}
+	})
 	b.log.Info("drained")
 }

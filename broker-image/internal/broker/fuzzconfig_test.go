@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -25,7 +26,10 @@ import (
 func FuzzConfigStart(f *testing.F) {
 	certDir := f.TempDir()
 	newTestCA(f).issue(f, certDir, 2, time.Now().Add(time.Hour))
-	for _, seed := range []*brokerconfig.Config{testConfig("/data"), tlsConfig("/data")} {
+	clustered := testConfig("/data")
+	clustered.Cluster = &brokerconfig.Cluster{Name: "c", NodeName: "pod-0", Address: ":6222", Peers: []string{"pod-0.h:6222", "pod-1.h:6222"}, PasswordFile: "/p",
+		TLS: &brokerconfig.ClusterTLS{CertFile: "/c", KeyFile: "/k", CAFile: "/ca"}}
+	for _, seed := range []*brokerconfig.Config{testConfig("/data"), tlsConfig("/data"), clustered} {
 		data, err := brokerconfig.Marshal(seed)
 		if err != nil {
 			f.Fatal(err)
@@ -63,6 +67,22 @@ func startRewritten(t *testing.T, cfg *brokerconfig.Config, certDir string, log 
 	cfg.Storage.Path = t.TempDir()
 	if cfg.TLS != nil {
 		cfg.TLS = &brokerconfig.TLS{CertFile: filepath.Join(certDir, "tls.crt"), KeyFile: filepath.Join(certDir, "tls.key")}
+	}
+	if c := cfg.Cluster; c != nil {
+		// On loopback, alone: no route is dialled to what the fuzzer wrote.
+		c.Address = "127.0.0.1:0"
+		c.Peers = []string{c.Address}
+		c.PasswordFile = filepath.Join(t.TempDir(), "cluster-password")
+		if err := os.WriteFile(c.PasswordFile, []byte("fuzz-cluster-password-0123"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if c.NodeName == "" {
+			c.NodeName = "fuzz"
+		}
+		if c.TLS != nil {
+			crt := filepath.Join(certDir, "tls.crt")
+			c.TLS = &brokerconfig.ClusterTLS{CertFile: crt, KeyFile: filepath.Join(certDir, "tls.key"), CAFile: crt}
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("the rewritten configuration does not validate: %v", err)

@@ -65,6 +65,13 @@ func (b *Broker) ApplyConfig(data []byte) error {
 		b.log.Warn("configuration changes need a restart; the pod will be rolled, keeping the running configuration until then")
 		return fmt.Errorf("configuration change needs a restart")
 	}
+	if b.cluster != nil {
+		if err := b.cluster.SetPeers(cfg.Cluster.Peers); err != nil {
+			b.reloadFailed.Add(1)
+			b.log.Error("refused new cluster peers; keeping the ones in force", "error", err.Error())
+			return err
+		}
+	}
 	b.cfg = cfg
 	b.applyQuotas(cfg)
 	if b.bundle != nil {

@@ -86,6 +86,14 @@ func Admin(b *broker.Broker, token func() string, log *slog.Logger) http.Handler
 		s := b.Stats()
 		writeJSON(w, http.StatusOK, map[string]any{"revision": s.Revision, "generation": s.Generation})
 	})
+	mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, _ *http.Request) {
+		st, ok := b.ClusterStatus()
+		if !ok {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "this broker is not clustered"})
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+	})
 	return authenticated(token, log, mux)
 }
 

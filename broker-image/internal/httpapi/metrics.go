@@ -63,6 +63,10 @@ var metricHelp = map[string]string{
 	"mqtt_topic_alias_refused_total":                  "MQTT 5 PUBLISH packets refused for a topic alias over the limit or unknown (the client was disconnected with 0x94 or 0x82).",
 	"mqtt_client_id_refused_total":                    "Logins refused because their client ID names another user's session (live or offline).",
 	"mqtt_sessions_deleted_total":                     "Sessions deleted with their queued messages because their user no longer exists.",
+	"mqtt_cluster_peers_connected":                    "Other pods of the cluster this pod has a route to (absent on a single pod).",
+	"mqtt_cluster_messages_forwarded_total":           "Messages sent to other pods (one per receiving pod, plus one per message for shared subscriptions).",
+	"mqtt_cluster_messages_received_total":            "Messages received from other pods and handed to this pod's subscribers.",
+	"mqtt_cluster_qos0_dropped_total":                 "Messages from other pods dropped because this pod's inbound queue was full. A QoS 1/2 one is then not acknowledged, so its publisher got an error and can send it again: only QoS 0 ones are lost.",
 	"mqtt_store_writes_refused_total":                 "Single changes the persistent store refused (the rest of their batch was stored); lost on restart.",
 }
 
@@ -163,6 +167,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter("mqtt_reloads_total", s.ReloadsOK, "success")
 	counter("mqtt_reloads_total", s.ReloadsFailed, "failure")
 	counter("mqtt_reloads_total", s.ReloadsStale, "stale")
+	if n := c.b.Cluster(); n != nil {
+		gauge("mqtt_cluster_peers_connected", float64(n.Counters.PeersConnected.Load()))
+		counter("mqtt_cluster_messages_forwarded_total", n.Counters.Forwarded.Load())
+		counter("mqtt_cluster_messages_received_total", n.Counters.Received.Load())
+		counter("mqtt_cluster_qos0_dropped_total", n.Counters.Dropped.Load())
+	}
 	if s.Revision != "" {
 		gauge("mqtt_auth_bundle_info", float64(s.Generation), s.Revision)
 	}

@@ -145,6 +145,11 @@ type Hook struct {
 	// budget); Full reports that maxConnections clients are logged in.
 	LoggedIn func(nc net.Conn)
 	Full     func() bool
+	// Admit, when set, is asked about a login whose credentials, client ID
+	// and will passed every local check; a code other than success refuses
+	// it with that reason. A clustered broker takes the client ID over on
+	// the other pods here ([MQTT-3.1.4-3] cluster-wide).
+	Admit func(cl *mqtt.Client, username string) packets.Code
 }
 
 // New returns a hook that denies everything until Apply gives it a snapshot.
@@ -253,6 +258,15 @@ func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) (identity, *Snap
 	}
 	if pk.Connect.WillFlag && !s.mayPublish(acl.Client{Username: id.username, ClientID: cl.ID}, pk.Connect.WillTopic) {
 		return id, s, false
+	}
+	if h.Admit != nil {
+		if code := h.Admit(cl, id.username); code != packets.CodeSuccess {
+			// Answered here, as sessionOfAnotherUser does: mochi would say
+			// 0x86 (bad user name or password).
+			_ = h.server.SendConnack(cl, code, false, nil)
+			cl.Stop(code)
+			return id, s, false
+		}
 	}
 	return id, s, true
 }

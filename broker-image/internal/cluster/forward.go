@@ -1,0 +1,177 @@
+package cluster
+
+import (
+	"encoding/base64"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/nats-io/nats.go"
+)
+
+// forward sends pk to every other pod with matching interest; for QoS 1/2
+// with wait, it waits until each took it.
+func (n *Node) forward(pk packets.Packet, wait bool) error {
+	nc := n.conn()
+	if wait && pk.FixedHeader.Qos > 0 {
+		n.learnNewRoutes()
+	}
+	subj := TopicSubject(pk.TopicName)
+	acc := n.srv.GlobalAccount()
+	var targets []string
+	if k := n.known.Load(); k != nil {
+		for _, tok := range *k {
+			if acc.Interest("m."+tok+"."+subj) > 0 {
+				targets = append(targets, tok)
+			}
+		}
+	}
+	shared := acc.Interest("s."+subj) > 0
+	if len(targets) == 0 && !shared {
+		return nil
+	}
+	if nc == nil {
+		return errPeerGone
+	}
+	hdr, ok := headersOf(pk)
+	if !ok {
+		return nil // expired before it left
+	}
+	if pk.FixedHeader.Qos == 0 || !wait {
+		for _, tok := range targets {
+			n.send(nc, &nats.Msg{Subject: "m." + tok + "." + subj, Header: hdr, Data: pk.Payload})
+		}
+		if shared {
+			n.send(nc, &nats.Msg{Subject: "s." + subj, Header: hdr, Data: pk.Payload})
+		}
+		return nil
+	}
+	id, w := n.acks.add(targets, shared)
+	defer n.acks.remove(id)
+	reply := "_a." + n.nodeTok + "." + strconv.FormatUint(id, 10) + "."
+	for _, tok := range targets {
+		if err := n.send(nc, &nats.Msg{Subject: "m." + tok + "." + subj, Reply: reply + "n." + tok, Header: hdr, Data: pk.Payload}); err != nil {
+			return err
+		}
+	}
+	if shared {
+		if err := n.send(nc, &nats.Msg{Subject: "s." + subj, Reply: reply + "s", Header: hdr, Data: pk.Payload}); err != nil {
+			return err
+		}
+	}
+	t := time.NewTimer(AckTimeout)
+	defer t.Stop()
+	select {
+	case err := <-w.done:
+		return err
+	case <-t.C:
+		return errAckTimeout
+	}
+}
+
+func (n *Node) send(nc *nats.Conn, m *nats.Msg) error {
+	if err := nc.PublishMsg(m); err != nil {
+		return fmt.Errorf("cluster: forwarding: %w", err)
+	}
+	n.Counters.Forwarded.Add(1)
+	return nil
+}
+
+// Headers carrying a message's MQTT attributes (pitfall 10). Values that
+// may hold any byte are base64url.
+const (
+	hQoS, hRetain, hFormat, hExpiry  = "Q", "R", "F", "E"
+	hContentType, hResponse, hCorrel = "C", "T", "D"
+	hUser                            = "U"
+)
+
+var b64 = base64.RawURLEncoding
+
+func headersOf(pk packets.Packet) (nats.Header, bool) {
+	h := nats.Header{hQoS: {strconv.Itoa(int(pk.FixedHeader.Qos))}}
+	if pk.FixedHeader.Retain {
+		h[hRetain] = []string{"1"}
+	}
+	p := &pk.Properties
+	if p.PayloadFormatFlag {
+		h[hFormat] = []string{strconv.Itoa(int(p.PayloadFormat))}
+	}
+	if pk.Expiry > 0 || p.MessageExpiryInterval > 0 {
+		left := int64(p.MessageExpiryInterval)
+		if pk.Expiry > 0 {
+			left = pk.Expiry - time.Now().Unix()
+		}
+		if left <= 0 {
+			return nil, false
+		}
+		h[hExpiry] = []string{strconv.FormatInt(left, 10)}
+	}
+	if p.ContentType != "" {
+		h[hContentType] = []string{b64.EncodeToString([]byte(p.ContentType))}
+	}
+	if p.ResponseTopic != "" {
+		h[hResponse] = []string{b64.EncodeToString([]byte(p.ResponseTopic))}
+	}
+	if len(p.CorrelationData) > 0 {
+		h[hCorrel] = []string{b64.EncodeToString(p.CorrelationData)}
+	}
+	for _, u := range p.User {
+		h[hUser] = append(h[hUser], b64.EncodeToString([]byte(u.Key))+":"+b64.EncodeToString([]byte(u.Val)))
+	}
+	return h, true
+}
+
+func decode64(s string) string {
+	b, _ := b64.DecodeString(s)
+	return string(b)
+}
+
+// packetOf rebuilds the PUBLISH a pod forwarded.
+func packetOf(topic string, m *nats.Msg) packets.Packet {
+	h := m.Header
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: topic, Payload: m.Data}
+	if q, err := strconv.Atoi(h.Get(hQoS)); err == nil && q >= 0 && q <= 2 {
+		pk.FixedHeader.Qos = byte(q)
+		pk.PacketID = uint16(q) // as mochi's Server.Publish: inline clients need one for QoS > 0
+	}
+	pk.FixedHeader.Retain = h.Get(hRetain) == "1"
+	p := &pk.Properties
+	if f, err := strconv.Atoi(h.Get(hFormat)); err == nil {
+		p.PayloadFormat, p.PayloadFormatFlag = byte(f), true
+	}
+	if e, err := strconv.ParseUint(h.Get(hExpiry), 10, 32); err == nil {
+		p.MessageExpiryInterval = uint32(e)
+	}
+	if v := h.Get(hContentType); v != "" {
+		p.ContentType = decode64(v)
+	}
+	if v := h.Get(hResponse); v != "" {
+		p.ResponseTopic = decode64(v)
+	}
+	if v := h.Get(hCorrel); v != "" {
+		p.CorrelationData = []byte(decode64(v))
+	}
+	for _, kv := range h[hUser] {
+		k, v, _ := strings.Cut(kv, ":")
+		p.User = append(p.User, packets.UserProperty{Key: decode64(k), Val: decode64(v)})
+	}
+	return pk
+}
+
+// learnNewRoutes learns the names of pods whose routes came up since the
+// last look, before a QoS 1/2 forward picks its targets: a pod that just
+// joined may already have interest (sessions it restored at start) before
+// the watch loop saw it. Counting routes is cheap; listing them happens
+// only when the count changed.
+func (n *Node) learnNewRoutes() {
+	r := int64(n.srv.NumRoutes())
+	if r == n.routeCount.Load() {
+		return
+	}
+	for _, name := range n.routes() {
+		n.learn(TopicSubject(name))
+	}
+	n.routeCount.Store(r)
+}
