@@ -178,6 +178,17 @@ func TestClusterRoutesOverTLS(t *testing.T) {
 	if len(routesOf(good)) != 0 || bad.Ready() == nil {
 		t.Fatalf("a pod with a foreign certificate joined: %v", routesOf(good))
 	}
+
+	// Nor one with a certificate of the same CA issued for another
+	// cluster (another broker's pods): routes verify the cluster's name,
+	// not the peer's address.
+	addrs = freePorts(t, 2)
+	good = startClusterPod(t, clusterConfig(t, "pod-0", addrs[0], addrs, clusterOpts{tls: ca}))
+	bad = startClusterPod(t, clusterConfig(t, "pod-1", addrs[1], addrs, clusterOpts{tls: ca, certName: "other-cluster"}))
+	time.Sleep(time.Second)
+	if len(routesOf(good)) != 0 || bad.Ready() == nil {
+		t.Fatalf("a pod with another cluster's certificate joined: %v", routesOf(good))
+	}
 }
 
 func TestClusterPeersReloadInPlace(t *testing.T) {

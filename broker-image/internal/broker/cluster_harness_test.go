@@ -30,6 +30,7 @@ type clusterOpts struct {
 	name     string // cluster name; "test-cluster" when empty
 	password string // clusterPassword when empty
 	tls      *testCA
+	certName string // the name the route certificate is issued for; the cluster's when empty
 }
 
 // freePorts reserves n loopback ports and frees them for the brokers.
@@ -84,7 +85,11 @@ func clusterConfig(t *testing.T, node, addr string, peers []string, o clusterOpt
 	t.Cleanup(func() { checkNoClusterSecret(t, node) })
 	cfg.Cluster = &brokerconfig.Cluster{Name: name, NodeName: node, Address: addr, Peers: peers, PasswordFile: pw}
 	if o.tls != nil {
-		o.tls.issueRoute(t, dir)
+		certName := o.certName
+		if certName == "" {
+			certName = name
+		}
+		o.tls.issueRoute(t, dir, certName)
 		writeFile(t, filepath.Join(dir, "ca.crt"), o.tls.pem())
 		cfg.Cluster.TLS = &brokerconfig.ClusterTLS{CertFile: filepath.Join(dir, "route.crt"), KeyFile: filepath.Join(dir, "route.key"), CAFile: filepath.Join(dir, "ca.crt")}
 	}
@@ -128,9 +133,10 @@ func waitReady(t *testing.T, p *testBroker, within time.Duration) {
 	}
 }
 
-// issueRoute writes a certificate for 127.0.0.1 good for both ends of a
-// route (server and client authentication).
-func (ca *testCA) issueRoute(t testing.TB, dir string) {
+// issueRoute writes a certificate for the cluster's name good for both
+// ends of a route (server and client authentication), as the operator
+// issues them.
+func (ca *testCA) issueRoute(t testing.TB, dir, clusterName string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -140,7 +146,7 @@ func (ca *testCA) issueRoute(t testing.TB, dir string) {
 	tmpl := &x509.Certificate{
 		SerialNumber: serial, Subject: pkix.Name{CommonName: "pod"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:    []string{clusterName},
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}

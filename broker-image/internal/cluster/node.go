@@ -169,7 +169,7 @@ func New(o Options) (*Node, error) {
 		},
 	}
 	if c.TLS != nil {
-		tc, err := routeTLS(c.TLS)
+		tc, err := routeTLS(c.TLS, c.Name)
 		if err != nil {
 			return nil, err
 		}
@@ -186,7 +186,12 @@ func New(o Options) (*Node, error) {
 	return n, nil
 }
 
-func routeTLS(t *brokerconfig.ClusterTLS) (*tls.Config, error) {
+// routeTLS is the TLS of routes, both ends: each proves a certificate from
+// the cluster's CA, issued for the cluster's name. The name, not the peer's
+// address, is what a route verifies: pods are reached by per-pod DNS names
+// in Kubernetes but by IP elsewhere (local pods), and a certificate of
+// another cluster under the same CA must not pass.
+func routeTLS(t *brokerconfig.ClusterTLS, clusterName string) (*tls.Config, error) {
 	pair, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("cluster.tls: loading the certificate: %w", err)
@@ -200,8 +205,19 @@ func routeTLS(t *brokerconfig.ClusterTLS) (*tls.Config, error) {
 		return nil, errors.New("cluster.tls: the CA file holds no PEM certificate")
 	}
 	return &tls.Config{
-		MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair},
+		MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}, ServerName: clusterName,
 		RootCAs: pool, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert,
+		// The accepting end checks the name too (Go verifies a client
+		// certificate's chain only).
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("cluster route: the peer sent no certificate")
+			}
+			if err := cs.PeerCertificates[0].VerifyHostname(clusterName); err != nil {
+				return fmt.Errorf("cluster route: the peer's certificate is not for this cluster: %w", err)
+			}
+			return nil
+		},
 	}, nil
 }
 
