@@ -28,7 +28,6 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -57,7 +56,7 @@ func main() {
 	rounds := flag.Int("rounds", 50, "TopicACL updates to time")
 	revocations := flag.Int("revocations", 30, "MQTTUser deletions to time")
 	users := flag.Int("users", 10000, "MQTTUsers on one broker for the scale run")
-	replicas := flag.Int("pods", 3, "pods of the broker; above 1 the benchmark lifts the API's replicas <= 1 rule in its own API server (see liftReplicaLimit)")
+	replicas := flag.Int("pods", 3, "pods of the broker (above 1, one clustered broker)")
 	flag.Parse()
 	if err := run(*manager, *rounds, *revocations, *users, *replicas); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-acl:", err)
@@ -98,11 +97,6 @@ func run(manager string, rounds, revocations, users, replicas int) error {
 	defer pods.Stop()
 
 	b := &bench{c: env.Client, pods: pods, replicas: replicas}
-	if replicas > 1 {
-		if err := liftReplicaLimit(ctx, env.Client); err != nil {
-			return err
-		}
-	}
 	if err := b.setUp(ctx); err != nil {
 		return err
 	}
@@ -149,42 +143,6 @@ func (b *bench) setUp(ctx context.Context) error {
 		b.podAddrs = append(b.podAddrs, addr)
 	}
 	return nil
-}
-
-// liftReplicaLimit removes the MQTTBroker CRD's replicas <= 1 rule in the
-// benchmark's own throwaway API server. An MQTTBroker is limited to one pod
-// until brokers form a cluster (independent pods would split topics), but
-// what is measured here, the operator delivering a change to every ready
-// pod, is the same code for one pod or three, and the issue asks for three.
-// Nothing but this benchmark ever runs a broker with more than one pod.
-func liftReplicaLimit(ctx context.Context, c client.Client) error {
-	var crd apiextensionsv1.CustomResourceDefinition
-	if err := c.Get(ctx, client.ObjectKey{Name: "mqttbrokers.broker.mqtt-operator.io"}, &crd); err != nil {
-		return err
-	}
-	lifted := 0
-	for i := range crd.Spec.Versions {
-		schema := crd.Spec.Versions[i].Schema
-		if schema == nil || schema.OpenAPIV3Schema == nil {
-			continue
-		}
-		replicas := schema.OpenAPIV3Schema.Properties["spec"].Properties["replicas"]
-		var kept apiextensionsv1.ValidationRules
-		for _, r := range replicas.XValidations {
-			if r.Rule == "self <= 1" {
-				lifted++
-				continue
-			}
-			kept = append(kept, r)
-		}
-		replicas.XValidations = kept
-		schema.OpenAPIV3Schema.Properties["spec"].Properties["replicas"] = replicas
-	}
-	if lifted == 0 {
-		return errors.New("the MQTTBroker CRD has no replicas <= 1 rule to lift: update liftReplicaLimit")
-	}
-	logf("lifted the replicas <= 1 rule of the MQTTBroker CRD in the benchmark's API server")
-	return c.Update(ctx, &crd)
 }
 
 // podRevision asks a broker pod which bundle it enforces.
