@@ -323,8 +323,12 @@ func TestManyStuckSubscribersDoNotSlowPublisherOrReaders(t *testing.T) {
 	if limit := seconds * time.Second * 3; elapsed > limit {
 		t.Errorf("publishing %d s worth of messages took %v, want at most %v", seconds, elapsed, limit)
 	}
-	if st.FlowSlowSubscribers > stuck {
-		t.Errorf("subscribers judged stuck %d times, want at most once each (%d)", st.FlowSlowSubscribers, stuck)
+	// Each stuck subscriber is judged once, not again and again; the
+	// reader may be judged once too when the machine starves it of CPU
+	// for StuckAfter (make test runs every package at once under -race),
+	// and it still gets every message (above).
+	if st.FlowSlowSubscribers > stuck+1 {
+		t.Errorf("subscribers judged stuck %d times, want at most once each (%d, and the reader once)", st.FlowSlowSubscribers, stuck)
 	}
 	// Each stuck subscriber costs at most one wait of StuckAfter (250 ms),
 	// and those that stopped together are judged together.
