@@ -323,12 +323,15 @@ func TestManyStuckSubscribersDoNotSlowPublisherOrReaders(t *testing.T) {
 	if limit := seconds * time.Second * 3; elapsed > limit {
 		t.Errorf("publishing %d s worth of messages took %v, want at most %v", seconds, elapsed, limit)
 	}
-	// Each stuck subscriber is judged once, not again and again; the
-	// reader may be judged once too when the machine starves it of CPU
-	// for StuckAfter (make test runs every package at once under -race),
-	// and it still gets every message (above).
-	if st.FlowSlowSubscribers > stuck+1 {
-		t.Errorf("subscribers judged stuck %d times, want at most once each (%d, and the reader once)", st.FlowSlowSubscribers, stuck)
+	// Each stuck subscriber is judged once, not again and again. When make
+	// test starves the broker of CPU (packages run at once under -race), a
+	// writer may still fill a stuck client's socket buffers after the
+	// judgment, which counts as headway, and the client is judged once more;
+	// the reader may be judged once too, and still gets every message
+	// (above). Judgments over twice the stuck subscribers would be flapping;
+	// what a stall costs the publisher is checked next.
+	if st.FlowSlowSubscribers > 2*stuck+1 {
+		t.Errorf("subscribers judged stuck %d times, want at most twice each (%d stuck, and the reader)", st.FlowSlowSubscribers, stuck)
 	}
 	// Each stuck subscriber costs at most one wait of StuckAfter (250 ms),
 	// and those that stopped together are judged together.
