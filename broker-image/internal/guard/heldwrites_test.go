@@ -140,10 +140,16 @@ func TestPublishIsNotHeldAndKeepsTheOrder(t *testing.T) {
 	if _, err := c.Write(publish); err != nil {
 		t.Fatal(err)
 	}
+	// The PUBLISH went out before Write returned, after the PUBACK: in
+	// the same write, unless the hold's timer (maxHold, 1 ms) flushed the
+	// PUBACK first on a machine that starved the test of CPU.
 	got := raw.recorded()
 	want := append(append([]byte(nil), puback...), publish...)
-	if len(got) != 2 || !bytes.Equal(got[1], want) {
-		t.Fatalf("writes %x, want the PUBACK then the PUBLISH in one write %x", got, want)
+	if len(got) < 2 || !bytes.Equal(bytes.Join(got[1:], nil), want) {
+		t.Fatalf("writes %x, want the PUBACK then the PUBLISH %x", got, want)
+	}
+	if len(got) != 2 {
+		t.Logf("the hold's timer fired before the PUBLISH: %d writes", len(got))
 	}
 }
 
