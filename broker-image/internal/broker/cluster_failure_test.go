@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/cluster"
 )
 
 func TestClusterQoS1IsNotAcknowledgedUntilTheOtherPodTookIt(t *testing.T) {
@@ -287,4 +288,26 @@ func TestClusterBridgeConnectionRepairsItself(t *testing.T) {
 		t.Fatal(err)
 	}
 	here.expect(t, "to the repaired pod")
+}
+
+// A pod whose peer never answers is ready once the join grace has passed,
+// and its status still says the mesh is partial. Without it a broker's first
+// scale-up deadlocks (the StatefulSet replaces the unclustered pod 0 only once
+// the new pods are ready, and they waited for a route to pod 0), and one pod
+// that cannot be scheduled would keep every other pod out of service.
+func TestClusterPodIsReadyAfterTheJoinGraceWithoutAPeer(t *testing.T) {
+	cluster.SetJoinGrace(time.Second)
+	t.Cleanup(func() { cluster.SetJoinGrace(10 * time.Second) })
+	addrs := freePorts(t, 2) // the second pod never starts
+	pod := startClusterPod(t, clusterConfig(t, "pod-0", addrs[0], addrs, clusterOpts{}))
+	if err := pod.Ready(); err == nil {
+		t.Fatal("ready at once without its peer")
+	}
+	waitReady(t, pod, 5*time.Second)
+	if st, _ := pod.ClusterStatus(); st.Joined {
+		t.Errorf("status says joined without a route to its peer: %+v", st)
+	}
+	if !strings.Contains(pod.logs.String(), "serving without a route to every peer") {
+		t.Error("the pod did not log that it serves without its peer")
+	}
 }

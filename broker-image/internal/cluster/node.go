@@ -86,10 +86,11 @@ type Node struct {
 	routeCount atomic.Int64             // route connections when known was last completed
 	addMu      sync.Mutex
 
-	bridge *bridge
-	acks   *ackTable
-	joined atomic.Bool // had routes to every peer once
-	sess   sessions
+	bridge  *bridge
+	acks    *ackTable
+	joined  atomic.Bool  // had routes to every peer once, or waited JoinGrace
+	started atomic.Int64 // when Start began, Unix nanoseconds
+	sess    sessions
 
 	stop chan struct{}
 	done chan struct{}
@@ -235,6 +236,7 @@ func (n *Node) setRoutes(peers []string, password string) {
 
 // Start starts the embedded server and the bridge connection.
 func (n *Node) Start() error {
+	n.started.Store(time.Now().UnixNano())
 	go n.srv.Start()
 	if !n.srv.ReadyForConnections(10 * time.Second) {
 		n.srv.Shutdown()
@@ -376,11 +378,32 @@ func (n *Node) Ready() error {
 		return nil
 	}
 	if err := n.meshComplete(); err != nil {
-		return err
+		if time.Since(time.Unix(0, n.started.Load())) < JoinGrace() {
+			return err
+		}
+		// A peer still missing after the grace does not keep this pod out
+		// of service: on a broker's first scale-up the StatefulSet replaces
+		// pod 0 (not clustered yet, so no route to it) only once the new
+		// pods are ready, and a pod that cannot be scheduled must not hold
+		// the others back. /v1/cluster still says the mesh is partial.
+		n.log.Warn("serving without a route to every peer after the join grace", "grace", JoinGrace(), "reason", err.Error())
 	}
 	n.joined.Store(true)
 	return nil
 }
+
+// joinGrace is how long a starting pod waits for routes to every peer
+// before it serves anyway (Ready). Tests shorten it.
+var joinGrace atomic.Int64
+
+func init() { joinGrace.Store(int64(10 * time.Second)) }
+
+// JoinGrace is the wait for a full mesh before a starting pod is ready
+// with the peers it has.
+func JoinGrace() time.Duration { return time.Duration(joinGrace.Load()) }
+
+// SetJoinGrace changes JoinGrace (tests).
+func SetJoinGrace(d time.Duration) { joinGrace.Store(int64(d)) }
 
 func (n *Node) meshComplete() error {
 	n.peersMu.Lock()
