@@ -594,16 +594,20 @@ func TestCertManager(t *testing.T) {
 	waitForCondition(t, ns, v1alpha1.ConditionTLSReady, metav1.ConditionTrue, ReasonCertificateValid)
 }
 
-func installCertificateCRD(t *testing.T) {
+func installCertificateCRD(t *testing.T) { installCRD(t, certificateGVK, "certificates") }
+
+// installCRD installs a schemaless CRD for an optional kind (cert-manager's,
+// prometheus-operator's) and waits until it is served.
+func installCRD(t *testing.T, gvk schema.GroupVersionKind, plural string) {
 	t.Helper()
 	preserve := true
 	crd := &apiextensionsv1.CustomResourceDefinition{
-		ObjectMeta: metav1.ObjectMeta{Name: "certificates.cert-manager.io"},
+		ObjectMeta: metav1.ObjectMeta{Name: plural + "." + gvk.Group},
 		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
-			Group: "cert-manager.io", Scope: apiextensionsv1.NamespaceScoped,
-			Names: apiextensionsv1.CustomResourceDefinitionNames{Plural: "certificates", Singular: "certificate", Kind: "Certificate", ListKind: "CertificateList"},
+			Group: gvk.Group, Scope: apiextensionsv1.NamespaceScoped,
+			Names: apiextensionsv1.CustomResourceDefinitionNames{Plural: plural, Singular: strings.ToLower(gvk.Kind), Kind: gvk.Kind, ListKind: gvk.Kind + "List"},
 			Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{
-				Name: "v1", Served: true, Storage: true,
+				Name: gvk.Version, Served: true, Storage: true,
 				Schema: &apiextensionsv1.CustomResourceValidation{OpenAPIV3Schema: &apiextensionsv1.JSONSchemaProps{
 					Type: "object", XPreserveUnknownFields: &preserve,
 				}},
@@ -613,9 +617,9 @@ func installCertificateCRD(t *testing.T) {
 	if err := k8s.Create(context.Background(), crd); err != nil && !strings.Contains(err.Error(), "already exists") {
 		t.Fatal(err)
 	}
-	eventually(t, wait, "the Certificate kind served", func() error {
+	eventually(t, wait, "the "+gvk.Kind+" kind served", func() error {
 		list := &unstructured.UnstructuredList{}
-		list.SetGroupVersionKind(certificateGVK.GroupVersion().WithKind("CertificateList"))
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
 		return k8s.List(context.Background(), list, client.InNamespace("default"))
 	})
 }

@@ -25,15 +25,6 @@ func PodMonitorWanted(b *v1alpha1.MQTTBroker) bool {
 // adds the namespace and pod labels the chart's alerts and dashboard select
 // a broker by; the metrics carry no client or device label.
 func PodMonitor(b *v1alpha1.MQTTBroker, opts Options) *unstructured.Unstructured {
-	meta := objectMeta(b, b.Name)
-	owner := meta.OwnerReferences[0]
-	labels := map[string]any{}
-	for k, v := range opts.PodMonitorLabels {
-		labels[k] = v
-	}
-	for k, v := range meta.Labels { // the operator's own win
-		labels[k] = v
-	}
 	selector := map[string]any{}
 	for k, v := range SelectorLabels(b) {
 		selector[k] = v
@@ -41,6 +32,25 @@ func PodMonitor(b *v1alpha1.MQTTBroker, opts Options) *unstructured.Unstructured
 	endpoint := map[string]any{"port": healthPortName, "path": "/metrics", "scheme": "http"}
 	if opts.PodMonitorInterval != "" {
 		endpoint["interval"] = opts.PodMonitorInterval
+	}
+	return ownedUnstructured(b, PodMonitorGVK, opts.PodMonitorLabels, map[string]any{
+		"selector":            map[string]any{"matchLabels": selector},
+		"podMetricsEndpoints": []any{endpoint},
+	})
+}
+
+// ownedUnstructured is an object of an optional kind (one the operator's
+// scheme does not know) named after b and controlled by it, with b's labels
+// over the extra ones, and spec.
+func ownedUnstructured(b *v1alpha1.MQTTBroker, gvk schema.GroupVersionKind, extraLabels map[string]string, spec map[string]any) *unstructured.Unstructured {
+	meta := objectMeta(b, b.Name)
+	owner := meta.OwnerReferences[0]
+	labels := map[string]any{}
+	for k, v := range extraLabels {
+		labels[k] = v
+	}
+	for k, v := range meta.Labels { // the operator's own win
+		labels[k] = v
 	}
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"metadata": map[string]any{
@@ -52,12 +62,9 @@ func PodMonitor(b *v1alpha1.MQTTBroker, opts Options) *unstructured.Unstructured
 				"controller": true, "blockOwnerDeletion": true,
 			}},
 		},
-		"spec": map[string]any{
-			"selector":            map[string]any{"matchLabels": selector},
-			"podMetricsEndpoints": []any{endpoint},
-		},
+		"spec": spec,
 	}}
-	u.SetGroupVersionKind(PodMonitorGVK)
+	u.SetGroupVersionKind(gvk)
 	return u
 }
 

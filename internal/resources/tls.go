@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/internal/pki"
@@ -193,53 +194,37 @@ func TLSSecret(b *v1alpha1.MQTTBroker, certPEM, keyPEM, serverCA, clientCA []byt
 // dependency: where its CRDs are absent, applying it fails with a clear
 // condition and nothing else is affected.
 func CertManagerCertificate(b *v1alpha1.MQTTBroker, s *TLSSettings, opts Options) *unstructured.Unstructured {
-	meta := objectMeta(b, b.Name)
-	owner := meta.OwnerReferences[0]
 	names := ServerDNSNames(b, s.ExtraDNSNames, opts)
 	dnsNames := make([]any, len(names))
 	for i, n := range names {
 		dnsNames[i] = n
 	}
-	labels := map[string]any{}
-	for k, v := range meta.Labels {
-		labels[k] = v
-	}
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "cert-manager.io/v1",
-		"kind":       "Certificate",
-		"metadata": map[string]any{
-			"name":      meta.Name,
-			"namespace": meta.Namespace,
-			"labels":    labels,
-			"ownerReferences": []any{map[string]any{
-				"apiVersion": owner.APIVersion, "kind": owner.Kind, "name": owner.Name, "uid": string(owner.UID),
-				"controller": true, "blockOwnerDeletion": true,
-			}},
+	u := ownedUnstructured(b, certManagerCertificateGVK, nil, map[string]any{
+		"secretName":  CertManagerSecretName(b),
+		"dnsNames":    dnsNames,
+		"duration":    s.CertificateDuration.String(),
+		"renewBefore": s.RenewBefore.String(),
+		"usages":      []any{"server auth", "digital signature"},
+		"privateKey":  map[string]any{"algorithm": "ECDSA", "size": int64(256), "rotationPolicy": "Always"},
+		"issuerRef": map[string]any{
+			"name":  s.Issuer.Name,
+			"kind":  valueOrString(s.Issuer.Kind, "Issuer"),
+			"group": valueOrString(s.Issuer.Group, "cert-manager.io"),
 		},
-		"spec": map[string]any{
-			"secretName":  CertManagerSecretName(b),
-			"dnsNames":    dnsNames,
-			"duration":    s.CertificateDuration.String(),
-			"renewBefore": s.RenewBefore.String(),
-			"usages":      []any{"server auth", "digital signature"},
-			"privateKey":  map[string]any{"algorithm": "ECDSA", "size": int64(256), "rotationPolicy": "Always"},
-			"issuerRef": map[string]any{
-				"name":  s.Issuer.Name,
-				"kind":  valueOrString(s.Issuer.Kind, "Issuer"),
-				"group": valueOrString(s.Issuer.Group, "cert-manager.io"),
-			},
-			// The issued Secret carries the broker's label, so the operator
-			// learns of it from its Secret watch alone, and the operator's
-			// managed-by label, so it is cached like the operator's own
-			// (without it, it is read from the API server each time).
-			"secretTemplate": map[string]any{"labels": map[string]any{LabelBroker: b.Name, LabelManagedBy: OperatorName}},
-		},
-	}}
+		// The issued Secret carries the broker's label, so the operator
+		// learns of it from its Secret watch alone, and the operator's
+		// managed-by label, so it is cached like the operator's own
+		// (without it, it is read from the API server each time).
+		"secretTemplate": map[string]any{"labels": map[string]any{LabelBroker: b.Name, LabelManagedBy: OperatorName}},
+	})
 	if cn := ServerCommonName(b); cn != "" {
 		_ = unstructured.SetNestedField(u.Object, cn, "spec", "commonName")
 	}
 	return u
 }
+
+// certManagerCertificateGVK is cert-manager's Certificate, optional as well.
+var certManagerCertificateGVK = schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: "Certificate"}
 
 func valueOrString(v, def string) string {
 	if v == "" {
