@@ -125,35 +125,10 @@ func clusterPeers(b *v1alpha1.MQTTBroker, pods []corev1.Pod) int32 {
 // reconcileClusterAuthority creates and rolls over the cluster CA, as
 // reconcileAuthority does the broker's.
 func (r *MQTTBrokerReconciler) reconcileClusterAuthority(ctx context.Context, b *v1alpha1.MQTTBroker, now time.Time) (*pki.Authority, time.Time, error) {
-	name := resources.ClusterAuthoritySecretName(b)
-	secret, err := r.getSecret(ctx, b.Namespace, name)
-	if err == nil && secret == nil {
-		secret, err = readSecret(ctx, r.APIReader, b.Namespace, name)
-	}
-	if err != nil {
-		return nil, time.Time{}, err
-	}
-	var data map[string][]byte
-	if secret != nil {
-		data = secret.Data
-	}
-	authority := pki.LoadAuthority(data)
-	changed, next, err := authority.Plan(resources.ClusterCACommonName(b), clusterAuthorityPolicy, now)
-	if err != nil || changed == "" {
-		return authority, next, err
-	}
-	desired := resources.ClusterAuthoritySecret(b, authority.Data())
-	if secret == nil {
-		err = r.Client.Create(ctx, desired)
-	} else {
-		desired.ResourceVersion = secret.ResourceVersion
-		err = apply(ctx, r.Client, desired)
-	}
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("writing the cluster certificate authority Secret: %w", err)
-	}
-	log.FromContext(ctx).Info("cluster certificate authority: "+changed, "notAfter", authority.Active.Cert.NotAfter.UTC().Format(time.RFC3339))
-	return authority, next, nil
+	return r.keepAuthority(ctx, b, authorityKind{
+		secretName: resources.ClusterAuthoritySecretName(b), commonName: resources.ClusterCACommonName(b),
+		policy: clusterAuthorityPolicy, secret: resources.ClusterAuthoritySecret, what: "cluster certificate authority",
+	}, now)
 }
 
 // brokerPods lists the pods of the broker's StatefulSet, as the cache has

@@ -109,13 +109,31 @@ func (r *MQTTBrokerReconciler) reconcileTLS(ctx context.Context, b *v1alpha1.MQT
 }
 
 // reconcileAuthority creates and rolls over the broker's CA, and returns it
-// with the time it next needs attention. The Secret is written with its
-// resourceVersion as a precondition: a reconcile working from a stale cache
-// fails and retries instead of replacing a CA that already signed.
+// with the time it next needs attention.
 func (r *MQTTBrokerReconciler) reconcileAuthority(ctx context.Context, b *v1alpha1.MQTTBroker, s *resources.TLSSettings, now time.Time) (*pki.Authority, time.Time, error) {
-	secret, err := r.getSecret(ctx, b.Namespace, resources.CASecretName(b))
+	return r.keepAuthority(ctx, b, authorityKind{
+		secretName: resources.CASecretName(b), commonName: resources.CACommonName(b), policy: s.AuthorityPolicy,
+		secret: resources.CASecret, what: "certificate authority", rotatedEvent: true,
+	}, now)
+}
+
+// authorityKind is one of a broker's CAs: the TLS one, or the cluster's.
+type authorityKind struct {
+	secretName, commonName string
+	policy                 pki.Policy
+	secret                 func(*v1alpha1.MQTTBroker, map[string][]byte) *corev1.Secret
+	what                   string // for logs and errors
+	rotatedEvent           bool   // record an Event when an existing CA changes
+}
+
+// keepAuthority creates and rolls over a CA, and returns it with the time
+// it next needs attention. The Secret is written with its resourceVersion as
+// a precondition: a reconcile working from a stale cache fails and retries
+// instead of replacing a CA that already signed.
+func (r *MQTTBrokerReconciler) keepAuthority(ctx context.Context, b *v1alpha1.MQTTBroker, k authorityKind, now time.Time) (*pki.Authority, time.Time, error) {
+	secret, err := r.getSecret(ctx, b.Namespace, k.secretName)
 	if err == nil && secret == nil {
-		secret, err = readSecret(ctx, r.APIReader, b.Namespace, resources.CASecretName(b)) // the cache may not have seen it yet
+		secret, err = readSecret(ctx, r.APIReader, b.Namespace, k.secretName) // the cache may not have seen it yet
 	}
 	if err != nil {
 		return nil, time.Time{}, err
@@ -125,11 +143,11 @@ func (r *MQTTBrokerReconciler) reconcileAuthority(ctx context.Context, b *v1alph
 		data = secret.Data
 	}
 	authority := pki.LoadAuthority(data)
-	changed, next, err := authority.Plan(resources.CACommonName(b), s.AuthorityPolicy, now)
+	changed, next, err := authority.Plan(k.commonName, k.policy, now)
 	if err != nil || changed == "" {
 		return authority, next, err
 	}
-	desired := resources.CASecret(b, authority.Data())
+	desired := k.secret(b, authority.Data())
 	if secret == nil {
 		err = r.Client.Create(ctx, desired)
 	} else {
@@ -137,10 +155,10 @@ func (r *MQTTBrokerReconciler) reconcileAuthority(ctx context.Context, b *v1alph
 		err = apply(ctx, r.Client, desired)
 	}
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("writing the certificate authority Secret: %w", err)
+		return nil, time.Time{}, fmt.Errorf("writing the %s Secret: %w", k.what, err)
 	}
-	log.FromContext(ctx).Info("certificate authority: "+changed, "notAfter", authority.Active.Cert.NotAfter.UTC().Format(time.RFC3339))
-	if secret != nil {
+	log.FromContext(ctx).Info(k.what+": "+changed, "notAfter", authority.Active.Cert.NotAfter.UTC().Format(time.RFC3339))
+	if secret != nil && k.rotatedEvent {
 		r.Recorder.Eventf(b, nil, corev1.EventTypeNormal, "CertificateAuthorityRotated", "Rotate", "%s", changed)
 	}
 	return authority, next, nil

@@ -19,18 +19,10 @@ import (
 // pod reaches a subscriber on another, and scaled back to 1 the remaining
 // pod keeps serving its clients.
 func TestClusteredBrokerScalesOnLocalPods(t *testing.T) {
-	env, bin := controlPlane(t)
-	c := env.Client
-	ns := newNamespace(t, c)
-	h, _ := startHarness(t, env, bin, ns, time.Hour, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	broker := sampleBroker(t, ns)
-	if err := c.Create(ctx, broker); err != nil {
-		t.Fatal(err)
-	}
-	apply(t, c, ns, usersAndACL)
-	waitReady(ctx, t, h, ns, 1)
+	s := startSample(ctx, t)
+	c, ns, h, broker := s.env.Client, s.ns, s.h, s.broker
 
 	// The first scale-up restarts pod 0 with the cluster section, once the
 	// new pods are ready: they wait for it up to the join grace (10 s).

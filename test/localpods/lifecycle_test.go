@@ -190,6 +190,31 @@ func TestOperatorBrokerLifecycle(t *testing.T) {
 }
 
 // sampleBroker is config/samples' MQTTBroker, in namespace ns.
+// sample is the sample broker with alice's user and ACL on local pods, in a
+// namespace of its own.
+type sample struct {
+	env    *testenv.Env
+	ns     string
+	h      *Harness
+	broker *v1alpha1.MQTTBroker
+}
+
+// startSample starts the operator and local pods for a new namespace,
+// applies the sample broker and usersAndACL, and waits for its ready pod.
+func startSample(ctx context.Context, t *testing.T) sample {
+	t.Helper()
+	env, bin := controlPlane(t)
+	ns := newNamespace(t, env.Client)
+	h, _ := startHarness(t, env, bin, ns, time.Hour, nil)
+	broker := sampleBroker(t, ns)
+	if err := env.Client.Create(ctx, broker); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, env.Client, ns, usersAndACL)
+	waitReady(ctx, t, h, ns, 1)
+	return sample{env: env, ns: ns, h: h, broker: broker}
+}
+
 func sampleBroker(t *testing.T, ns string) *v1alpha1.MQTTBroker {
 	t.Helper()
 	objs, err := testenv.ReadManifests(filepath.Join(testenv.RepoRoot(), "config", "samples", "broker_v1alpha1_mqttbroker.yaml"))

@@ -19,17 +19,10 @@ import (
 // test-e2e's kind cluster does), refusals explained, and a user without RBAC
 // rights told what they lack. No password is printed.
 func TestKubectlPlugin(t *testing.T) {
-	env, bin := controlPlane(t)
-	c := env.Client
-	ns := newNamespace(t, c)
-	h, _ := startHarness(t, env, bin, ns, time.Hour, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := c.Create(ctx, sampleBroker(t, ns)); err != nil {
-		t.Fatal(err)
-	}
-	apply(t, c, ns, usersAndACL)
-	waitReady(ctx, t, h, ns, 1)
+	s := startSample(ctx, t)
+	env, c, ns := s.env, s.env.Client, s.ns
 	alicePassword := password(ctx, t, c, ns, "alice")
 
 	run := func(cfg *rest.Config, args ...string) (string, string, error) {
