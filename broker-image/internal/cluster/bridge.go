@@ -22,6 +22,7 @@ import (
 //	m.<node>.<topic>   a message for the pod <node>'s subscribers;
 //	s.<topic>          a message for shared subscriptions, wherever their members are;
 //	_p.<node>          the barrier ping (and liveness) of the pod <node>;
+//	_k.<node>, _s.<node>  client ID takeovers and session exchanges (takeover.go);
 //	_a.<node>.<id>.n.<target> / .s   answers to a QoS 1/2 forward of the pod <node>.
 const (
 	podQueue = "p" // one queue group per pod: one copy per pod (pitfall 2)
@@ -173,6 +174,20 @@ func (b *bridge) remove(clientID, filter string) {
 func (b *bridge) resubscribe(nc *nats.Conn) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	// The ping subject last: one route carries the subscriptions in order,
+	// so a pod that sees this pod's ping interest (alive) sees the others.
+	acks, err := nc.Subscribe("_a."+b.n.nodeTok+".>", b.answered)
+	if err != nil {
+		return fmt.Errorf("cluster: subscribing the answers: %w", err)
+	}
+	kicks, err := nc.Subscribe(kickSubject(b.n.nodeTok), b.n.kicked)
+	if err != nil {
+		return fmt.Errorf("cluster: subscribing the takeovers: %w", err)
+	}
+	syncs, err := nc.Subscribe(syncSubject(b.n.nodeTok), b.n.synced)
+	if err != nil {
+		return fmt.Errorf("cluster: subscribing the session exchange: %w", err)
+	}
 	ping, err := nc.Subscribe(pingSubject(b.n.nodeTok), func(m *nats.Msg) {
 		if len(m.Data) > 0 {
 			b.n.learn(string(m.Data))
@@ -182,15 +197,7 @@ func (b *bridge) resubscribe(nc *nats.Conn) error {
 	if err != nil {
 		return fmt.Errorf("cluster: subscribing the ping subject: %w", err)
 	}
-	acks, err := nc.Subscribe("_a."+b.n.nodeTok+".>", b.answered)
-	if err != nil {
-		return fmt.Errorf("cluster: subscribing the answers: %w", err)
-	}
-	kicks, err := nc.Subscribe(kickSubject(b.n.nodeTok), b.n.kicked)
-	if err != nil {
-		return fmt.Errorf("cluster: subscribing the takeovers: %w", err)
-	}
-	b.nodeSub = []*nats.Subscription{ping, acks, kicks}
+	b.nodeSub = []*nats.Subscription{acks, kicks, syncs, ping}
 	for filter, it := range b.filters {
 		subs, err := b.subscribe(nc, filter)
 		if err != nil {

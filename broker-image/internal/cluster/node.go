@@ -289,6 +289,7 @@ func (n *Node) watch() {
 	defer close(n.done)
 	t := time.NewTicker(statusEvery)
 	defer t.Stop()
+	synced := map[string]bool{} // pods told this pod's sessions
 	for tick := 0; ; tick++ {
 		select {
 		case <-n.stop:
@@ -303,8 +304,12 @@ func (n *Node) watch() {
 			if err := n.connect(); err != nil {
 				n.log.Error("cluster bridge could not reconnect", "error", err.Error())
 			}
+			clear(synced)
 		}
 		st := n.routes()
+		if nc := n.conn(); nc != nil && !nc.IsClosed() {
+			n.syncSessions(nc, st, synced)
+		}
 		n.Counters.PeersConnected.Store(int64(len(st)))
 		for _, name := range st {
 			n.learn(TopicSubject(name))

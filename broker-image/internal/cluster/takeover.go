@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"encoding/json"
+	"errors"
 	"sync"
 	"time"
 
@@ -23,6 +24,11 @@ import (
 // is refused with 0x89 (server busy; a client retries) or, if already live,
 // taken over. Both sides compare the same two stamps, so exactly one
 // session stays, never a ping-pong.
+//
+// A route that comes up (a pod joins, a partition heals) makes both pods
+// exchange their live sessions (syncSessions): the same rule then ends the
+// older of two sessions of one ID that were admitted while the pods could
+// not reach each other.
 //
 // Not yet: the old pod's persistent session (subscriptions, queued
 // messages) does not move; it stays there, offline, until it expires.
@@ -70,8 +76,11 @@ func (s *sessions) next(node string) stamp {
 
 func kickSubject(tok string) string { return "_k." + tok }
 
+func syncSubject(tok string) string { return "_s." + tok }
+
 const (
-	answerOwned = "o"
+	answerOwned = "o" // the ID is another user's session here
+	answerNewer = "n" // a newer login with the ID is under way here
 )
 
 // Admit takes clientID over on every other pod before cl's CONNACK.
@@ -85,7 +94,7 @@ func (n *Node) Admit(cl *mqtt.Client, username string) packets.Code {
 	s.byID[cl.ID] = me
 	s.mu.Unlock()
 	req, _ := json.Marshal(kick{ID: cl.ID, User: username, Stamp: me.stamp})
-	owned := false
+	owned, newer := false, false
 	if nc := n.conn(); nc != nil {
 		var wg sync.WaitGroup
 		var mu sync.Mutex
@@ -97,18 +106,20 @@ func (n *Node) Admit(cl *mqtt.Client, username string) packets.Code {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				m, err := nc.Request(kickSubject(tok), req, AckTimeout)
-				if err == nil && string(m.Data) == answerOwned {
-					mu.Lock()
-					owned = true
-					mu.Unlock()
+				m, err := n.request(nc, tok, kickSubject(tok), req)
+				if err != nil {
+					return
 				}
+				mu.Lock()
+				owned = owned || string(m.Data) == answerOwned
+				newer = newer || string(m.Data) == answerNewer
+				mu.Unlock()
 			}()
 		}
 		wg.Wait()
 	}
 	s.mu.Lock()
-	lost := me.lost
+	lost := me.lost || newer
 	if owned || lost {
 		if s.byID[cl.ID] == me {
 			delete(s.byID, cl.ID)
@@ -147,6 +158,7 @@ func (n *Node) kicked(m *nats.Msg) {
 	}
 	if mine != nil && mine.stamp.after(k.Stamp) {
 		s.mu.Unlock() // this pod's login is the newer: the other one loses
+		answer = answerNewer
 		return
 	}
 	var victims []*mqtt.Client
@@ -218,6 +230,155 @@ func (s *sessions) sweep() {
 	for id, e := range s.byID {
 		if !e.established && e.stamp.T < cutoff {
 			delete(s.byID, id)
+		}
+	}
+}
+
+// request asks the pod tok and waits at most AckTimeout in all. A route
+// comes up before the other pod's subscriptions are known here (and a
+// duplicate route that nats-server closes takes them away for a moment):
+// "no responders" then means "not yet", so it asks again until the
+// deadline instead of taking silence for an answer.
+func (n *Node) request(nc *nats.Conn, tok, subject string, data []byte) (*nats.Msg, error) {
+	deadline := time.Now().Add(AckTimeout)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, nats.ErrTimeout
+		}
+		m, err := nc.Request(subject, data, left)
+		if !errors.Is(err, nats.ErrNoResponders) {
+			return m, err
+		}
+		if !n.hasRoute(tok) {
+			return nil, err // gone: nobody there to answer
+		}
+		select {
+		case <-n.stop:
+			return nil, err
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// hasRoute reports whether a route to the pod tok is up.
+func (n *Node) hasRoute(tok string) bool {
+	for _, name := range n.routes() {
+		if TopicSubject(name) == tok {
+			return true
+		}
+	}
+	return false
+}
+
+// maxSyncMessage bounds one message of a session exchange.
+const maxSyncMessage = 64 << 10
+
+// syncSessions sends this pod's sessions (live or logging in) to each pod whose bridge
+// became reachable since the last call, so that one of two sessions of a
+// client ID admitted apart (a partition, a pod that joined late) ends.
+// synced holds the pods already told; a pod that became unreachable drops
+// out of it and is told again when it comes back.
+func (n *Node) syncSessions(nc *nats.Conn, routes []string, synced map[string]bool) {
+	for tok := range synced {
+		if !n.alive(tok) {
+			delete(synced, tok)
+		}
+	}
+	var to []string
+	for _, name := range routes {
+		tok := TopicSubject(name)
+		if !synced[tok] && n.alive(tok) {
+			to = append(to, tok)
+		}
+	}
+	if len(to) == 0 {
+		return
+	}
+	s := &n.sess
+	s.mu.Lock()
+	live := make([]kick, 0, len(s.byID))
+	for id, e := range s.byID {
+		if !e.lost {
+			live = append(live, kick{ID: id, User: e.user, Stamp: e.stamp})
+		}
+	}
+	s.mu.Unlock()
+	for _, tok := range to {
+		synced[tok] = true
+		for start := 0; start < len(live); {
+			batch, size := live[start:start], 2
+			for _, k := range live[start:] {
+				size += len(k.ID) + len(k.User) + len(k.Stamp.Node) + 64
+				if size > maxSyncMessage && len(batch) > 0 {
+					break
+				}
+				batch = live[start : start+len(batch)+1]
+			}
+			start += len(batch)
+			data, _ := json.Marshal(batch)
+			if err := nc.PublishMsg(&nats.Msg{Subject: syncSubject(tok), Reply: syncSubject(n.nodeTok), Data: data}); err != nil {
+				delete(synced, tok) // tried again on the next tick
+				break
+			}
+		}
+	}
+}
+
+// synced takes another pod's live sessions (syncSessions) and applies the
+// rule of Admit to each client ID both pods hold, established or still
+// logging in: of one user's two sessions the older loses (0x8E, taken
+// over), of two users' the newer (0x87: on one broker that login would have
+// been refused). A local session that wins is sent back to the pod that
+// asked, so that pod ends its loser too: a login admitted while this pod's
+// bridge was reconnecting is settled either way.
+func (n *Node) synced(m *nats.Msg) {
+	var remote []kick
+	if err := json.Unmarshal(m.Data, &remote); err != nil {
+		return
+	}
+	s := &n.sess
+	type victim struct {
+		cl   *mqtt.Client
+		code packets.Code
+		pod  string
+	}
+	var victims []victim
+	var winners []kick
+	s.mu.Lock()
+	for _, k := range remote {
+		if k.Stamp.T > s.last {
+			s.last = k.Stamp.T
+		}
+		mine := s.byID[k.ID]
+		if mine == nil || mine.lost {
+			continue
+		}
+		code, mineLoses := packets.ErrSessionTakenOver, k.Stamp.after(mine.stamp)
+		if mine.user != k.User {
+			code, mineLoses = packets.ErrNotAuthorized, mine.stamp.after(k.Stamp)
+		}
+		if !mineLoses {
+			winners = append(winners, kick{ID: k.ID, User: mine.user, Stamp: mine.stamp})
+			continue
+		}
+		mine.lost = true // a login still in Admit is refused there
+		delete(s.byID, k.ID)
+		if mine.established {
+			victims = append(victims, victim{mine.cl, code, k.Stamp.Node})
+		}
+	}
+	s.mu.Unlock()
+	if len(winners) > 0 && m.Reply != "" {
+		if nc := n.conn(); nc != nil {
+			data, _ := json.Marshal(winners)
+			_ = nc.Publish(m.Reply, data) // no reply subject: the answer is not answered
+		}
+	}
+	for _, v := range victims {
+		if !v.cl.Closed() {
+			n.log.Info("ended one of two sessions of a client ID found when the pods met", "clientId", v.cl.ID, "pod", v.pod, "reason", v.code.Reason)
+			_ = n.mq.DisconnectClient(v.cl, v.code)
 		}
 	}
 }
