@@ -23,6 +23,8 @@ import (
 //	s.<topic>          a message for shared subscriptions, wherever their members are;
 //	_p.<node>          the barrier ping (and liveness) of the pod <node>;
 //	_k.<node>, _s.<node>  client ID takeovers and session exchanges (takeover.go);
+//	r.<node>.<topic>   a retained message for the pod <node> to store only;
+//	_r.<node>          requests for a copy of the pod <node>'s retained messages (retained.go);
 //	_a.<node>.<id>.n.<target> / .s   answers to a QoS 1/2 forward of the pod <node>.
 const (
 	podQueue = "p" // one queue group per pod: one copy per pod (pitfall 2)
@@ -55,9 +57,12 @@ type bridge struct {
 	holdMu  sync.RWMutex
 	holding atomic.Bool
 	// delivering is the shared group the delivering goroutine is injecting
-	// a message for (nil: a message for the pod's subscribers). Only that
-	// goroutine sets it; OnSelectSubscribers reads it for its packets.
+	// a message for (nil: a message for the pod's subscribers); storing, a
+	// retained message to store without delivering it. Only that goroutine
+	// sets them; OnSelectSubscribers reads them for its packets.
 	delivering atomic.Pointer[[2]string]
+	storing    atomic.Bool
+	markers    sync.Map // *nats.Msg -> chan struct{}: see drained
 }
 
 func newBridge(n *Node) *bridge {
@@ -188,6 +193,14 @@ func (b *bridge) resubscribe(nc *nats.Conn) error {
 	if err != nil {
 		return fmt.Errorf("cluster: subscribing the session exchange: %w", err)
 	}
+	stores, err := nc.ChanQueueSubscribe(retainedSubject(b.n.nodeTok)+">", podQueue, b.in)
+	if err != nil {
+		return fmt.Errorf("cluster: subscribing the retained messages: %w", err)
+	}
+	copies, err := nc.Subscribe(retainedCopySubject(b.n.nodeTok), b.n.copyRetained)
+	if err != nil {
+		return fmt.Errorf("cluster: subscribing the retained copies: %w", err)
+	}
 	ping, err := nc.Subscribe(pingSubject(b.n.nodeTok), func(m *nats.Msg) {
 		if len(m.Data) > 0 {
 			b.n.learn(string(m.Data))
@@ -197,7 +210,7 @@ func (b *bridge) resubscribe(nc *nats.Conn) error {
 	if err != nil {
 		return fmt.Errorf("cluster: subscribing the ping subject: %w", err)
 	}
-	b.nodeSub = []*nats.Subscription{acks, kicks, syncs, ping}
+	b.nodeSub = []*nats.Subscription{acks, kicks, syncs, stores, copies, ping}
 	for filter, it := range b.filters {
 		subs, err := b.subscribe(nc, filter)
 		if err != nil {
@@ -281,7 +294,15 @@ func (b *bridge) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 	if cl.Net.Inline || sysTopic(pk.TopicName) {
 		return pk, nil
 	}
-	err := b.n.forward(pk, true)
+	var st stamp
+	err := b.n.forward(pk, true, &st)
+	if pk.FixedHeader.Retain && !b.n.retained.current(pk.TopicName, st) {
+		// A later retained message from another pod arrived while this one
+		// waited for its acknowledgements: mochi must not store this one
+		// over it here (every other pod kept the later one). Its
+		// subscribers here still get it, as a live message.
+		pk.FixedHeader.Retain = false
+	}
 	if err == nil || pk.FixedHeader.Qos == 0 {
 		return pk, nil
 	}
@@ -303,7 +324,8 @@ func (b *bridge) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 // OnPublish); nobody waits for its acknowledgement.
 func (b *bridge) OnWillSent(_ *mqtt.Client, pk packets.Packet) {
 	if !sysTopic(pk.TopicName) {
-		_ = b.n.forward(pk, false)
+		var st stamp
+		_ = b.n.forward(pk, false, &st)
 	}
 }
 
@@ -340,6 +362,12 @@ func (b *bridge) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) 
 	}
 	var g *[2]string
 	if pk.Origin == bridgeClientID {
+		if b.storing.Load() {
+			subs.Subscriptions = map[string]packets.Subscription{}
+			subs.InlineSubscriptions = nil
+			subs.SharedSelected = noShared
+			return subs
+		}
 		g = b.delivering.Load()
 	}
 	if g == nil {

@@ -25,6 +25,10 @@ func (b *bridge) deliver() {
 		case <-b.closed:
 			return
 		case m := <-b.in:
+			if ch, ok := b.markers.LoadAndDelete(m); ok {
+				close(ch.(chan struct{}))
+				continue
+			}
 			b.holdMu.RLock()
 			b.inject(m)
 			b.holdMu.RUnlock()
@@ -48,7 +52,10 @@ func (b *bridge) inject(m *nats.Msg) {
 func (b *bridge) injectOne(m *nats.Msg) bool {
 	var subj string
 	var group *[2]string
-	if rest, ok := strings.CutPrefix(m.Subject, "s."); ok {
+	storeOnly := false
+	if rest, ok := strings.CutPrefix(m.Subject, retainedSubject(b.n.nodeTok)); ok {
+		subj, storeOnly = rest, true
+	} else if rest, ok := strings.CutPrefix(m.Subject, "s."); ok {
 		subj = rest
 		b.mu.Lock()
 		g, known := b.groups[m.Sub.Queue]
@@ -73,8 +80,21 @@ func (b *bridge) injectOne(m *nats.Msg) bool {
 		return false
 	}
 	pk := packetOf(topic, m)
+	if storeOnly && !pk.FixedHeader.Retain {
+		return false
+	}
+	if pk.FixedHeader.Retain {
+		var keep bool
+		if pk, keep = b.injectRetained(pk, stampOf(m.Header), storeOnly); !keep {
+			return true // a later retained message is here: nothing to do
+		}
+	}
 	b.delivering.Store(group)
 	defer b.delivering.Store(nil)
+	if storeOnly {
+		b.storing.Store(true)
+		defer b.storing.Store(false)
+	}
 	if err := b.n.mq.InjectPacket(b.client, pk); err != nil {
 		b.n.log.Warn("cluster: could not deliver a message from another pod", "error", err.Error())
 		return false
@@ -90,4 +110,23 @@ func (b *bridge) hasMember(topic string, g [2]string) bool {
 		}
 	}
 	return false
+}
+
+// drained returns once the delivering goroutine handled every message
+// queued before the call (false if the node stopped first).
+func (b *bridge) drained() bool {
+	m, ch := &nats.Msg{}, make(chan struct{})
+	b.markers.Store(m, ch)
+	select {
+	case b.in <- m:
+	case <-b.n.stop:
+		b.markers.Delete(m)
+		return false
+	}
+	select {
+	case <-ch:
+		return true
+	case <-b.n.stop:
+		return false
+	}
 }

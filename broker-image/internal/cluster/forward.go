@@ -11,9 +11,12 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// forward sends pk to every other pod with matching interest; for QoS 1/2
-// with wait, it waits until each took it.
-func (n *Node) forward(pk packets.Packet, wait bool) error {
+// forward sends pk to every other pod with matching interest (a retained
+// message to every other pod: retained.go); for QoS 1/2 with wait, it waits
+// until each took it.
+//
+// A retained message is stamped (retained.go); st receives the stamp.
+func (n *Node) forward(pk packets.Packet, wait bool, st *stamp) error {
 	nc := n.conn()
 	if wait && pk.FixedHeader.Qos > 0 {
 		n.learnNewRoutes()
@@ -29,7 +32,12 @@ func (n *Node) forward(pk packets.Packet, wait bool) error {
 		}
 	}
 	shared := acc.Interest("s."+subj) > 0
-	if len(targets) == 0 && !shared {
+	var stores []string // pods that only store a retained message (retained.go)
+	if pk.FixedHeader.Retain {
+		*st = n.stampLocal(pk.TopicName, len(pk.Payload) == 0)
+		stores = n.storeTargets(targets)
+	}
+	if len(targets) == 0 && len(stores) == 0 && !shared {
 		return nil
 	}
 	if nc == nil {
@@ -39,20 +47,31 @@ func (n *Node) forward(pk packets.Packet, wait bool) error {
 	if !ok {
 		return nil // expired before it left
 	}
+	if pk.FixedHeader.Retain {
+		hdr.Set(hStamp, st.header())
+	}
 	if pk.FixedHeader.Qos == 0 || !wait {
 		for _, tok := range targets {
 			n.send(nc, &nats.Msg{Subject: "m." + tok + "." + subj, Header: hdr, Data: pk.Payload})
+		}
+		for _, tok := range stores {
+			n.send(nc, &nats.Msg{Subject: retainedSubject(tok) + subj, Header: hdr, Data: pk.Payload})
 		}
 		if shared {
 			n.send(nc, &nats.Msg{Subject: "s." + subj, Header: hdr, Data: pk.Payload})
 		}
 		return nil
 	}
-	id, w := n.acks.add(targets, shared)
+	id, w := n.acks.add(append(targets, stores...), shared)
 	defer n.acks.remove(id)
 	reply := "_a." + n.nodeTok + "." + strconv.FormatUint(id, 10) + "."
 	for _, tok := range targets {
 		if err := n.send(nc, &nats.Msg{Subject: "m." + tok + "." + subj, Reply: reply + "n." + tok, Header: hdr, Data: pk.Payload}); err != nil {
+			return err
+		}
+	}
+	for _, tok := range stores {
+		if err := n.send(nc, &nats.Msg{Subject: retainedSubject(tok) + subj, Reply: reply + "n." + tok, Header: hdr, Data: pk.Payload}); err != nil {
 			return err
 		}
 	}

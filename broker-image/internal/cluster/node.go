@@ -91,6 +91,8 @@ type Node struct {
 	joined  atomic.Bool  // had routes to every peer once, or waited JoinGrace
 	started atomic.Int64 // when Start began, Unix nanoseconds
 	sess    sessions
+	// retained holds the stamps of retained messages (retained.go).
+	retained retainedStamps
 
 	stop chan struct{}
 	done chan struct{}
@@ -298,6 +300,7 @@ func (n *Node) watch() {
 		}
 		if tick%100 == 0 {
 			n.sess.sweep()
+			n.retained.sweep(n.held)
 		}
 		if nc := n.conn(); nc == nil || nc.IsClosed() {
 			n.log.Warn("cluster bridge connection closed; reconnecting")
@@ -309,6 +312,7 @@ func (n *Node) watch() {
 		st := n.routes()
 		if nc := n.conn(); nc != nil && !nc.IsClosed() {
 			n.syncSessions(nc, st, synced)
+			n.pullRetained(nc, st)
 		}
 		n.Counters.PeersConnected.Store(int64(len(st)))
 		for _, name := range st {
@@ -382,7 +386,15 @@ func (n *Node) Ready() error {
 	if n.joined.Load() {
 		return nil
 	}
-	if err := n.meshComplete(); err != nil {
+	err := n.meshComplete()
+	if err == nil && !n.retained.loaded.Load() {
+		if len(n.routes()) == 0 {
+			n.retained.loaded.Store(true) // the first pod: nobody to copy from
+		} else {
+			err = errors.New("cluster: the retained messages of the other pods are not copied yet")
+		}
+	}
+	if err != nil {
 		if time.Since(time.Unix(0, n.started.Load())) < JoinGrace() {
 			return err
 		}

@@ -66,6 +66,7 @@ var metricHelp = map[string]string{
 	"mqtt_cluster_peers_connected":                    "Other pods of the cluster this pod has a route to (absent on a single pod).",
 	"mqtt_cluster_messages_forwarded_total":           "Messages sent to other pods (one per receiving pod, plus one per message for shared subscriptions).",
 	"mqtt_cluster_messages_received_total":            "Messages received from other pods and handed to this pod's subscribers.",
+	"mqtt_cluster_retained_copies_total":              "Complete copies of another pod's retained messages this pod took (at start, and when a pod it had lost became reachable again).",
 	"mqtt_cluster_qos0_dropped_total":                 "Messages from other pods dropped because this pod's inbound queue was full. A QoS 1/2 one is then not acknowledged, so its publisher got an error and can send it again: only QoS 0 ones are lost.",
 	"mqtt_store_writes_refused_total":                 "Single changes the persistent store refused (the rest of their batch was stored); lost on restart.",
 }
@@ -172,6 +173,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter("mqtt_cluster_messages_forwarded_total", n.Counters.Forwarded.Load())
 		counter("mqtt_cluster_messages_received_total", n.Counters.Received.Load())
 		counter("mqtt_cluster_qos0_dropped_total", n.Counters.Dropped.Load())
+		counter("mqtt_cluster_retained_copies_total", n.RetainedCopies())
 	}
 	if s.Revision != "" {
 		gauge("mqtt_auth_bundle_info", float64(s.Generation), s.Revision)
