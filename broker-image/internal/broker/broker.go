@@ -172,6 +172,7 @@ func build(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 		}
 		b.cluster = node
 		b.Policy.Admit = node.Admit
+		node.Sessions = b.movedSessionHooks()
 	}
 	if cfg.TLS != nil {
 		certStore, err := certs.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.ClientCAFile)
@@ -321,3 +322,31 @@ func (b *Broker) CertificateFiles() []string {
 
 // Server exposes mochi's server, for tests and metrics.
 func (b *Broker) Server() *mqtt.Server { return b.server }
+
+// movedSessionHooks tells flow control and the durable store about sessions
+// that move between pods (cluster/move.go): mochi calls no hook for them.
+func (b *Broker) movedSessionHooks() cluster.SessionHooks {
+	return cluster.SessionHooks{
+		Imported: func(cl *mqtt.Client, subs []packets.Subscription, queued []packets.Packet) {
+			if b.store == nil {
+				return
+			}
+			if len(subs) > 0 {
+				codes := make([]byte, len(subs))
+				for i, sub := range subs {
+					codes[i] = sub.Qos
+				}
+				b.store.OnSubscribed(cl, packets.Packet{Filters: subs}, codes)
+			}
+			for _, pk := range queued {
+				b.store.OnQosPublish(cl, pk, 0, 0)
+			}
+		},
+		Gone: func(cl *mqtt.Client) {
+			b.Policy.OnClientExpired(cl)
+			if b.store != nil {
+				b.store.OnClientExpired(cl)
+			}
+		},
+	}
+}

@@ -38,8 +38,12 @@ func freePorts(t *testing.T, n int) []string {
 	t.Helper()
 	var ls []net.Listener
 	var addrs []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for i := range n {
+		// One loopback address per pod (127.0.0.2, .3, ...): the kernel
+		// hands the ports of 127.0.0.1 to the outgoing connections of the
+		// tests running alongside, which took a freed cluster port before
+		// its pod bound it (seen under go test ./...).
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", 2+i%250))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -191,6 +191,7 @@ type v5 struct {
 	messages   chan *paho.Publish
 	disconnect chan *paho.Disconnect
 	closed     chan struct{}
+	raw        net.Conn // the connection, to drop it without a DISCONNECT
 }
 
 type v5opts struct {
@@ -201,6 +202,9 @@ type v5opts struct {
 	tls                      *tls.Config // MQTT over TLS when set
 	// connectProps, when set, completes the CONNECT's properties.
 	connectProps func(*paho.ConnectProperties)
+	// will, when set, is the CONNECT's will, delayed by willDelay seconds.
+	will      *paho.WillMessage
+	willDelay uint32
 }
 
 // refusedError is a CONNACK that refused the client, as opposed to a
@@ -223,7 +227,7 @@ func connectV5(t *testing.T, addr string, o v5opts) (*v5, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &v5{messages: make(chan *paho.Publish, 1000), disconnect: make(chan *paho.Disconnect, 1), closed: make(chan struct{})}
+	c := &v5{messages: make(chan *paho.Publish, 1000), disconnect: make(chan *paho.Disconnect, 1), closed: make(chan struct{}), raw: conn}
 	var once sync.Once
 	c.Client = paho.NewClient(paho.ClientConfig{
 		// One uninterrupted write per packet: paho's pinger would otherwise
@@ -246,6 +250,10 @@ func connectV5(t *testing.T, addr string, o v5opts) (*v5, error) {
 		Username: o.user, UsernameFlag: o.user != "", Password: []byte(o.password), PasswordFlag: o.password != ""}
 	if o.sessionExpiry > 0 {
 		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &o.sessionExpiry}
+	}
+	if o.will != nil {
+		cp.WillMessage = o.will
+		cp.WillProperties = &paho.WillProperties{WillDelayInterval: &o.willDelay}
 	}
 	if o.connectProps != nil {
 		if cp.Properties == nil {

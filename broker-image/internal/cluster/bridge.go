@@ -23,6 +23,7 @@ import (
 //	s.<topic>          a message for shared subscriptions, wherever their members are;
 //	_p.<node>          the barrier ping (and liveness) of the pod <node>;
 //	_k.<node>, _s.<node>  client ID takeovers and session exchanges (takeover.go);
+//	_v.<node>          releases of sessions the pod <node> sent to another (move.go);
 //	r.<node>.<topic>   a retained message for the pod <node> to store only;
 //	_r.<node>          requests for a copy of the pod <node>'s retained messages (retained.go);
 //	_a.<node>.<id>.n.<target> / .s   answers to a QoS 1/2 forward of the pod <node>.
@@ -193,6 +194,10 @@ func (b *bridge) resubscribe(nc *nats.Conn) error {
 	if err != nil {
 		return fmt.Errorf("cluster: subscribing the session exchange: %w", err)
 	}
+	releases, err := nc.Subscribe(releaseSubject(b.n.nodeTok), b.n.released)
+	if err != nil {
+		return fmt.Errorf("cluster: subscribing the session releases: %w", err)
+	}
 	stores, err := nc.ChanQueueSubscribe(retainedSubject(b.n.nodeTok)+">", podQueue, b.in)
 	if err != nil {
 		return fmt.Errorf("cluster: subscribing the retained messages: %w", err)
@@ -210,7 +215,7 @@ func (b *bridge) resubscribe(nc *nats.Conn) error {
 	if err != nil {
 		return fmt.Errorf("cluster: subscribing the ping subject: %w", err)
 	}
-	b.nodeSub = []*nats.Subscription{acks, kicks, syncs, stores, copies, ping}
+	b.nodeSub = []*nats.Subscription{acks, kicks, syncs, releases, stores, copies, ping}
 	for filter, it := range b.filters {
 		subs, err := b.subscribe(nc, filter)
 		if err != nil {
@@ -291,7 +296,7 @@ func (b *bridge) OnClientExpired(cl *mqtt.Client) {
 // it; otherwise an MQTT 5 publisher gets 0x80 and an MQTT 3.1.1 one is
 // disconnected without an acknowledgement, so it sends the message again.
 func (b *bridge) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline || sysTopic(pk.TopicName) {
+	if localOnly(cl) || sysTopic(pk.TopicName) {
 		return pk, nil
 	}
 	var st stamp
@@ -327,6 +332,14 @@ func (b *bridge) OnWillSent(_ *mqtt.Client, pk packets.Packet) {
 		var st stamp
 		_ = b.n.forward(pk, false, &st)
 	}
+}
+
+// localOnly reports whether a message from cl stays on this pod: the
+// bridge's own injections and mochi's inline client (Server.Publish). A
+// delayed will the policy publishes on its timer comes from an inline client
+// with the will's client ID, and goes to every pod like mochi's own wills.
+func localOnly(cl *mqtt.Client) bool {
+	return cl.Net.Inline && (cl.ID == bridgeClientID || cl.ID == mqtt.InlineClientId)
 }
 
 func sysTopic(topic string) bool {

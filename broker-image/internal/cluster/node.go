@@ -93,6 +93,10 @@ type Node struct {
 	sess    sessions
 	// retained holds the stamps of retained messages (retained.go).
 	retained retainedStamps
+	moves    moves // sessions sent to another pod (move.go)
+	// Sessions lets the broker's other hooks follow sessions that move
+	// between pods (move.go); set before Start.
+	Sessions SessionHooks
 
 	stop chan struct{}
 	done chan struct{}
@@ -301,6 +305,7 @@ func (n *Node) watch() {
 		if tick%100 == 0 {
 			n.sess.sweep()
 			n.retained.sweep(n.held)
+			n.sweepMoves()
 		}
 		if nc := n.conn(); nc == nil || nc.IsClosed() {
 			n.log.Warn("cluster bridge connection closed; reconnecting")

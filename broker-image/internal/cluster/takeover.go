@@ -46,6 +46,11 @@ type kick struct {
 	ID    string `json:"id"`
 	User  string `json:"u"`
 	Stamp stamp  `json:"s"`
+	// Inbox: the login resumes its session (clean start 0); a pod holding
+	// it sends it to <Inbox>.<its node> (move.go). Clean: the login starts
+	// a new session; one held elsewhere ends.
+	Inbox string `json:"i,omitempty"`
+	Clean bool   `json:"c,omitempty"`
 }
 
 type session struct {
@@ -93,9 +98,21 @@ func (n *Node) Admit(cl *mqtt.Client, username string) packets.Code {
 	me := &session{stamp: s.next(n.node), user: username, cl: cl}
 	s.byID[cl.ID] = me
 	s.mu.Unlock()
-	req, _ := json.Marshal(kick{ID: cl.ID, User: username, Stamp: me.stamp})
+	k := kick{ID: cl.ID, User: username, Stamp: me.stamp, Clean: cl.Properties.Clean}
+	nc := n.conn()
+	var t *transfer
+	if !k.Clean && nc != nil {
+		var err error
+		if t, err = n.newTransfer(nc); err != nil {
+			return packets.ErrServerBusy
+		}
+		defer t.close()
+		k.Inbox = t.prefix
+	}
+	req, _ := json.Marshal(k)
 	owned, newer := false, false
-	if nc := n.conn(); nc != nil {
+	var movedFrom []string
+	if nc != nil {
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		// The routes up now, not the pods learnt so far: a pod that joined
@@ -113,6 +130,9 @@ func (n *Node) Admit(cl *mqtt.Client, username string) packets.Code {
 				mu.Lock()
 				owned = owned || string(m.Data) == answerOwned
 				newer = newer || string(m.Data) == answerNewer
+				if string(m.Data) == answerMoved {
+					movedFrom = append(movedFrom, tok)
+				}
 				mu.Unlock()
 			}()
 		}
@@ -133,6 +153,17 @@ func (n *Node) Admit(cl *mqtt.Client, username string) packets.Code {
 	case lost:
 		n.log.Info("refused a login: a newer one with the same client ID arrived on another pod", "clientId", cl.ID)
 		return packets.ErrServerBusy
+	}
+	if len(movedFrom) > 0 {
+		if err := n.importSession(nc, cl, t, movedFrom); err != nil {
+			s.mu.Lock()
+			if s.byID[cl.ID] == me {
+				delete(s.byID, cl.ID)
+			}
+			s.mu.Unlock()
+			n.log.Warn("refused a login: its session could not be moved from another pod; the client can try again", "clientId", cl.ID, "reason", err.Error())
+			return packets.ErrServerBusy
+		}
 	}
 	return packets.CodeSuccess
 }
@@ -170,13 +201,14 @@ func (n *Node) kicked(m *nats.Msg) {
 		}
 	}
 	s.mu.Unlock()
-	if cl, ok := n.mq.Clients.Get(k.ID); ok {
-		if string(cl.Properties.Username) != k.User {
+	held, ok := n.mq.Clients.Get(k.ID)
+	if ok {
+		if string(held.Properties.Username) != k.User {
 			answer = answerOwned
 			return
 		}
-		if mine == nil || cl != mine.cl {
-			victims = append(victims, cl)
+		if mine == nil || held != mine.cl {
+			victims = append(victims, held)
 		}
 	}
 	for _, cl := range victims {
@@ -184,6 +216,24 @@ func (n *Node) kicked(m *nats.Msg) {
 			n.log.Info("client ID taken over by a login on another pod", "clientId", k.ID, "pod", k.Stamp.Node)
 			_ = n.mq.DisconnectClient(cl, packets.ErrSessionTakenOver)
 		}
+	}
+	if !ok || !persistentSession(held) {
+		return // nothing outlives the connection: mochi cleans it up
+	}
+	switch {
+	case k.Clean:
+		n.deleteSession(held)
+		n.log.Info("ended a session here: its client started a new one on another pod", "clientId", k.ID, "pod", k.Stamp.Node)
+	case k.Inbox != "":
+		nc := n.conn()
+		if nc == nil {
+			return
+		}
+		if err := n.sendSession(nc, held, k.Inbox+"."+n.nodeTok); err != nil {
+			n.log.Warn("cluster: could not send a session to another pod; it stays here", "clientId", k.ID, "error", err.Error())
+			return
+		}
+		answer = answerMoved
 	}
 }
 

@@ -93,6 +93,12 @@ func (w *willCheck) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	if err != nil || will.TopicName == "" || cl.Properties.Will.WillDelayInterval == 0 {
 		return will, err
 	}
+	if cl.StopCause() == packets.ErrSessionTakenOver {
+		// A new connection to the session ended this one: it cancels a
+		// delayed will, on this pod or another (mochi's own cancel, like
+		// OnSessionEstablish below, runs before this old connection's will).
+		return mqtt.Will{}, nil
+	}
 	w.schedule(cl, will, willDelay(cl))
 	return mqtt.Will{}, nil
 }

@@ -1,0 +1,268 @@
+package broker_test
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+func persistentOn(t *testing.T, p *testBroker, id string) *v5 {
+	t.Helper()
+	c, err := connectV5(t, p.tcp, v5opts{user: "bob", password: bobPassword, clientID: id, sessionExpiry: 600, keepAlive: 30})
+	if err != nil {
+		t.Fatalf("%s on %s: %v", id, p.cfg.Cluster.NodeName, err)
+	}
+	return c
+}
+
+func holds(p *testBroker, id string) bool {
+	_, ok := p.Server().Clients.Get(id)
+	return ok
+}
+
+// A persistent session resumed on another pod comes with its subscriptions
+// and everything queued for it while its client was away, in order.
+func TestClusterPersistentSessionMovesBetweenPods(t *testing.T) {
+	pods := startCluster(t, 3, clusterOpts{})
+	sub := persistentOn(t, pods[0], "mover")
+	if sub.connack.SessionPresent {
+		t.Fatal("a new session said present")
+	}
+	sub.subscribe(t, "move/#", 1)
+	_ = sub.Disconnect(&paho.Disconnect{})
+	<-sub.closed
+
+	pub := mustV5(t, pods[1].tcp, "alice", alicePassword)
+	for i := range 50 {
+		if err := pub.publish(t, "move/x", "m"+strconv.Itoa(i), 1, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	back := persistentOn(t, pods[2], "mover")
+	if !back.connack.SessionPresent {
+		t.Fatal("the session resumed on another pod is not present")
+	}
+	for i := range 50 {
+		select {
+		case m := <-back.messages:
+			if got := string(m.Payload); got != "m"+strconv.Itoa(i) {
+				t.Fatalf("queued message %d is %q: out of order or missing", i, got)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("queued message %d not received on the new pod", i)
+		}
+	}
+	if err := pub.publish(t, "move/y", "after the move", 1, false); err != nil {
+		t.Fatal(err)
+	}
+	back.expect(t, "after the move") // the subscription came along
+	if holds(pods[0], "mover") {
+		t.Fatal("the old pod still holds the moved session")
+	}
+	if n := liveSessions(pods, "mover"); n != 1 {
+		t.Fatalf("%d live sessions", n)
+	}
+}
+
+// A client that moves between pods while a publisher keeps sending QoS 1
+// receives every acknowledged message at least once.
+func TestClusterSessionMovingUnderLoadLosesNothing(t *testing.T) {
+	pods := startCluster(t, 3, clusterOpts{})
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	record := func(c *v5, stop chan struct{}, done chan struct{}) {
+		defer close(done)
+		for {
+			select {
+			case m := <-c.messages:
+				mu.Lock()
+				seen[string(m.Payload)] = true
+				mu.Unlock()
+			case <-stop:
+				for { // what is already in the channel
+					select {
+					case m := <-c.messages:
+						mu.Lock()
+						seen[string(m.Payload)] = true
+						mu.Unlock()
+					default:
+						return
+					}
+				}
+			}
+		}
+	}
+	first := persistentOn(t, pods[0], "roamer")
+	first.subscribe(t, "load/#", 1)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go record(first, stop, done)
+
+	pub := mustV5(t, pods[1].tcp, "alice", alicePassword)
+	acked := make(chan []string, 1)
+	go func() {
+		var ok []string
+		for i := range 1500 {
+			p := "n" + strconv.Itoa(i)
+			if err := pub.publish(t, "load/x", p, 1, false); err == nil {
+				ok = append(ok, p)
+			}
+			if i%50 == 0 {
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
+		acked <- ok
+	}()
+	for hop := range 4 {
+		time.Sleep(100 * time.Millisecond)
+		next := persistentOn(t, pods[(hop+1)%3], "roamer") // takes the session over, live
+		if !next.connack.SessionPresent {
+			t.Fatalf("hop %d: session not present", hop)
+		}
+		close(stop)
+		<-done
+		stop, done = make(chan struct{}), make(chan struct{})
+		go record(next, stop, done)
+	}
+	ok := <-acked
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		var missing []string
+		for _, p := range ok {
+			if !seen[p] {
+				missing = append(missing, p)
+			}
+		}
+		mu.Unlock()
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d acknowledged messages never reached the roaming client, e.g. %v", len(missing), len(ok), missing[:min(5, len(missing))])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(ok) < 1000 {
+		t.Fatalf("only %d of 1500 publishes acknowledged", len(ok))
+	}
+	close(stop)
+	<-done
+}
+
+// A clean start on another pod ends the session held elsewhere, and the
+// new session starts empty.
+func TestClusterCleanStartEndsTheSessionOnAnotherPod(t *testing.T) {
+	pods := startCluster(t, 2, clusterOpts{})
+	old := persistentOn(t, pods[0], "fresh")
+	old.subscribe(t, "fresh/#", 1)
+	_ = old.Disconnect(&paho.Disconnect{})
+	<-old.closed
+	c, err := connectV5(t, pods[1].tcp, v5opts{user: "bob", password: bobPassword, clientID: "fresh", cleanStart: true, sessionExpiry: 600, keepAlive: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.connack.SessionPresent {
+		t.Fatal("a clean start said session present")
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for holds(pods[0], "fresh") {
+		if time.Now().After(deadline) {
+			t.Fatal("the old pod still holds the session a clean start ended")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	pub := mustV5(t, pods[0].tcp, "alice", alicePassword)
+	c.subscribe(t, "marker/#", 0)
+	_ = pub.publish(t, "fresh/x", "to the old session", 1, false)
+	_ = pub.publish(t, "marker/x", "marker", 0, false)
+	c.expectNoneBefore(t, "to the old session", "marker")
+}
+
+// A session moved to a pod with a persistent store is stored there: it
+// survives that pod's restart, with its subscriptions and queue.
+func TestClusterMovedSessionIsStoredOnItsNewPod(t *testing.T) {
+	addrs := freePorts(t, 2)
+	pod0 := startClusterPod(t, clusterConfig(t, "pod-0", addrs[0], addrs, clusterOpts{}))
+	cfg1 := clusterConfig(t, "pod-1", addrs[1], addrs, clusterOpts{})
+	cfg1.Storage.Persistent = true
+	pod1 := startClusterPod(t, cfg1)
+	waitReady(t, pod0, 5*time.Second)
+	waitReady(t, pod1, 5*time.Second)
+
+	first := persistentOn(t, pod0, "stored")
+	first.subscribe(t, "stored/#", 1)
+	_ = first.Disconnect(&paho.Disconnect{})
+	<-first.closed
+	pub := mustV5(t, pod0.tcp, "alice", alicePassword)
+	if err := pub.publish(t, "stored/a", "queued before the move", 1, false); err != nil {
+		t.Fatal(err)
+	}
+	moved := persistentOn(t, pod1, "stored")
+	moved.expect(t, "queued before the move")
+	_ = moved.Disconnect(&paho.Disconnect{})
+	<-moved.closed
+	pod1.Drain(context.Background(), 0)
+	for deadline := time.Now().Add(5 * time.Second); len(routesOf(pod0)) > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("pod-0 still has a route to the stopped pod")
+		}
+	}
+
+	restarted := startClusterPod(t, cfg1)
+	waitReady(t, restarted, 10*time.Second)
+	if err := pub.publish(t, "stored/b", "after the restart", 1, false); err != nil {
+		t.Fatal(err)
+	}
+	back := persistentOn(t, restarted, "stored")
+	if !back.connack.SessionPresent {
+		t.Fatal("the moved session did not survive its new pod's restart")
+	}
+	back.expect(t, "after the restart")
+}
+
+// A new connection to a session cancels its delayed will, on whichever pod
+// it arrives; a will without a delay is still sent when a takeover ends
+// its connection.
+func TestClusterTakeoverCancelsADelayedWill(t *testing.T) {
+	pods := startCluster(t, 2, clusterOpts{})
+	watcher := mustV5(t, pods[1].tcp, "alice", alicePassword)
+	watcher.subscribe(t, "wills/#", 1)
+	for _, c := range []struct {
+		id    string
+		delay uint32
+		sent  bool
+	}{{"delayed", 1, false}, {"undelayed", 0, true}} {
+		_, err := connectV5(t, pods[0].tcp, v5opts{user: "bob", password: bobPassword, clientID: c.id, sessionExpiry: 600, keepAlive: 30,
+			will: &paho.WillMessage{Topic: "wills/" + c.id, Payload: []byte(c.id + " is gone"), QoS: 1}, willDelay: c.delay})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := connectV5(t, pods[1].tcp, v5opts{user: "bob", password: bobPassword, clientID: c.id, sessionExpiry: 600, keepAlive: 30}); err != nil {
+			t.Fatal(err)
+		}
+		if c.sent {
+			watcher.expect(t, c.id+" is gone")
+		}
+	}
+	time.Sleep(2 * time.Second) // past the 1 s delay
+	_ = mustV5(t, pods[0].tcp, "alice", alicePassword).publish(t, "wills/marker", "marker", 1, false)
+	watcher.expectNoneBefore(t, "delayed is gone", "marker")
+}
+
+// A delayed will (sent by the broker's own timer) reaches the other pods.
+func TestClusterDelayedWillReachesOtherPods(t *testing.T) {
+	pods := startCluster(t, 2, clusterOpts{})
+	watcher := mustV5(t, pods[1].tcp, "alice", alicePassword)
+	watcher.subscribe(t, "wills/#", 1)
+	c, err := connectV5(t, pods[0].tcp, v5opts{user: "bob", password: bobPassword, clientID: "late-will", sessionExpiry: 600, keepAlive: 30,
+		will: &paho.WillMessage{Topic: "wills/late", Payload: []byte("late will"), QoS: 1}, willDelay: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.raw.Close() // no DISCONNECT: the will is due after its delay
+	watcher.expect(t, "late will")
+}
