@@ -342,6 +342,7 @@ func (b *Broker) movedSessionHooks() cluster.SessionHooks {
 				b.store.OnQosPublish(cl, pk, 0, 0)
 			}
 		},
+		TakenOver: b.Policy.TakenOver,
 		Gone: func(cl *mqtt.Client) {
 			b.Policy.OnClientExpired(cl)
 			if b.store != nil {

@@ -3,6 +3,7 @@ package cluster
 import (
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,6 +37,21 @@ func (n *Node) forward(pk packets.Packet, wait bool, st *stamp) error {
 	if pk.FixedHeader.Retain {
 		*st = n.stampLocal(pk.TopicName, len(pk.Payload) == 0)
 		stores = n.storeTargets(targets)
+	}
+	if pk.FixedHeader.Qos > 0 {
+		n.noticeLost()
+	}
+	if n.outboxes.count.Load() > 0 && pk.FixedHeader.Qos > 0 {
+		// A pod that is unreachable, or back and still being sent what was
+		// held for it, gets this message after those (partition.go).
+		if hdr, ok := headersOf(pk); ok {
+			if pk.FixedHeader.Retain {
+				hdr.Set(hStamp, st.header())
+			}
+			if held := n.hold(subj, hdr, &pk); len(held) > 0 {
+				targets = slices.DeleteFunc(targets, func(t string) bool { return held[t] })
+			}
+		}
 	}
 	if len(targets) == 0 && len(stores) == 0 && !shared {
 		return nil

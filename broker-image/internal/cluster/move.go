@@ -67,6 +67,8 @@ type SessionHooks struct {
 	// Gone: the session of cl moved to another pod (or ended there) and was
 	// deleted here.
 	Gone func(cl *mqtt.Client)
+	// TakenOver: a login on another pod is about to end cl's connection.
+	TakenOver func(cl *mqtt.Client)
 }
 
 type moving struct {

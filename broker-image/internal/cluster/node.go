@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,6 +95,8 @@ type Node struct {
 	// retained holds the stamps of retained messages (retained.go).
 	retained retainedStamps
 	moves    moves // sessions sent to another pod (move.go)
+	// outboxes hold messages for unreachable pods (partition.go).
+	outboxes outboxes
 	// Sessions lets the broker's other hooks follow sessions that move
 	// between pods (move.go); set before Start.
 	Sessions SessionHooks
@@ -187,7 +190,7 @@ func New(o Options) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: building the embedded NATS server: %w", err)
 	}
-	srv.SetLoggerV2(&natsLog{n.log}, false, false, false)
+	srv.SetLoggerV2(newNatsLog(n.log, password), false, false, false)
 	n.srv = srv
 	n.bridge = newBridge(n)
 	return n, nil
@@ -318,6 +321,7 @@ func (n *Node) watch() {
 		if nc := n.conn(); nc != nil && !nc.IsClosed() {
 			n.syncSessions(nc, st, synced)
 			n.pullRetained(nc, st)
+			n.watchPeers(nc)
 		}
 		n.Counters.PeersConnected.Store(int64(len(st)))
 		for _, name := range st {
@@ -462,6 +466,7 @@ func (n *Node) SetPeers(peers []string) error {
 	if err := n.srv.ReloadOptions(opts); err != nil {
 		return fmt.Errorf("cluster: reloading the peers: %w", err)
 	}
+	n.dropOutboxesOf(peers)
 	n.log.Info("cluster peers reloaded", "peers", len(peers))
 	return nil
 }
@@ -513,11 +518,34 @@ func (n *Node) DropConnection() {
 // natsLog sends nats-server's log to the broker's, quieter: its notices
 // (start-up lines) at debug, warnings and errors (a peer refused for a bad
 // password, garbage on the cluster port) at warn.
-type natsLog struct{ l *slog.Logger }
+type natsLog struct {
+	l *slog.Logger
+	// secrets are replaced wherever they appear: nats-server logs a
+	// removed route's URL with its password ("Removed route
+	// nats-route://name:password@host", on every scale-in).
+	secrets []string
+}
 
-func (g *natsLog) Noticef(f string, v ...any) { g.l.Debug(fmt.Sprintf(f, v...)) }
-func (g *natsLog) Warnf(f string, v ...any)   { g.l.Warn(fmt.Sprintf(f, v...)) }
-func (g *natsLog) Fatalf(f string, v ...any)  { g.l.Error(fmt.Sprintf(f, v...)) }
-func (g *natsLog) Errorf(f string, v ...any)  { g.l.Warn(fmt.Sprintf(f, v...)) }
+func newNatsLog(l *slog.Logger, password string) *natsLog {
+	return &natsLog{l: l, secrets: []string{password, url.UserPassword("x", password).String()[2:], url.QueryEscape(password)}}
+}
+
+// userinfo matches the user information of a URL.
+var userinfo = regexp.MustCompile(`://[^/@\s]*@`)
+
+func (g *natsLog) redact(f string, v ...any) string {
+	s := userinfo.ReplaceAllString(fmt.Sprintf(f, v...), "://[REDACTED]@")
+	for _, secret := range g.secrets {
+		if secret != "" {
+			s = strings.ReplaceAll(s, secret, "[REDACTED]")
+		}
+	}
+	return s
+}
+
+func (g *natsLog) Noticef(f string, v ...any) { g.l.Debug(g.redact(f, v...)) }
+func (g *natsLog) Warnf(f string, v ...any)   { g.l.Warn(g.redact(f, v...)) }
+func (g *natsLog) Fatalf(f string, v ...any)  { g.l.Error(g.redact(f, v...)) }
+func (g *natsLog) Errorf(f string, v ...any)  { g.l.Warn(g.redact(f, v...)) }
 func (g *natsLog) Debugf(string, ...any)      {}
 func (g *natsLog) Tracef(string, ...any)      {}

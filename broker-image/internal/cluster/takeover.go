@@ -214,6 +214,9 @@ func (n *Node) kicked(m *nats.Msg) {
 	for _, cl := range victims {
 		if !cl.Closed() {
 			n.log.Info("client ID taken over by a login on another pod", "clientId", k.ID, "pod", k.Stamp.Node)
+			if n.Sessions.TakenOver != nil {
+				n.Sessions.TakenOver(cl)
+			}
 			_ = n.mq.DisconnectClient(cl, packets.ErrSessionTakenOver)
 		}
 	}
@@ -428,6 +431,9 @@ func (n *Node) synced(m *nats.Msg) {
 	for _, v := range victims {
 		if !v.cl.Closed() {
 			n.log.Info("ended one of two sessions of a client ID found when the pods met", "clientId", v.cl.ID, "pod", v.pod, "reason", v.code.Reason)
+			if v.code == packets.ErrSessionTakenOver && n.Sessions.TakenOver != nil {
+				n.Sessions.TakenOver(v.cl)
+			}
 			_ = n.mq.DisconnectClient(v.cl, v.code)
 		}
 	}

@@ -84,7 +84,7 @@ func TestClusterStatusMetricsAndReadiness(t *testing.T) {
 	}
 	_, metrics := getWith(t, health, "/metrics")
 	for _, want := range []string{"mqtt_cluster_peers_connected 0", "mqtt_cluster_messages_forwarded_total 0",
-		"mqtt_cluster_messages_received_total 0", "mqtt_cluster_qos0_dropped_total 0", "mqtt_cluster_retained_copies_total 0"} {
+		"mqtt_cluster_messages_received_total 0", "mqtt_cluster_qos0_dropped_total 0", "mqtt_cluster_retained_copies_total 0", "mqtt_cluster_partition_held_total 0", "mqtt_cluster_partition_dropped_total 0"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}

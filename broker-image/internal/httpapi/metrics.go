@@ -67,6 +67,9 @@ var metricHelp = map[string]string{
 	"mqtt_cluster_messages_forwarded_total":           "Messages sent to other pods (one per receiving pod, plus one per message for shared subscriptions).",
 	"mqtt_cluster_messages_received_total":            "Messages received from other pods and handed to this pod's subscribers.",
 	"mqtt_cluster_retained_copies_total":              "Complete copies of another pod's retained messages this pod took (at start, and when a pod it had lost became reachable again).",
+	"mqtt_cluster_partition_held_total":               "QoS 1/2 messages held for a pod this one could not reach, to send when it is back.",
+	"mqtt_cluster_partition_replayed_total":           "Held messages sent to a pod that was back.",
+	"mqtt_cluster_partition_dropped_total":            "Held messages dropped past the hold limits (64 MiB in all, 10 minutes): subscribers on the unreachable pod miss them.",
 	"mqtt_cluster_qos0_dropped_total":                 "Messages from other pods dropped because this pod's inbound queue was full. A QoS 1/2 one is then not acknowledged, so its publisher got an error and can send it again: only QoS 0 ones are lost.",
 	"mqtt_store_writes_refused_total":                 "Single changes the persistent store refused (the rest of their batch was stored); lost on restart.",
 }
@@ -174,6 +177,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter("mqtt_cluster_messages_received_total", n.Counters.Received.Load())
 		counter("mqtt_cluster_qos0_dropped_total", n.Counters.Dropped.Load())
 		counter("mqtt_cluster_retained_copies_total", n.RetainedCopies())
+		held, replayed, dropped := n.PartitionCounters()
+		counter("mqtt_cluster_partition_held_total", held)
+		counter("mqtt_cluster_partition_replayed_total", replayed)
+		counter("mqtt_cluster_partition_dropped_total", dropped)
 	}
 	if s.Revision != "" {
 		gauge("mqtt_auth_bundle_info", float64(s.Generation), s.Revision)

@@ -140,6 +140,7 @@ type Hook struct {
 	// SessionDeleted, when set, is told of every session the hook deleted
 	// (its user is gone), so the store forgets it too.
 	SessionDeleted func(*mqtt.Client)
+	wills          *willCheck // WillCheck's hook, for TakenOver
 	// LoggedIn, when set, is told of every client that logged in (the
 	// guard then counts it against maxConnections, not the strangers'
 	// budget); Full reports that maxConnections clients are logged in.

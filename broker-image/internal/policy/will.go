@@ -2,6 +2,7 @@ package policy
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -68,7 +69,20 @@ func (h *Hook) willAllowed(cl *mqtt.Client, topic string) bool {
 // wills on time. It is separate from h so that h's list of events stays as
 // it is; add it to the server after h.
 func (h *Hook) WillCheck() mqtt.Hook {
-	return &willCheck{policy: h, delayed: map[string]*delayedWill{}}
+	w := &willCheck{policy: h, delayed: map[string]*delayedWill{}}
+	h.wills = w
+	return w
+}
+
+// TakenOver tells the will check that a new connection to cl's session,
+// here or on another pod, is ending cl's connection: its delayed will is
+// cancelled (not scheduled) as a reconnection cancels it. The stop cause
+// cannot say so: the client may close the connection on the DISCONNECT
+// (0x8E) before mochi records the cause.
+func (h *Hook) TakenOver(cl *mqtt.Client) {
+	if h.wills != nil && atomic.LoadUint32(&cl.Properties.Will.Flag) != 0 {
+		h.wills.takenOver.Store(cl, struct{}{})
+	}
 }
 
 type willCheck struct {
@@ -78,6 +92,9 @@ type willCheck struct {
 	mu      sync.Mutex
 	delayed map[string]*delayedWill // by client ID
 	stopped bool
+	// takenOver: connections a new connection to their session ends
+	// (TakenOver); their delayed wills are not scheduled.
+	takenOver sync.Map
 }
 
 type delayedWill struct{ timer *time.Timer }
@@ -93,7 +110,7 @@ func (w *willCheck) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	if err != nil || will.TopicName == "" || cl.Properties.Will.WillDelayInterval == 0 {
 		return will, err
 	}
-	if cl.StopCause() == packets.ErrSessionTakenOver {
+	if _, taken := w.takenOver.LoadAndDelete(cl); taken || cl.StopCause() == packets.ErrSessionTakenOver {
 		// A new connection to the session ended this one: it cancels a
 		// delayed will, on this pod or another (mochi's own cancel, like
 		// OnSessionEstablish below, runs before this old connection's will).
@@ -149,6 +166,9 @@ func (w *willCheck) fire(cl *mqtt.Client, will mqtt.Will, d *delayedWill) {
 // OnSessionEstablish cancels the delayed will of a session a client
 // connects to again.
 func (w *willCheck) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+	if old, ok := w.policy.server.Clients.Get(cl.ID); ok && old != cl && !old.Closed() {
+		w.policy.TakenOver(old) // mochi ends it next
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if d := w.delayed[cl.ID]; d != nil {
