@@ -178,3 +178,27 @@ func checkNoClusterSecret(t *testing.T, node string) {
 		})
 	}
 }
+
+// startPersistentPair starts two clustered pods, the second with a
+// persistent store (its config returned, to restart it on the same volume).
+func startPersistentPair(t *testing.T) (pod0, pod1 *testBroker, cfg1 *brokerconfig.Config) {
+	t.Helper()
+	addrs := freePorts(t, 2)
+	pod0 = startClusterPod(t, clusterConfig(t, "pod-0", addrs[0], addrs, clusterOpts{}))
+	cfg1 = clusterConfig(t, "pod-1", addrs[1], addrs, clusterOpts{})
+	cfg1.Storage.Persistent = true
+	pod1 = startClusterPod(t, cfg1)
+	waitReady(t, pod0, 5*time.Second)
+	waitReady(t, pod1, 5*time.Second)
+	return pod0, pod1, cfg1
+}
+
+// waitNoRoutes waits until p has no route left (a peer stopped, or routes cut).
+func waitNoRoutes(t *testing.T, p *testBroker) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); len(routesOf(p)) > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still has routes: %v", p.cfg.Cluster.NodeName, routesOf(p))
+		}
+	}
+}

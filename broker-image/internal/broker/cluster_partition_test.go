@@ -19,11 +19,7 @@ func cut(t *testing.T, pods []*testBroker) {
 		}
 	}
 	for _, p := range pods {
-		for deadline := time.Now().Add(5 * time.Second); len(routesOf(p)) > 0; time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s still has routes after the cut: %v", p.cfg.Cluster.NodeName, routesOf(p))
-			}
-		}
+		waitNoRoutes(t, p)
 	}
 }
 

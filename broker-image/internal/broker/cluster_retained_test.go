@@ -134,13 +134,7 @@ func TestClusterConcurrentRetainedSetsAgree(t *testing.T) {
 // cluster cleared while it was away (its store still had it), takes the
 // ones set meanwhile, and gives the others none of its stale ones.
 func TestClusterRestartedPodDoesNotBringBackAClearedRetainedMessage(t *testing.T) {
-	addrs := freePorts(t, 2)
-	pod0 := startClusterPod(t, clusterConfig(t, "pod-0", addrs[0], addrs, clusterOpts{}))
-	cfg1 := clusterConfig(t, "pod-1", addrs[1], addrs, clusterOpts{})
-	cfg1.Storage.Persistent = true
-	pod1 := startClusterPod(t, cfg1)
-	waitReady(t, pod0, 5*time.Second)
-	waitReady(t, pod1, 5*time.Second)
+	pod0, pod1, cfg1 := startPersistentPair(t)
 	pub := mustV5(t, pod0.tcp, "alice", alicePassword)
 	for _, topic := range []string{"cfg/cleared", "cfg/kept"} {
 		if err := pub.publish(t, topic, "old", 1, true); err != nil {
@@ -151,11 +145,7 @@ func TestClusterRestartedPodDoesNotBringBackAClearedRetainedMessage(t *testing.T
 		t.Fatalf("pod-1 holds %q before it stops", got)
 	}
 	pod1.Drain(context.Background(), 0)
-	for deadline := time.Now().Add(5 * time.Second); len(routesOf(pod0)) > 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("pod-0 still has a route to the stopped pod")
-		}
-	}
+	waitNoRoutes(t, pod0)
 	if err := pub.publish(t, "cfg/cleared", "", 1, true); err != nil {
 		t.Fatal(err)
 	}

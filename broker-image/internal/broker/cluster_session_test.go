@@ -185,13 +185,7 @@ func TestClusterCleanStartEndsTheSessionOnAnotherPod(t *testing.T) {
 // A session moved to a pod with a persistent store is stored there: it
 // survives that pod's restart, with its subscriptions and queue.
 func TestClusterMovedSessionIsStoredOnItsNewPod(t *testing.T) {
-	addrs := freePorts(t, 2)
-	pod0 := startClusterPod(t, clusterConfig(t, "pod-0", addrs[0], addrs, clusterOpts{}))
-	cfg1 := clusterConfig(t, "pod-1", addrs[1], addrs, clusterOpts{})
-	cfg1.Storage.Persistent = true
-	pod1 := startClusterPod(t, cfg1)
-	waitReady(t, pod0, 5*time.Second)
-	waitReady(t, pod1, 5*time.Second)
+	pod0, pod1, cfg1 := startPersistentPair(t)
 
 	first := persistentOn(t, pod0, "stored")
 	first.subscribe(t, "stored/#", 1)
@@ -206,11 +200,7 @@ func TestClusterMovedSessionIsStoredOnItsNewPod(t *testing.T) {
 	_ = moved.Disconnect(&paho.Disconnect{})
 	<-moved.closed
 	pod1.Drain(context.Background(), 0)
-	for deadline := time.Now().Add(5 * time.Second); len(routesOf(pod0)) > 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("pod-0 still has a route to the stopped pod")
-		}
-	}
+	waitNoRoutes(t, pod0)
 
 	restarted := startClusterPod(t, cfg1)
 	waitReady(t, restarted, 10*time.Second)

@@ -318,13 +318,7 @@ func TestClusterWillReachesOtherPods(t *testing.T) {
 // restored, so messages published on other pods while their client is away
 // are queued for it.
 func TestClusterRestoredSessionsReceiveFromOtherPods(t *testing.T) {
-	addrs := freePorts(t, 2)
-	pod0 := startClusterPod(t, clusterConfig(t, "pod-0", addrs[0], addrs, clusterOpts{}))
-	cfg1 := clusterConfig(t, "pod-1", addrs[1], addrs, clusterOpts{})
-	cfg1.Storage.Persistent = true
-	pod1 := startClusterPod(t, cfg1)
-	waitReady(t, pod0, 5*time.Second)
-	waitReady(t, pod1, 5*time.Second)
+	pod0, pod1, cfg1 := startPersistentPair(t)
 	sub, err := connectV5(t, pod1.tcp, v5opts{user: "bob", password: bobPassword, clientID: "persistent-1", sessionExpiry: 600, keepAlive: 30})
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/nats-io/nats.go"
+
+	sessionorder "github.com/mqtt-operator/mqtt-operator/broker-image/internal/session"
 )
 
 // Persistent sessions are cluster-wide: a client that resumes its session
@@ -132,7 +134,7 @@ func (n *Node) sendQueued(nc *nats.Conn, cl *mqtt.Client, inbox string, pick fun
 		if !pick(&pk) {
 			continue
 		}
-		m := storedMessage(pk)
+		m := sessionorder.StoredMessage(pk)
 		data, err := m.MarshalBinary()
 		if err != nil {
 			return err
@@ -143,20 +145,6 @@ func (n *Node) sendQueued(nc *nats.Conn, cl *mqtt.Client, inbox string, pick fun
 		count++
 	}
 	return nc.PublishMsg(&nats.Msg{Subject: inbox, Header: nats.Header{hKind: {"e"}, hEnd: {strconv.Itoa(count)}}})
-}
-
-func storedMessage(pk packets.Packet) *storage.Message {
-	p := pk.Properties.Copy(false)
-	return &storage.Message{
-		FixedHeader: pk.FixedHeader, PacketID: pk.PacketID, TopicName: pk.TopicName, Payload: pk.Payload,
-		Origin: pk.Origin, Created: pk.Created,
-		Properties: storage.MessageProperties{
-			PayloadFormat: p.PayloadFormat, PayloadFormatFlag: p.PayloadFormatFlag,
-			MessageExpiryInterval: p.MessageExpiryInterval, ContentType: p.ContentType,
-			ResponseTopic: p.ResponseTopic, CorrelationData: p.CorrelationData,
-			SubscriptionIdentifier: p.SubscriptionIdentifier, User: p.User,
-		},
-	}
 }
 
 // released answers step 3 on the pod that sent a session.

@@ -34,6 +34,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/contain"
+	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/session"
 )
 
 var (
@@ -271,16 +272,4 @@ func (h *Hook) OnRetainMessage(_ *mqtt.Client, pk packets.Packet, r int64) {
 // OnRetainedExpired removes an expired retained message.
 func (h *Hook) OnRetainedExpired(topic string) { h.del(bucketRetained, retainedKey(topic)) }
 
-func message(pk packets.Packet) *storage.Message {
-	p := pk.Properties.Copy(false)
-	return &storage.Message{
-		FixedHeader: pk.FixedHeader, PacketID: pk.PacketID, TopicName: pk.TopicName, Payload: pk.Payload,
-		Origin: pk.Origin, Created: pk.Created,
-		Properties: storage.MessageProperties{
-			PayloadFormat: p.PayloadFormat, PayloadFormatFlag: p.PayloadFormatFlag,
-			MessageExpiryInterval: p.MessageExpiryInterval, ContentType: p.ContentType,
-			ResponseTopic: p.ResponseTopic, CorrelationData: p.CorrelationData,
-			SubscriptionIdentifier: p.SubscriptionIdentifier, TopicAlias: p.TopicAlias, User: p.User,
-		},
-	}
-}
+func message(pk packets.Packet) *storage.Message { return session.StoredMessage(pk) }
