@@ -37,8 +37,8 @@ func TestClusterClientIDTakeoverAcrossPods(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("the first session on another pod was not taken over")
 	}
-	if n := liveSessions(pods, "device-1"); n != 1 {
-		t.Fatalf("%d live sessions of device-1", n)
+	if err := waitFor(2*time.Second, func() bool { return liveSessions(pods, "device-1") == 1 }); err != nil {
+		t.Fatalf("%d live sessions of device-1", liveSessions(pods, "device-1"))
 	}
 	second.subscribe(t, "still/here", 0) // the new one works
 }
@@ -142,8 +142,10 @@ func TestClusterSessionsAdmittedApartMeetOnce(t *testing.T) {
 		}
 	}
 	for _, id := range []string{"dup", "split"} {
-		if n := liveSessions(pods, id); n != 1 {
-			t.Fatalf("%d live sessions of %s", n, id)
+		// mochi writes the DISCONNECT before it marks the connection closed:
+		// the client may see it first.
+		if err := waitFor(2*time.Second, func() bool { return liveSessions(pods, id) == 1 }); err != nil {
+			t.Fatalf("%d live sessions of %s", liveSessions(pods, id), id)
 		}
 	}
 	newDup.subscribe(t, "dup/still/here", 0)
