@@ -149,3 +149,36 @@ func TestPasswordGuessingKeepsToTheSuspectLane(t *testing.T) {
 		t.Error("alice's right password was refused")
 	}
 }
+
+// TakenOver marks a connection whose delayed will a takeover cancels. The
+// mark must not outlive the connection, whether it was set before the
+// connection's OnDisconnect (the usual order) or after it (the takeover
+// raced the connection's own end): otherwise every takeover storm would
+// keep ended clients in memory.
+func TestTakenOverMarksDoNotOutliveTheirConnection(t *testing.T) {
+	server := mqtt.New(nil)
+	h := New(server, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	w := h.WillCheck().(*willCheck)
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	usual := server.NewClient(a, "mqtt", "usual", false)
+	late := server.NewClient(b, "mqtt", "late", false)
+
+	h.TakenOver(usual)
+	h.TakenOver(usual) // twice, as a kick retried
+	if _, ok := w.takenOver.Load(usual); !ok || w.marks.Load() != 1 {
+		t.Fatalf("mark not held once: held=%v marks=%d", ok, w.marks.Load())
+	}
+	w.OnDisconnect(usual, nil, false)
+	if _, ok := w.takenOver.Load(usual); ok || w.marks.Load() != 0 {
+		t.Fatalf("mark kept after OnDisconnect: marks=%d", w.marks.Load())
+	}
+
+	h.TakenOver(late)                                    // after late's OnDisconnect
+	w.takenOver.Store(late, time.Now().Add(-2*markLife)) // ...long ago
+	w.OnDisconnect(server.NewClient(nil, "mqtt", "other", false), nil, false)
+	if _, ok := w.takenOver.Load(late); ok || w.marks.Load() != 0 {
+		t.Fatalf("stale mark not swept: marks=%d", w.marks.Load())
+	}
+}

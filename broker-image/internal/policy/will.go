@@ -79,9 +79,16 @@ func (h *Hook) WillCheck() mqtt.Hook {
 // cancelled (not scheduled) as a reconnection cancels it. The stop cause
 // cannot say so: the client may close the connection on the DISCONNECT
 // (0x8E) before mochi records the cause.
+//
+// cl's will is not read here: mochi clears it without synchronisation as
+// the connection ends. The mark is dropped at cl's OnDisconnect (after its
+// OnWill), or by the sweep when cl had already passed it.
 func (h *Hook) TakenOver(cl *mqtt.Client) {
-	if h.wills != nil && atomic.LoadUint32(&cl.Properties.Will.Flag) != 0 {
-		h.wills.takenOver.Store(cl, struct{}{})
+	if h.wills != nil {
+		h.wills.marks.Add(1) // first, so that marks never undercounts
+		if _, loaded := h.wills.takenOver.LoadOrStore(cl, time.Now()); loaded {
+			h.wills.marks.Add(-1)
+		}
 	}
 }
 
@@ -93,16 +100,41 @@ type willCheck struct {
 	delayed map[string]*delayedWill // by client ID
 	stopped bool
 	// takenOver: connections a new connection to their session ends
-	// (TakenOver); their delayed wills are not scheduled.
+	// (TakenOver), with when; their delayed wills are not scheduled.
 	takenOver sync.Map
+	marks     atomic.Int64 // entries in takenOver
 }
+
+// markLife is how long a TakenOver mark may outlive its connection's
+// OnDisconnect (it was set after it) before the sweep drops it.
+const markLife = time.Minute
 
 type delayedWill struct{ timer *time.Timer }
 
 func (w *willCheck) ID() string { return "mqtt-operator-will-check" }
 
 func (w *willCheck) Provides(b byte) bool {
-	return b == mqtt.OnWill || b == mqtt.OnSessionEstablish || b == mqtt.OnStopped
+	return b == mqtt.OnWill || b == mqtt.OnSessionEstablish || b == mqtt.OnDisconnect || b == mqtt.OnStopped
+}
+
+// OnDisconnect forgets cl's TakenOver mark (its OnWill came first) and
+// sweeps marks set on connections that had already ended.
+func (w *willCheck) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	if w.marks.Load() == 0 {
+		return
+	}
+	if _, ok := w.takenOver.LoadAndDelete(cl); ok {
+		w.marks.Add(-1)
+	}
+	old := time.Now().Add(-markLife)
+	w.takenOver.Range(func(k, v any) bool {
+		if v.(time.Time).Before(old) {
+			if _, ok := w.takenOver.LoadAndDelete(k); ok {
+				w.marks.Add(-1)
+			}
+		}
+		return true
+	})
 }
 
 func (w *willCheck) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
@@ -110,7 +142,7 @@ func (w *willCheck) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	if err != nil || will.TopicName == "" || cl.Properties.Will.WillDelayInterval == 0 {
 		return will, err
 	}
-	if _, taken := w.takenOver.LoadAndDelete(cl); taken || cl.StopCause() == packets.ErrSessionTakenOver {
+	if _, taken := w.takenOver.Load(cl); taken || cl.StopCause() == packets.ErrSessionTakenOver {
 		// A new connection to the session ended this one: it cancels a
 		// delayed will, on this pod or another (mochi's own cancel, like
 		// OnSessionEstablish below, runs before this old connection's will).
