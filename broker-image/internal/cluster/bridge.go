@@ -52,6 +52,7 @@ type bridge struct {
 	filters map[string]*interest // by mochi filter ($share/g/f included)
 	groups  map[string][2]string // queue name -> group, filter
 	nodeSub []*nats.Subscription
+	stores  *nats.Subscription // retained messages to store, feeding in
 
 	in      chan *nats.Msg
 	closed  chan struct{}
@@ -64,11 +65,14 @@ type bridge struct {
 	delivering atomic.Pointer[[2]string]
 	storing    atomic.Bool
 	markers    sync.Map // *nats.Msg -> chan struct{}: see drained
+	// dropSeen is, per subscription feeding in, how many of its messages
+	// nats.go had dropped (inbound queue full) when last counted. b.mu.
+	dropSeen map[*nats.Subscription]int
 }
 
 func newBridge(n *Node) *bridge {
 	return &bridge{n: n, client: n.mq.NewClient(nil, mqtt.LocalListener, bridgeClientID, true),
-		filters: map[string]*interest{}, groups: map[string][2]string{},
+		filters: map[string]*interest{}, groups: map[string][2]string{}, dropSeen: map[*nats.Subscription]int{},
 		in: make(chan *nats.Msg, inboundQueue(n.maxPacket)), closed: make(chan struct{})}
 }
 
@@ -161,6 +165,7 @@ func (b *bridge) remove(clientID, filter string) {
 	if len(it.clients) > 0 {
 		return
 	}
+	b.countDrops(it.subs, true)
 	for _, s := range it.subs {
 		_ = s.Unsubscribe()
 	}
@@ -180,6 +185,7 @@ func (b *bridge) remove(clientID, filter string) {
 func (b *bridge) resubscribe(nc *nats.Conn) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	clear(b.dropSeen) // the old connection's subscriptions are gone
 	// The ping subject last: one route carries the subscriptions in order,
 	// so a pod that sees this pod's ping interest (alive) sees the others.
 	acks, err := nc.Subscribe("_a."+b.n.nodeTok+".>", b.answered)
@@ -216,6 +222,7 @@ func (b *bridge) resubscribe(nc *nats.Conn) error {
 		return fmt.Errorf("cluster: subscribing the ping subject: %w", err)
 	}
 	b.nodeSub = []*nats.Subscription{acks, kicks, syncs, releases, stores, copies, ping}
+	b.stores = stores
 	for filter, it := range b.filters {
 		subs, err := b.subscribe(nc, filter)
 		if err != nil {
@@ -224,6 +231,37 @@ func (b *bridge) resubscribe(nc *nats.Conn) error {
 		it.subs = subs
 	}
 	return nc.Flush()
+}
+
+// countDrops adds to Counters.Dropped the messages subs dropped since
+// they were last counted (nats.go drops a message when the inbound queue
+// is full, and reports only the first of a run); forget, for
+// subscriptions about to end. b.mu held.
+func (b *bridge) countDrops(subs []*nats.Subscription, forget bool) {
+	for _, s := range subs {
+		if d, err := s.Dropped(); err == nil && d > b.dropSeen[s] {
+			b.n.Counters.Dropped.Add(uint64(d - b.dropSeen[s]))
+			b.dropSeen[s] = d
+		}
+		if forget {
+			delete(b.dropSeen, s)
+		}
+	}
+}
+
+// DroppedMessages is how many messages from other pods this pod dropped
+// because its inbound queue was full.
+func (n *Node) DroppedMessages() uint64 {
+	b := n.bridge
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stores != nil {
+		b.countDrops([]*nats.Subscription{b.stores}, false)
+	}
+	for _, it := range b.filters {
+		b.countDrops(it.subs, false)
+	}
+	return n.Counters.Dropped.Load()
 }
 
 // answered takes a pod's answer to a QoS 1/2 forward:

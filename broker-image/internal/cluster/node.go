@@ -104,7 +104,8 @@ type Node struct {
 	stop chan struct{}
 	done chan struct{}
 
-	Counters Counters
+	Counters   Counters
+	dropLogged atomic.Int64 // unix seconds of the last slow-consumer warning
 }
 
 // Counters are the cluster metrics.
@@ -268,7 +269,12 @@ func (n *Node) connect() error {
 		nats.NoReconnect(), nats.PingInterval(10*time.Second),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrSlowConsumer) {
-				n.Counters.Dropped.Add(1)
+				// Counted by DroppedMessages; said at most once a minute.
+				if now := time.Now().Unix(); now-n.dropLogged.Load() >= 60 {
+					n.dropLogged.Store(now)
+					n.log.Warn("cluster: messages from other pods arrive faster than this pod delivers them; the excess is dropped (QoS 0) or refused to its publisher (QoS 1/2)",
+						"metric", "mqtt_cluster_qos0_dropped_total")
+				}
 				return
 			}
 			n.log.Warn("cluster bridge connection error", "error", err.Error())

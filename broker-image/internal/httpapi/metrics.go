@@ -175,7 +175,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge("mqtt_cluster_peers_connected", float64(n.Counters.PeersConnected.Load()))
 		counter("mqtt_cluster_messages_forwarded_total", n.Counters.Forwarded.Load())
 		counter("mqtt_cluster_messages_received_total", n.Counters.Received.Load())
-		counter("mqtt_cluster_qos0_dropped_total", n.Counters.Dropped.Load())
+		counter("mqtt_cluster_qos0_dropped_total", n.DroppedMessages())
 		counter("mqtt_cluster_retained_copies_total", n.RetainedCopies())
 		held, replayed, dropped := n.PartitionCounters()
 		counter("mqtt_cluster_partition_held_total", held)
