@@ -171,9 +171,9 @@ func build(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 			return nil, fmt.Errorf("adding cluster hook: %w", err)
 		}
 		b.cluster = node
-		b.Policy.Admit = node.Admit
 		node.Sessions = b.movedSessionHooks()
 	}
+	b.Policy.Admit = b.admit
 	if cfg.TLS != nil {
 		certStore, err := certs.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.ClientCAFile)
 		if err != nil {
@@ -322,6 +322,26 @@ func (b *Broker) CertificateFiles() []string {
 
 // Server exposes mochi's server, for tests and metrics.
 func (b *Broker) Server() *mqtt.Server { return b.server }
+
+// admit refuses a login that completes while the broker drains: the
+// client list the drain works through was taken when it began, so such a
+// client would be cut off by the final close, not sent elsewhere, and a
+// persistent session it brought here (moved from another pod) would go
+// with the pod. MQTT 5 clients get 0x9C (use another server), MQTT 3.1.1
+// ones 0x03 (server unavailable); both try again, on another pod. Then a
+// clustered broker takes the client ID over on the other pods.
+func (b *Broker) admit(cl *mqtt.Client, username string) packets.Code {
+	if b.draining.Load() {
+		if cl.Properties.ProtocolVersion == 5 {
+			return packets.ErrUseAnotherServer
+		}
+		return packets.ErrServerUnavailable
+	}
+	if b.cluster != nil {
+		return b.cluster.Admit(cl, username)
+	}
+	return packets.CodeSuccess
+}
 
 // movedSessionHooks tells flow control and the durable store about sessions
 // that move between pods (cluster/move.go): mochi calls no hook for them.

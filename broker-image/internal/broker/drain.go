@@ -24,12 +24,7 @@ func (b *Broker) Drain(ctx context.Context, period time.Duration) {
 			s.StopAccepting()
 		}
 	}
-	var clients []string
-	for id, cl := range b.server.Clients.GetAll() {
-		if !cl.Net.Inline && !cl.Closed() {
-			clients = append(clients, id)
-		}
-	}
+	clients := b.connected()
 	b.log.Info("draining", "clients", len(clients), "period", period.String())
 	if len(clients) > 0 {
 		step := period / time.Duration(len(clients)+1)
@@ -44,6 +39,22 @@ func (b *Broker) Drain(ctx context.Context, period time.Duration) {
 			}
 		}
 	}
+	// A login that passed admit just before the drain began joined the
+	// client list after it was taken: it is sent elsewhere too, not cut
+	// off by the close (its persistent session would go with this pod).
+	for range 3 {
+		late := b.connected()
+		if len(late) == 0 {
+			break
+		}
+		b.log.Info("draining clients that logged in as the drain began", "clients", len(late))
+		for _, id := range late {
+			if cl, ok := b.server.Clients.Get(id); ok && !cl.Closed() {
+				_ = b.server.DisconnectClient(cl, packets.ErrUseAnotherServer)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	b.closeOnce.Do(func() {
 		_ = b.server.Close() // mochi panics on a second Close
 		if b.cluster != nil {
@@ -51,4 +62,15 @@ func (b *Broker) Drain(ctx context.Context, period time.Duration) {
 		}
 	})
 	b.log.Info("drained")
+}
+
+// connected lists the client IDs of the live network connections.
+func (b *Broker) connected() []string {
+	var ids []string
+	for id, cl := range b.server.Clients.GetAll() {
+		if !cl.Net.Inline && !cl.Closed() {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }

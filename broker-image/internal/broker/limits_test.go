@@ -252,6 +252,42 @@ func TestDrain(t *testing.T) {
 	}
 }
 
+// A connection accepted before a drain began whose CONNECT arrives during
+// it is refused with "use another server" (MQTT 5) or "server unavailable"
+// (3.1.1): the drain's client list was taken already, so it would be cut
+// off by the final close instead of sent elsewhere (a persistent session
+// moved here would go with the pod; seen on kind scaling 5 to 2).
+func TestLoginDuringADrainIsSentElsewhere(t *testing.T) {
+	tb := startBroker(t, testConfig(t.TempDir()), testBundle(t, 1))
+	_ = mustV5(t, tb.tcp, "alice", alicePassword) // the drain waits a step for it
+	var early [2]net.Conn
+	for i := range early {
+		conn, err := net.Dial("tcp", tb.tcp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		early[i] = conn
+	}
+	drained := make(chan struct{})
+	go func() { defer close(drained); tb.Drain(context.Background(), 4*time.Second) }()
+	for tb.Ready() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	_, _ = early[0].Write(mqttConnectV5("late-v5", "bob", bobPassword))
+	if ack := readPacket(t, early[0]); ack[0] != 0x20 || ack[3] != 0x9C {
+		t.Errorf("MQTT 5 login during the drain: CONNACK % x, want reason 0x9c", ack)
+	}
+	_, _ = early[1].Write(mqttConnect("late-v3", "bob", bobPassword, false))
+	if ack := readPacket(t, early[1]); ack[0] != 0x20 || ack[3] != 0x03 {
+		t.Errorf("MQTT 3.1.1 login during the drain: CONNACK % x, want return code 0x03", ack)
+	}
+	if _, ok := tb.Server().Clients.Get("late-v3"); ok {
+		t.Error("the refused persistent session was kept")
+	}
+	<-drained
+}
+
 func TestPersistentSessionsAndRetainedMessagesSurviveRestart(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(dir)
