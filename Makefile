@@ -156,6 +156,10 @@ undeploy: ## Remove what deploy created.
 bench-broker: broker ## Our broker vs plain mochi vs mosquitto on loopback: throughput, ACL size, idle memory, auth storm.
 	MOSQUITTO=$$(hack/ensure-mosquitto.sh) && $(GO) run ./test/bench/broker --broker=bin/broker --mosquitto=$$MOSQUITTO
 
+.PHONY: bench-cluster
+bench-cluster: broker ## A 3-pod clustered broker on loopback: cross-pod vs same-pod throughput, latency, takeover, QoS 1 loss under a flood to a slowed pod, retained on a new pod, memory; name=value lines.
+	$(GO) run ./test/bench/broker --broker=bin/broker --phases=cluster
+
 .PHONY: bench-overload
 bench-overload: broker ## Our broker under misbehaving clients: stuck subscribers, connections that never log in, an unknown-username login flood; name=value lines.
 	$(GO) run ./test/bench/overload --broker=bin/broker

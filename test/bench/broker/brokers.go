@@ -54,7 +54,7 @@ func (t *target) waitReady() error {
 		if err := t.Alive(); err != nil {
 			return err
 		}
-		c, err := mqttc.Dial(t.addr, t.options(0, "bench-ready-probe", 30, 512))
+		c, err := mqttc.Dial(t.addr, t.options(0, "bench-ready-probe-"+t.Name, 30, 512))
 		if err != nil {
 			return err
 		}
@@ -69,6 +69,7 @@ type setup struct {
 	users                []user
 	oursMaxQueued        int32
 	oursLogLevel         string
+	profileDir           string // CPU profiles of ours, when set
 	mosquittoNoDelay     bool
 	maxConnections       int32
 }
@@ -101,6 +102,20 @@ func (s *setup) startOurs(name string, bundle *brokerconfig.AuthBundle) (*target
 
 // startOursWithStorage starts ours with the given storage settings.
 func (s *setup) startOursWithStorage(name string, bundle *brokerconfig.AuthBundle, storage brokerconfig.Storage) (*target, error) {
+	t, err := s.launchOurs(name, bundle, func(cfg *brokerconfig.Config) { cfg.Storage = storage })
+	if err != nil {
+		return nil, err
+	}
+	if err := t.waitUp(); err != nil {
+		t.Stop()
+		return nil, err
+	}
+	return t, nil
+}
+
+// launchOurs writes the files of ours and starts it, without waiting for
+// it; mutate, if set, adjusts the configuration first (storage, cluster).
+func (s *setup) launchOurs(name string, bundle *brokerconfig.AuthBundle, mutate func(*brokerconfig.Config)) (*target, error) {
 	p, err := ports(3)
 	if err != nil {
 		return nil, err
@@ -116,7 +131,10 @@ func (s *setup) startOursWithStorage(name string, bundle *brokerconfig.AuthBundl
 			MaxConnections: s.maxConnections, MaxPacketSize: 1 << 20, MaxInflight: 64, MaxQueuedMessages: s.oursMaxQueued, MaxQoS: 2,
 			RetainAvailable: true, SessionExpirySeconds: 7200, MaxKeepaliveSeconds: 300, MaxSubscriptionsPerClient: 100,
 		},
-		Storage: storage,
+		Storage: brokerconfig.Storage{Path: s.dir},
+	}
+	if mutate != nil {
+		mutate(cfg)
 	}
 	cfgData, err := brokerconfig.Marshal(cfg)
 	if err != nil {
@@ -143,24 +161,31 @@ func (s *setup) startOursWithStorage(name string, bundle *brokerconfig.AuthBundl
 	if err != nil {
 		return nil, err
 	}
-	proc, err := startProcess(name, cfg.Listeners[0].Address, filepath.Join(s.dir, name+".log"), s.oursBin,
-		"--config", cfgPath, "--auth-bundle", bundlePath, "--admin-token-file", tokenPath,
-		"--log-level", s.oursLogLevel)
+	cmd := exec.Command(s.oursBin, "--config", cfgPath, "--auth-bundle", bundlePath, "--admin-token-file", tokenPath,
+		"--log-level", s.oursLogLevel, "--drain-period", "1s")
+	if s.profileDir != "" {
+		cmd.Env = append(os.Environ(), "MQTT_BROKER_CPUPROFILE="+filepath.Join(s.profileDir, name+".pprof"))
+	}
+	p0, err := benchproc.Start(name, filepath.Join(s.dir, name+".log"), cmd)
 	if err != nil {
 		return nil, err
 	}
+	proc := &process{Process: p0, addr: cfg.Listeners[0].Address}
 	users := s.users
-	t := &target{process: proc, healthAddr: cfg.HealthAddress, adminAddr: cfg.AdminAddress, token: token, generation: bundle.Generation,
-		creds: func(i int) (string, string) { u := users[i%len(users)]; return u.name, u.password }}
+	return &target{process: proc, healthAddr: cfg.HealthAddress, adminAddr: cfg.AdminAddress, token: token, generation: bundle.Generation,
+		creds: func(i int) (string, string) { u := users[i%len(users)]; return u.name, u.password }}, nil
+}
+
+// waitUp waits until ours takes MQTT clients and reports ready (for a pod
+// of a cluster: it has joined the others).
+func (t *target) waitUp() error {
 	if err := t.waitReady(); err != nil {
-		proc.Stop()
-		return nil, fmt.Errorf("%s never accepted a client: %w", name, err)
+		return fmt.Errorf("%s never accepted a client: %w", t.Name, err)
 	}
-	if err := measure.WaitFor(10*time.Second, func() error { _, err := httpGet("http://" + t.healthAddr + "/readyz"); return err }); err != nil {
-		proc.Stop()
-		return nil, fmt.Errorf("%s never became ready: %w", name, err)
+	if err := measure.WaitFor(20*time.Second, func() error { _, err := httpGet("http://" + t.healthAddr + "/readyz"); return err }); err != nil {
+		return fmt.Errorf("%s never became ready: %w", t.Name, err)
 	}
-	return t, nil
+	return nil
 }
 
 // pushBundle replaces the auth bundle of our broker through its admin API,

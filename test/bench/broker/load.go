@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -181,6 +182,35 @@ func (p *publisher) run(start <-chan struct{}, payload []byte) {
 
 // runLoad runs one scenario once against t. run makes client IDs unique.
 func runLoad(t *target, sc scenario, cfg loadConfig, run int) (result, error) {
+	on := func(int) *target { return t }
+	return runLoadAt(placement{pub: on, sub: on}, sc, cfg, run)
+}
+
+// placement says which broker (pod of a cluster) the i-th publisher and
+// the i-th subscriber of a run connect to.
+type placement struct{ pub, sub func(i int) *target }
+
+// brokers are the distinct brokers of the first n publishers and
+// subscribers.
+func (pl placement) brokers(nPub, nSub int) []*target {
+	var out []*target
+	add := func(t *target) {
+		if !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	for i := range nPub {
+		add(pl.pub(i))
+	}
+	for i := range nSub {
+		add(pl.sub(i))
+	}
+	return out
+}
+
+// runLoadAt runs one scenario once with its clients placed by pl; the
+// broker CPU of the result is that of every broker involved.
+func runLoadAt(pl placement, sc scenario, cfg loadConfig, run int) (result, error) {
 	nPub, nSub := cfg.clients, 1
 	if sc.fanOut {
 		nPub, nSub = 1, cfg.clients
@@ -202,6 +232,7 @@ func runLoad(t *target, sc scenario, cfg loadConfig, run int) (result, error) {
 		readBuffer = 256 << 10
 	}
 	for i := range nSub {
+		t := pl.sub(i)
 		c, err := mqttc.Dial(t.addr, t.options(50+i, id("sub", i), 60, readBuffer))
 		if err != nil {
 			cleanup()
@@ -221,6 +252,7 @@ func runLoad(t *target, sc scenario, cfg loadConfig, run int) (result, error) {
 		go s.loop()
 	}
 	for i := range nPub {
+		t := pl.pub(i)
 		opts := t.options(i, id("pub", i), 60, 64<<10)
 		c, err := mqttc.Dial(t.addr, opts)
 		if err != nil {
@@ -259,7 +291,14 @@ func runLoad(t *target, sc scenario, cfg loadConfig, run int) (result, error) {
 	pubsDone := make(chan struct{})
 	go func() { wg.Wait(); close(pubsDone) }()
 
-	cpu0, gen0 := measure.CPUSeconds(t.PID()), measure.SelfCPUSeconds()
+	involved := pl.brokers(nPub, nSub)
+	brokerCPU := func() (sum float64) {
+		for _, t := range involved {
+			sum += measure.CPUSeconds(t.PID())
+		}
+		return sum
+	}
+	cpu0, gen0 := brokerCPU(), measure.SelfCPUSeconds()
 	t0 := time.Now()
 	close(start)
 	var res result
@@ -299,8 +338,10 @@ func runLoad(t *target, sc scenario, cfg loadConfig, run int) (result, error) {
 			res.note = fmt.Sprintf("timed out after %v", cfg.timeout)
 			break
 		}
-		if err := t.Alive(); err != nil {
-			return result{}, err
+		for _, t := range involved {
+			if err := t.Alive(); err != nil {
+				return result{}, err
+			}
 		}
 	}
 	n, last := delivered()
@@ -308,7 +349,7 @@ func runLoad(t *target, sc scenario, cfg loadConfig, run int) (result, error) {
 	if n > 0 {
 		res.elapsed = time.Unix(0, last).Sub(t0)
 	}
-	res.brokerCPU, res.genCPU = measure.CPUSeconds(t.PID())-cpu0, measure.SelfCPUSeconds()-gen0
+	res.brokerCPU, res.genCPU = brokerCPU()-cpu0, measure.SelfCPUSeconds()-gen0
 	// Everything may be delivered before the last PUBACKs reach the
 	// publishers; give them a moment, then unblock any that still write or wait.
 	select {

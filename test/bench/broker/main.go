@@ -45,6 +45,11 @@ type flags struct {
 	oursMaxQueued                   int
 	oursLogLevel                    string
 	mosquittoNoDelay, keepDir       bool
+	// cluster phase
+	clusterPods, clusterIdle, clusterLatency, clusterTakeovers int
+	clusterFloodPubs, clusterFloodMsgs, clusterRetained        int
+	clusterFloodTime                                           time.Duration
+	clusterSteps, profileDir                                   string
 }
 
 func main() {
@@ -72,6 +77,16 @@ func main() {
 	flag.IntVar(&f.oursMaxQueued, "ours-max-queued", 65535, "our broker's limits.maxQueuedMessages (the MQTTBroker default is 1000; mosquitto runs unlimited)")
 	flag.StringVar(&f.oursLogLevel, "ours-log-level", "info", "our broker's --log-level")
 	flag.BoolVar(&f.mosquittoNoDelay, "mosquitto-nodelay", false, "set_tcp_nodelay for mosquitto (off, mosquitto's default, is its faster setting here)")
+	flag.IntVar(&f.clusterPods, "cluster-pods", 3, "cluster phase: pods of the clustered broker")
+	flag.IntVar(&f.clusterIdle, "cluster-idle-conns", 5000, "cluster phase: idle clients on one pod (and on the single broker) for the memory per client")
+	flag.IntVar(&f.clusterLatency, "cluster-latency-samples", 2000, "cluster phase: messages sent one at a time for each latency")
+	flag.IntVar(&f.clusterTakeovers, "cluster-takeovers", 200, "cluster phase: takeovers of each kind (same pod, cross pod, clean and persistent)")
+	flag.IntVar(&f.clusterFloodPubs, "cluster-flood-publishers", 4, "cluster phase: QoS 1 publishers flooding towards the slowed pod")
+	flag.IntVar(&f.clusterFloodMsgs, "cluster-flood-msgs", 10000, "cluster phase: messages per flooding publisher")
+	flag.DurationVar(&f.clusterFloodTime, "cluster-flood-time", 60*time.Second, "cluster phase: longest the flood may take")
+	flag.IntVar(&f.clusterRetained, "cluster-retained", 10000, "cluster phase: retained messages a new pod copies")
+	flag.StringVar(&f.clusterSteps, "cluster-steps", "memory,throughput,latency,takeover,flood,retained", "cluster phase: comma-separated steps to run")
+	flag.StringVar(&f.profileDir, "profile-dir", "", "write a CPU profile of each of our broker processes to DIR/<name>.pprof (go tool pprof bin/broker FILE)")
 	flag.BoolVar(&f.keepDir, "keep", false, "keep the working directory (configs, broker logs)")
 	flag.Parse()
 
@@ -108,7 +123,9 @@ func run(f *flags) error {
 		defer os.RemoveAll(dir)
 	}
 
-	s, err := newSetup(f, dir)
+	// The baselines (plain mochi, mosquitto) are needed by these phases only.
+	baselines := phases["throughput"] || phases["idle"] || phases["storm"]
+	s, err := newSetup(f, dir, baselines)
 	if err != nil {
 		return err
 	}
@@ -138,17 +155,22 @@ func run(f *flags) error {
 			return err
 		}
 	}
+	if phases["cluster"] {
+		if err := clusterPhase(s, f, out); err != nil {
+			return err
+		}
+	}
 	out.print()
 	return nil
 }
 
-func newSetup(f *flags, dir string) (*setup, error) {
+func newSetup(f *flags, dir string, baselines bool) (*setup, error) {
 	s := &setup{dir: dir, oursBin: f.oursBin, mochiBin: f.mochiBin, oursMaxQueued: int32(f.oursMaxQueued),
-		oursLogLevel: f.oursLogLevel, mosquittoNoDelay: f.mosquittoNoDelay, maxConnections: int32(f.idleConns + 1000)}
+		oursLogLevel: f.oursLogLevel, profileDir: f.profileDir, mosquittoNoDelay: f.mosquittoNoDelay, maxConnections: int32(f.idleConns + 1000)}
 	if _, err := os.Stat(s.oursBin); err != nil {
 		return nil, fmt.Errorf("our broker binary: %w (build it: go build -o bin/broker ./broker-image)", err)
 	}
-	if s.mochiBin == "" {
+	if baselines && s.mochiBin == "" {
 		s.mochiBin = filepath.Join(dir, "mochiplain")
 		logf("building plain mochi")
 		cmd := exec.Command("go", "build", "-o", s.mochiBin, "github.com/mqtt-operator/mqtt-operator/test/bench/broker/mochiplain")
@@ -161,7 +183,7 @@ func newSetup(f *flags, dir string) (*setup, error) {
 	if s.mosquittoBin == "" {
 		s.mosquittoBin = benchproc.LookPath("mosquitto", "/usr/sbin/mosquitto")
 	}
-	if s.mosquittoBin == "" {
+	if baselines && s.mosquittoBin == "" {
 		return nil, errors.New("mosquitto not found; run hack/ensure-mosquitto.sh or pass --mosquitto")
 	}
 	s.passwd = benchproc.LookPath("mosquitto_passwd", "/usr/bin/mosquitto_passwd")

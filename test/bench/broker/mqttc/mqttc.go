@@ -50,6 +50,9 @@ type Options struct {
 	BufferSize int
 	// Timeout bounds dialling and the CONNECT/CONNACK exchange.
 	Timeout time.Duration
+	// Persistent asks for a persistent session (clean session 0): the
+	// broker keeps the session, and queues for it, while disconnected.
+	Persistent bool
 	// ReceiveBuffer, when set, is the socket's receive buffer (SO_RCVBUF)
 	// in bytes: small for a client that stops reading, so the broker's
 	// queue for it fills at once instead of after megabytes of kernel
@@ -70,8 +73,8 @@ type Conn struct {
 // return code.
 var ErrRefused = errors.New("connection refused by broker")
 
-// Dial opens a TCP connection to addr and completes CONNECT/CONNACK with a
-// clean session.
+// Dial opens a TCP connection to addr and completes CONNECT/CONNACK, with a
+// clean session unless o.Persistent.
 func Dial(addr string, o Options) (*Conn, error) {
 	if o.BufferSize <= 0 {
 		o.BufferSize = 64 << 10
@@ -106,6 +109,9 @@ func Dial(addr string, o Options) (*Conn, error) {
 
 func (c *Conn) connect(o Options) error {
 	flags := byte(0x02) // clean session
+	if o.Persistent {
+		flags = 0
+	}
 	n := 10 + 2 + len(o.ClientID)
 	if o.Username != "" {
 		flags |= 0x80
@@ -146,12 +152,8 @@ func (c *Conn) connect(o Options) error {
 // Subscribe sends SUBSCRIBE for one filter and waits for its SUBACK; call it
 // before anything else reads from the connection.
 func (c *Conn) Subscribe(filter string, qos byte) error {
-	c.header(SUBSCRIBE<<4|0x02, 2+2+len(filter)+1)
-	c.u16(1)
-	c.str(filter)
-	c.w.WriteByte(qos)
-	if err := c.w.Flush(); err != nil {
-		return fmt.Errorf("sending SUBSCRIBE: %w", err)
+	if err := c.WriteSubscribe(filter, qos); err != nil {
+		return err
 	}
 	for {
 		typ, _, body, err := c.ReadPacket()
@@ -166,6 +168,20 @@ func (c *Conn) Subscribe(filter string, qos byte) error {
 		}
 		return nil
 	}
+}
+
+// WriteSubscribe sends SUBSCRIBE for one filter (packet identifier 1)
+// without waiting for anything: the caller reads the SUBACK and what
+// follows (retained messages) itself.
+func (c *Conn) WriteSubscribe(filter string, qos byte) error {
+	c.header(SUBSCRIBE<<4|0x02, 2+2+len(filter)+1)
+	c.u16(1)
+	c.str(filter)
+	c.w.WriteByte(qos)
+	if err := c.w.Flush(); err != nil {
+		return fmt.Errorf("sending SUBSCRIBE: %w", err)
+	}
+	return nil
 }
 
 // Ping sends PINGREQ and waits for PINGRESP: a round trip through the
@@ -190,11 +206,20 @@ func (c *Conn) Ping(timeout time.Duration) error {
 
 // WritePublish buffers a PUBLISH; id is ignored at QoS 0.
 func (c *Conn) WritePublish(topic string, qos byte, id uint16, payload []byte) error {
+	return c.WritePublishRetain(topic, qos, false, id, payload)
+}
+
+// WritePublishRetain buffers a PUBLISH with the retain flag as given.
+func (c *Conn) WritePublishRetain(topic string, qos byte, retain bool, id uint16, payload []byte) error {
 	n := 2 + len(topic) + len(payload)
 	if qos > 0 {
 		n += 2
 	}
-	c.header(PUBLISH<<4|qos<<1, n)
+	first := byte(PUBLISH<<4 | qos<<1)
+	if retain {
+		first |= 1
+	}
+	c.header(first, n)
 	c.str(topic)
 	if qos > 0 {
 		c.u16(id)
@@ -258,6 +283,21 @@ func PublishID(flags byte, body []byte) (id uint16, ok bool) {
 		return 0, false
 	}
 	return binary.BigEndian.Uint16(body[2+tl:]), true
+}
+
+// PublishPayload returns the payload of a PUBLISH body (nil if malformed).
+func PublishPayload(flags byte, body []byte) []byte {
+	if len(body) < 2 {
+		return nil
+	}
+	at := 2 + int(binary.BigEndian.Uint16(body))
+	if (flags>>1)&3 != 0 {
+		at += 2
+	}
+	if at > len(body) {
+		return nil
+	}
+	return body[at:]
 }
 
 // AckID returns the packet identifier of a PUBACK body.
