@@ -487,6 +487,8 @@ var _ = Describe("mqtt-operator", Ordered, func() {
 		Expect(payloads).To(ConsistOf("0", "1", "2", "3", "4", "5", "6", "7", "8", "9"))
 	})
 
+	Describe("a clustered broker (replicas: 3)", clusterSpecs)
+
 	It("uninstalls cleanly: no finalizers left, and deleting namespaces completes", func() {
 		helm := os.Getenv("HELM")
 		Expect(helm).NotTo(BeEmpty(), "HELM must be set: run make test-e2e")

@@ -40,6 +40,12 @@ type Client struct {
 	Received chan *paho.Publish
 	// Disconnected closes when the server or the network ends the session.
 	Disconnected chan struct{}
+	// SessionPresent is the CONNACK's flag: the server resumed a session.
+	SessionPresent bool
+	// ServerDisconnect is the DISCONNECT the server ended the connection
+	// with (such as 0x8E, session taken over), or nil; read it once
+	// Disconnected is closed.
+	ServerDisconnect *paho.Disconnect
 }
 
 // Dial connects over TCP.
@@ -60,9 +66,10 @@ func Connect(t T, conn net.Conn, c Credentials, clientID string, s Session) (*Cl
 	m := &Client{Received: make(chan *paho.Publish, 1000), Disconnected: make(chan struct{})}
 	closed := make(chan struct{}, 1)
 	closed <- struct{}{}
-	end := func() {
+	end := func(d *paho.Disconnect) {
 		select {
 		case <-closed:
+			m.ServerDisconnect = d
 			close(m.Disconnected)
 		default:
 		}
@@ -73,8 +80,8 @@ func Connect(t T, conn net.Conn, c Credentials, clientID string, s Session) (*Cl
 			m.Received <- pr.Packet
 			return true, nil
 		}},
-		OnServerDisconnect: func(*paho.Disconnect) { end() },
-		OnClientError:      func(error) { end() },
+		OnServerDisconnect: func(d *paho.Disconnect) { end(d) },
+		OnClientError:      func(error) { end(nil) },
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -93,6 +100,7 @@ func Connect(t T, conn net.Conn, c Credentials, clientID string, s Session) (*Cl
 		}
 		return nil, err
 	}
+	m.SessionPresent = ack.SessionPresent
 	t.Cleanup(func() { _ = m.Disconnect(&paho.Disconnect{}) })
 	return m, nil
 }
