@@ -704,13 +704,19 @@ func clusterFlood(c *benchCluster, f *flags, out *report) error {
 
 	var pubs []*floodPublisher
 	var ackDone []chan struct{}
+	// Close every publisher and wait until its acknowledgement reader ended.
+	defer func() {
+		for i, p := range pubs {
+			_ = p.c.Close()
+			<-ackDone[i]
+		}
+	}()
 	for i := range f.clusterFloodPubs {
 		on := c.pods[i%(len(c.pods)-1)]
 		pc, err := mqttc.Dial(on.addr, on.options(i, fmt.Sprintf("flood-pub-%d", i), 60, 64<<10))
 		if err != nil {
 			return err
 		}
-		defer pc.Close()
 		topic := fmt.Sprintf("bench/cluster/flood/%d", i)
 		p := newFloodPublisher(pc, func(int) string { return topic }, fmt.Sprintf("p%d-", i), f.clusterFloodMsgs, f.load.window)
 		pubs = append(pubs, p)
@@ -782,11 +788,12 @@ func clusterFlood(c *benchCluster, f *flags, out *report) error {
 	}
 	quietSince := time.Now()
 	for last := -1; time.Since(quietSince) < 5*time.Second; time.Sleep(100 * time.Millisecond) {
-		if m := missing(); m != last {
-			last, quietSince = m, time.Now()
-		}
-		if missing() == 0 && allAcked(pubs) {
+		m := missing()
+		if m == 0 && allAcked(pubs) {
 			break
+		}
+		if m != last {
+			last, quietSince = m, time.Now()
 		}
 	}
 	_, acked := ackedSet()
