@@ -269,10 +269,19 @@ func TestLoginDuringADrainIsSentElsewhere(t *testing.T) {
 		defer conn.Close()
 		early[i] = conn
 	}
+	// Accepted by the broker, not only by the kernel: the drain's close of
+	// the listener resets connections still in its backlog.
+	for deadline := time.Now().Add(5 * time.Second); tb.Stats().ConnectionsOpen < 3; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the broker accepted %d of 3 connections", tb.Stats().ConnectionsOpen)
+		}
+	}
 	drained := make(chan struct{})
 	go func() { defer close(drained); tb.Drain(context.Background(), 4*time.Second) }()
-	for tb.Ready() == nil {
-		time.Sleep(5 * time.Millisecond)
+	for deadline := time.Now().Add(5 * time.Second); tb.Ready() == nil; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the broker did not turn not-ready when its drain began")
+		}
 	}
 	_, _ = early[0].Write(mqttConnectV5("late-v5", "bob", bobPassword))
 	if ack := readPacket(t, early[0]); ack[0] != 0x20 || ack[3] != 0x9C {

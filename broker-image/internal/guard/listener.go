@@ -102,12 +102,17 @@ type socket struct {
 	mu    sync.Mutex
 	conns map[*conn]struct{}
 	wg    sync.WaitGroup
+	// ended is set, under mu, once Close waits for the connections; a
+	// connection accepted before that is served even when the listener
+	// stopped accepting since (a drain), so it gets a CONNACK that sends
+	// it elsewhere rather than a bare close.
+	ended bool
 }
 
-// serve runs mochi on c unless the listener is closing.
+// serve runs mochi on c unless the listener has been closed.
 func (s *socket) serve(c *conn, establish listeners.EstablishFn) {
 	s.mu.Lock()
-	if s.closing.Load() {
+	if s.ended {
 		s.mu.Unlock()
 		_ = c.Close()
 		return
@@ -134,6 +139,7 @@ const closeTimeout = 5 * time.Second
 // CONNECT) and waits until every connection has left mochi.
 func (s *socket) endConnections() {
 	s.mu.Lock()
+	s.ended = true
 	for c := range s.conns {
 		_ = c.Close()
 	}

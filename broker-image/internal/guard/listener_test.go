@@ -3,6 +3,7 @@ package guard
 import (
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -47,5 +48,43 @@ func TestWebSocketPathNetHTTPRefusesIsAnError(t *testing.T) {
 		if ws.ln != nil {
 			t.Errorf("path %q: the port was bound before the path was refused", path)
 		}
+	}
+}
+
+// A connection the listener accepted just before a drain stopped accepting is
+// still handed to mochi (which answers its CONNECT with "use another server"):
+// closing it bare made TestLoginDuringADrainIsSentElsewhere flaky and gives a
+// client nothing to go on. Once Close waits for the connections, none is
+// handed over any more.
+func TestAConnectionAcceptedBeforeADrainIsServed(t *testing.T) {
+	g := &Guard{Limits: NewLimits(1024, 10, time.Second), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	tcp := g.NewTCP("mqtt", "127.0.0.1:0", nil)
+	if err := tcp.Init(nil); err != nil {
+		t.Fatal(err)
+	}
+	accepted := func() *conn {
+		client, server := net.Pipe()
+		t.Cleanup(func() { _ = client.Close() })
+		c, ok := g.admit(server)
+		if !ok {
+			t.Fatal("the guard refused a connection")
+		}
+		return c
+	}
+	served := 0
+	establish := func(string, net.Conn) error { served++; return nil }
+	c := accepted()
+	tcp.StopAccepting()
+	tcp.serve(c, establish)
+	if served != 1 {
+		t.Fatal("a connection accepted before StopAccepting was closed without being served")
+	}
+	tcp.Close(func(string) {})
+	tcp.serve(accepted(), establish)
+	if served != 1 {
+		t.Error("a connection was served after the listener closed")
+	}
+	if open := g.Stats.Open.Load(); open != 0 {
+		t.Errorf("%d connections still counted open", open)
 	}
 }
