@@ -646,7 +646,8 @@ func kubectlIn(ns string, args ...string) {
 	Expect(err).NotTo(HaveOccurred(), string(out))
 }
 
-// dialLoop connects like dialUntil, and gives up when stop closes.
+// dialLoop retries while the broker is away (a pod restarting), as a client
+// with a reconnect loop does, until timeout or until stop closes (nil: never).
 func dialLoop(t mqtttest.T, addr string, c mqtttest.Credentials, clientID string, s mqtttest.Session, timeout time.Duration, stop <-chan struct{}) (*mqtttest.Client, error) {
 	deadline := time.Now().Add(timeout)
 	for {

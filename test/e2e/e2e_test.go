@@ -160,20 +160,7 @@ func restarts(p *corev1.Pod) int32 {
 // dialUntil retries while the broker is away (a pod restarting), as a
 // client with a reconnect loop does.
 func dialUntil(t mqtttest.T, addr string, c mqtttest.Credentials, clientID string, s mqtttest.Session, timeout time.Duration) (*mqtttest.Client, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
-		if err == nil {
-			var m *mqtttest.Client
-			if m, err = mqtttest.Connect(t, conn, c, clientID, s); err == nil {
-				return m, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%s could not connect for %v: %w", clientID, timeout, err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	return dialLoop(t, addr, c, clientID, s, timeout, nil)
 }
 
 // background is an mqtttest.T for clients a spec's goroutines open: their
