@@ -205,6 +205,9 @@ type v5opts struct {
 	// will, when set, is the CONNECT's will, delayed by willDelay seconds.
 	will      *paho.WillMessage
 	willDelay uint32
+	// onPublish, when set, is given every message instead of the messages
+	// channel (which drops what does not fit): for tests that count.
+	onPublish func(*paho.Publish)
 }
 
 // refusedError is a CONNACK that refused the client, as opposed to a
@@ -234,6 +237,10 @@ func connectV5(t *testing.T, addr string, o v5opts) (*v5, error) {
 		// interleave a PINGREQ with another packet's buffers over TLS.
 		Conn: &packetLocked{Conn: conn},
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			if o.onPublish != nil {
+				o.onPublish(pr.Packet)
+				return true, nil
+			}
 			select {
 			case c.messages <- pr.Packet:
 			default: // a flood the test does not read; never block the client
