@@ -68,6 +68,11 @@ type Broker struct {
 	listeners []listeners.Listener
 	started   atomic.Bool
 	draining  atomic.Bool
+	// admitting is held (read) by a login from the drain check to the end
+	// of its admission, which may pull its session from another pod; a
+	// drain takes it (write) to begin, so no login it does not see is
+	// still on its way in.
+	admitting sync.RWMutex
 	closeOnce sync.Once
 
 	reloadOK, reloadFailed, reloadStale atomic.Uint64
@@ -331,6 +336,8 @@ func (b *Broker) Server() *mqtt.Server { return b.server }
 // ones 0x03 (server unavailable); both try again, on another pod. Then a
 // clustered broker takes the client ID over on the other pods.
 func (b *Broker) admit(cl *mqtt.Client, username string) packets.Code {
+	b.admitting.RLock()
+	defer b.admitting.RUnlock()
 	if b.draining.Load() {
 		if cl.Properties.ProtocolVersion == 5 {
 			return packets.ErrUseAnotherServer

@@ -271,3 +271,37 @@ func TestClusterDelayedWillReachesOtherPods(t *testing.T) {
 	_ = c.raw.Close() // no DISCONNECT: the will is due after its delay
 	watcher.expect(t, "late will")
 }
+
+// A draining pod stays, within its drain period, until the persistent
+// sessions of the clients it sent elsewhere have moved: a client that logs
+// in on another pod after the drain's last step pulls its session from the
+// draining pod, which closed at that step before (the kind e2e lost a
+// session that way when a pod drained as its client arrived).
+func TestClusterDrainWaitsForTheSessionsItSentElsewhere(t *testing.T) {
+	pods := startCluster(t, 2, clusterOpts{})
+	c := persistentOn(t, pods[1], "drained-away")
+	c.subscribe(t, "drain/#", 1)
+	const period = 3 * time.Second
+	drained := make(chan struct{})
+	start := time.Now()
+	go func() { defer close(drained); pods[1].Drain(context.Background(), period) }()
+	// Its one step is period/2; the client comes back after it.
+	time.Sleep(period*2/3 - time.Since(start))
+	select {
+	case <-drained:
+		t.Fatalf("the drain ended after %v with the session still on its pod", time.Since(start))
+	default:
+	}
+	back := persistentOn(t, pods[0], "drained-away")
+	if !back.connack.SessionPresent {
+		t.Fatal("the session did not follow its client to the other pod")
+	}
+	select {
+	case <-drained:
+	case <-time.After(period):
+		t.Fatal("the drain did not end once the session had moved")
+	}
+	if d := time.Since(start); d > period+time.Second {
+		t.Fatalf("the drain took %v for a %v period", d, period)
+	}
+}

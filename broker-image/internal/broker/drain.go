@@ -16,7 +16,14 @@ type stopAccepting interface{ StopAccepting() }
 // server", so they reconnect elsewhere rather than back here), and finally
 // closes the server. Persistent sessions stay in the store for the next start.
 func (b *Broker) Drain(ctx context.Context, period time.Duration) {
-	if b.draining.Swap(true) {
+	deadline := time.Now().Add(period)
+	// A login admitted before this (its session perhaps pulled from another
+	// pod meanwhile) is in the client list once the lock is ours, or
+	// joins it moments later (the late round below).
+	b.admitting.Lock()
+	again := b.draining.Swap(true)
+	b.admitting.Unlock()
+	if again {
 		return
 	}
 	for _, l := range b.listeners {
@@ -26,11 +33,13 @@ func (b *Broker) Drain(ctx context.Context, period time.Duration) {
 	}
 	clients := b.connected()
 	b.log.Info("draining", "clients", len(clients), "period", period.String())
+	var sent []string // the client IDs sent elsewhere
 	if len(clients) > 0 {
 		step := period / time.Duration(len(clients)+1)
 		for _, id := range clients {
 			if cl, ok := b.server.Clients.Get(id); ok && !cl.Closed() {
 				_ = b.server.DisconnectClient(cl, packets.ErrUseAnotherServer)
+				sent = append(sent, id)
 			}
 			select {
 			case <-ctx.Done():
@@ -51,9 +60,13 @@ func (b *Broker) Drain(ctx context.Context, period time.Duration) {
 		for _, id := range late {
 			if cl, ok := b.server.Clients.Get(id); ok && !cl.Closed() {
 				_ = b.server.DisconnectClient(cl, packets.ErrUseAnotherServer)
+				sent = append(sent, id)
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	if b.cluster != nil {
+		b.awaitMoves(ctx, sent, deadline)
 	}
 	b.closeOnce.Do(func() {
 		_ = b.server.Close() // mochi panics on a second Close
@@ -73,4 +86,33 @@ func (b *Broker) connected() []string {
 		}
 	}
 	return ids
+}
+
+// awaitMoves waits, until deadline, for the persistent sessions of the
+// clients sent elsewhere to leave: each client's login on another pod pulls
+// its session from this one, which must still be there to hand it over. A
+// client that does not come back within the drain period loses its session
+// with the pod (a session is pushed to another pod only when its client
+// logs in there).
+func (b *Broker) awaitMoves(ctx context.Context, ids []string, deadline time.Time) {
+	left := func() int {
+		n := 0
+		for _, id := range ids {
+			if _, ok := b.server.Clients.Get(id); ok {
+				n++
+			}
+		}
+		return n
+	}
+	for n := left(); n > 0; n = left() {
+		if time.Now().After(deadline) {
+			b.log.Warn("drain period over with persistent sessions whose clients did not log in elsewhere; they end with this pod", "sessions", n)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
