@@ -177,6 +177,7 @@ func build(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 		}
 		b.cluster = node
 		node.Sessions = b.movedSessionHooks()
+		node.HoldPuback = guard.HoldPuback
 	}
 	b.Policy.Admit = b.admit
 	if cfg.TLS != nil {

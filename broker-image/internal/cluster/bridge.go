@@ -68,6 +68,9 @@ type bridge struct {
 	// dropSeen is, per subscription feeding in, how many of its messages
 	// nats.go had dropped (inbound queue full) when last counted. b.mu.
 	dropSeen map[*nats.Subscription]int
+	// held are the PUBACKs owed to publishers (pipeline.go), an *ackQueue
+	// per *mqtt.Client.
+	held sync.Map
 }
 
 func newBridge(n *Node) *bridge {
@@ -329,16 +332,45 @@ func (b *bridge) OnClientExpired(cl *mqtt.Client) {
 }
 
 // OnPublish forwards a client's message to the pods with matching
-// subscribers. A QoS 1/2 message is acknowledged to its publisher (mochi
-// writes the PUBACK/PUBREC when this returns) only once every such pod took
-// it; otherwise an MQTT 5 publisher gets 0x80 and an MQTT 3.1.1 one is
-// disconnected without an acknowledgement, so it sends the message again.
+// subscribers. A QoS 1/2 message is acknowledged to its publisher only once
+// every such pod took it; otherwise an MQTT 5 publisher gets 0x80 and an
+// MQTT 3.1.1 one is disconnected without an acknowledgement, so it sends the
+// message again. A QoS 1 message's PUBACK is written by the bridge when the
+// answers come, while mochi goes on with the publisher's next packets
+// (pipeline.go); the others wait here (mochi writes the acknowledgement
+// when this returns).
 func (b *bridge) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if localOnly(cl) || sysTopic(pk.TopicName) {
 		return pk, nil
 	}
+	pipelined := b.pipelined(cl, pk)
+	owed, dup := false, false
+	if pipelined {
+		owed, dup = b.owes(cl, pk.PacketID)
+	}
+	if dup && pk.FixedHeader.Dup {
+		// Sent again before its PUBACK (MQTT 3.1.1 allows it): the first
+		// copy is on its way, and the PUBACK owed for it answers both.
+		// Without the DUP flag it is a new message reusing an ID whose
+		// PUBACK was just written (still in the queue for a moment).
+		return pk, packets.ErrRejectPacket
+	}
 	var st stamp
-	err := b.n.forward(pk, true, &st)
+	f, err := b.n.send(pk, true, &st)
+	// Once the bridge owes this publisher a PUBACK, the next ones are the
+	// bridge's too: they go out in order.
+	pipelined = pipelined && (f != nil || owed)
+	if pipelined && !pk.FixedHeader.Retain {
+		if err != nil {
+			b.owe(cl, pk.PacketID, nil, err, false)
+			return pk, packets.ErrRejectPacket
+		}
+		b.owe(cl, pk.PacketID, f, nil, true)
+		return pk, nil
+	}
+	if f != nil {
+		err = f.wait()
+	}
 	if pk.FixedHeader.Retain && !b.n.retained.current(pk.TopicName, st) {
 		// A later retained message from another pod arrived while this one
 		// waited for its acknowledgements: mochi must not store this one
@@ -346,20 +378,17 @@ func (b *bridge) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 		// subscribers here still get it, as a live message.
 		pk.FixedHeader.Retain = false
 	}
-	if err == nil || pk.FixedHeader.Qos == 0 {
+	switch {
+	case pipelined && err != nil:
+		b.owe(cl, pk.PacketID, nil, err, false)
+		return pk, packets.ErrRejectPacket
+	case pipelined:
+		b.owe(cl, pk.PacketID, nil, nil, true)
+		return pk, nil
+	case err == nil || pk.FixedHeader.Qos == 0:
 		return pk, nil
 	}
-	b.n.log.Info("refused a message not every pod with subscribers took", "clientId", cl.ID, "qos", pk.FixedHeader.Qos, "reason", err.Error())
-	if cl.Properties.ProtocolVersion == 5 {
-		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID,
-			ReasonCode: packets.ErrUnspecifiedError.Code, Properties: packets.Properties{ReasonString: "not every broker pod with subscribers took the message; publish it again"}}
-		if pk.FixedHeader.Qos == 2 {
-			ack.FixedHeader.Type = packets.Pubrec
-		}
-		_ = cl.WritePacket(ack)
-		return pk, packets.ErrRejectPacket
-	}
-	_ = b.n.mq.DisconnectClient(cl, packets.ErrUnspecifiedError)
+	b.refuse(cl, pk, err)
 	return pk, packets.ErrRejectPacket
 }
 

@@ -18,6 +18,38 @@ import (
 //
 // A retained message is stamped (retained.go); st receives the stamp.
 func (n *Node) forward(pk packets.Packet, wait bool, st *stamp) error {
+	f, err := n.send(pk, wait, st)
+	if f == nil {
+		return err
+	}
+	return f.wait()
+}
+
+// sent is a QoS 1/2 message sent to other pods whose answers are awaited.
+type sent struct {
+	n  *Node
+	id uint64
+	w  *waiter
+	at time.Time
+}
+
+// wait returns once every pod answered, one refused, or AckTimeout after
+// the message was sent.
+func (f *sent) wait() error {
+	defer f.n.acks.remove(f.id)
+	t := time.NewTimer(AckTimeout - time.Since(f.at))
+	defer t.Stop()
+	select {
+	case err := <-f.w.done:
+		return err
+	case <-t.C:
+		return errAckTimeout
+	}
+}
+
+// send is forward without the wait: for a QoS 1/2 message with wait that
+// went to other pods it returns what to wait for.
+func (n *Node) send(pk packets.Packet, wait bool, st *stamp) (*sent, error) {
 	nc := n.conn()
 	if wait && pk.FixedHeader.Qos > 0 {
 		n.learnNewRoutes()
@@ -54,59 +86,53 @@ func (n *Node) forward(pk packets.Packet, wait bool, st *stamp) error {
 		}
 	}
 	if len(targets) == 0 && len(stores) == 0 && !shared {
-		return nil
+		return nil, nil
 	}
 	if nc == nil {
-		return errPeerGone
+		return nil, errPeerGone
 	}
 	hdr, ok := headersOf(pk)
 	if !ok {
-		return nil // expired before it left
+		return nil, nil // expired before it left
 	}
 	if pk.FixedHeader.Retain {
 		hdr.Set(hStamp, st.header())
 	}
 	if pk.FixedHeader.Qos == 0 || !wait {
 		for _, tok := range targets {
-			n.send(nc, &nats.Msg{Subject: "m." + tok + "." + subj, Header: hdr, Data: pk.Payload})
+			n.publish(nc, &nats.Msg{Subject: "m." + tok + "." + subj, Header: hdr, Data: pk.Payload})
 		}
 		for _, tok := range stores {
-			n.send(nc, &nats.Msg{Subject: retainedSubject(tok) + subj, Header: hdr, Data: pk.Payload})
+			n.publish(nc, &nats.Msg{Subject: retainedSubject(tok) + subj, Header: hdr, Data: pk.Payload})
 		}
 		if shared {
-			n.send(nc, &nats.Msg{Subject: "s." + subj, Header: hdr, Data: pk.Payload})
+			n.publish(nc, &nats.Msg{Subject: "s." + subj, Header: hdr, Data: pk.Payload})
 		}
-		return nil
+		return nil, nil
 	}
 	id, w := n.acks.add(append(targets, stores...), shared)
-	defer n.acks.remove(id)
+	f := &sent{n: n, id: id, w: w, at: time.Now()}
 	reply := "_a." + n.nodeTok + "." + strconv.FormatUint(id, 10) + "."
+	var msgs []*nats.Msg
 	for _, tok := range targets {
-		if err := n.send(nc, &nats.Msg{Subject: "m." + tok + "." + subj, Reply: reply + "n." + tok, Header: hdr, Data: pk.Payload}); err != nil {
-			return err
-		}
+		msgs = append(msgs, &nats.Msg{Subject: "m." + tok + "." + subj, Reply: reply + "n." + tok, Header: hdr, Data: pk.Payload})
 	}
 	for _, tok := range stores {
-		if err := n.send(nc, &nats.Msg{Subject: retainedSubject(tok) + subj, Reply: reply + "n." + tok, Header: hdr, Data: pk.Payload}); err != nil {
-			return err
-		}
+		msgs = append(msgs, &nats.Msg{Subject: retainedSubject(tok) + subj, Reply: reply + "n." + tok, Header: hdr, Data: pk.Payload})
 	}
 	if shared {
-		if err := n.send(nc, &nats.Msg{Subject: "s." + subj, Reply: reply + "s", Header: hdr, Data: pk.Payload}); err != nil {
-			return err
+		msgs = append(msgs, &nats.Msg{Subject: "s." + subj, Reply: reply + "s", Header: hdr, Data: pk.Payload})
+	}
+	for _, m := range msgs {
+		if err := n.publish(nc, m); err != nil {
+			n.acks.remove(id)
+			return nil, err
 		}
 	}
-	t := time.NewTimer(AckTimeout)
-	defer t.Stop()
-	select {
-	case err := <-w.done:
-		return err
-	case <-t.C:
-		return errAckTimeout
-	}
+	return f, nil
 }
 
-func (n *Node) send(nc *nats.Conn, m *nats.Msg) error {
+func (n *Node) publish(nc *nats.Conn, m *nats.Msg) error {
 	if err := nc.PublishMsg(m); err != nil {
 		return fmt.Errorf("cluster: forwarding: %w", err)
 	}

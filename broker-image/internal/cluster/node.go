@@ -100,6 +100,11 @@ type Node struct {
 	// Sessions lets the broker's other hooks follow sessions that move
 	// between pods (move.go); set before Start.
 	Sessions SessionHooks
+	// HoldPuback has a client's connection take the next PUBACK mochi
+	// writes for a packet ID out of the stream (pipeline.go; the guard's
+	// HoldPuback); set before Start. Without it, QoS 1 messages wait for
+	// the other pods in OnPublish.
+	HoldPuback func(nc net.Conn, packetID uint16) (taken <-chan struct{}, ok bool)
 
 	stop chan struct{}
 	done chan struct{}

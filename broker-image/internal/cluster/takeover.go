@@ -258,8 +258,10 @@ func (b *bridge) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	}
 }
 
-// OnDisconnect forgets the stamp of a session that ended.
+// OnDisconnect forgets the stamp of a session that ended, and the
+// PUBACKs owed on its connection.
 func (b *bridge) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	b.forget(cl)
 	s := &b.n.sess
 	s.mu.Lock()
 	if e := s.byID[cl.ID]; e != nil && e.cl == cl {

@@ -125,6 +125,7 @@ type conn struct {
 	closed  atomic.Bool
 	stats   *Stats
 	w       heldWrites
+	acks    pubackHolds // PUBACKs to take out (puback.go)
 
 	// For the strangers' budget (preauth.go): the source address, the
 	// place in the queue of strangers (guarded by the budget's lock), and
@@ -196,7 +197,7 @@ func (c *conn) Write(p []byte) (int, error) {
 	w := &c.w
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	now := c.out.filter(p)
+	now := c.out.filter(p, &c.acks)
 	if len(now) == 0 {
 		return len(p), w.err
 	}
@@ -243,6 +244,7 @@ func (c *conn) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
 		return nil // closing, or closed, already: the first Close finishes it
 	}
+	c.acks.close()
 	if c.onClose != nil {
 		c.onClose()
 	}

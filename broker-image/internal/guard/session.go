@@ -121,11 +121,12 @@ func Waiting(nc net.Conn) int {
 }
 
 // filter returns what of p, a run of whole packets mochi wrote, is to be
-// written now: without a DISCONNECT to an MQTT 3.1.1 client, and without
-// the QoS 1/2 PUBLISH packets beyond the window, which it keeps. It returns
+// written now: without a DISCONNECT to an MQTT 3.1.1 client, without the
+// PUBACKs held for another writer (acks), and without the QoS 1/2 PUBLISH
+// packets beyond the window, which it keeps. It returns
 // p itself when nothing is taken out.
-func (o *outbound) filter(p []byte) []byte {
-	if !o.started || (o.mqtt5 && o.window == 0) {
+func (o *outbound) filter(p []byte, acks *pubackHolds) []byte {
+	if (!o.started || (o.mqtt5 && o.window == 0)) && acks.n.Load() == 0 {
 		return p
 	}
 	if len(o.partial) > 0 {
@@ -145,7 +146,7 @@ func (o *outbound) filter(p []byte) []byte {
 		}
 		pk := p[i : i+n]
 		i += n
-		if o.admit(pk) {
+		if !acks.take(pk) && o.keep(pk) {
 			if changed {
 				out = append(out, pk...)
 			}
@@ -159,6 +160,15 @@ func (o *outbound) filter(p []byte) []byte {
 		return p
 	}
 	return out
+}
+
+// keep decides one packet: admit's answer for a session whose writes it
+// filters, true for any other.
+func (o *outbound) keep(pk []byte) bool {
+	if !o.started || (o.mqtt5 && o.window == 0) {
+		return true
+	}
+	return o.admit(pk)
 }
 
 // admit decides one packet: true to write it now, false when it is dropped
