@@ -339,7 +339,8 @@ func TestClusterDroppedInboundMessagesAreEachCounted(t *testing.T) {
 	droppedBefore := mochiDropped()
 
 	pods[1].Cluster().HoldInbound(true)
-	const sent = 2000 // well over the inbound queue (256 messages here)
+	pods[1].Cluster().LimitInbound(64 << 10) // a few hundred of these messages
+	const sent = 2000
 	for i := range sent {
 		if err := pub.publish(t, "flood/0", strconv.Itoa(i), 0, false); err != nil {
 			t.Fatal(err)
@@ -374,4 +375,78 @@ func TestClusterDroppedInboundMessagesAreEachCounted(t *testing.T) {
 	if dropped == 0 {
 		t.Fatal("nothing was dropped at pod 1's inbound queue: the test proves nothing")
 	}
+}
+
+// The inbound queue is bounded in bytes, not in messages: a burst of small
+// messages far over what a count bounded for the largest packets held (256
+// with 1 MiB packets) waits for a held pod, and none is dropped.
+func TestClusterInboundQueueIsBoundedInBytesNotMessages(t *testing.T) {
+	pods := startCluster(t, 2, clusterOpts{})
+	var received atomic.Int64
+	sub, err := connectV5(t, pods[1].tcp, v5opts{user: "alice", password: alicePassword, keepAlive: 30,
+		onPublish: func(*paho.Publish) { received.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub.subscribe(t, "burst/#", 0)
+	pub := mustV5(t, pods[0].tcp, "bob", bobPassword)
+	droppedBefore := pods[1].Stats().MessagesDropped
+
+	pods[1].Cluster().HoldInbound(true)
+	const sent = 3000
+	for i := range sent {
+		if err := pub.publish(t, "burst/0", strconv.Itoa(i), 0, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Acknowledged only once pod 1 delivered it, after the rest.
+	acked := make(chan error, 1)
+	go func() { acked <- pub.publish(t, "burst/0", "last", 1, false) }()
+	time.Sleep(200 * time.Millisecond) // the burst reaches pod 1's queue meanwhile
+	pods[1].Cluster().HoldInbound(false)
+	if err := <-acked; err != nil {
+		t.Fatalf("the QoS 1 message after the burst: %v", err)
+	}
+	if d := pods[1].Cluster().DroppedMessages(); d != 0 {
+		t.Fatalf("pod 1 dropped %d of %d small messages from pod 0", d, sent)
+	}
+	var got, dropsHere uint64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		got, dropsHere = uint64(received.Load()), pods[1].Stats().MessagesDropped-droppedBefore
+		if got+dropsHere == sent+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d delivered + %d dropped by mochi (the subscriber's queue) != %d sent", got, dropsHere, sent+1)
+		}
+	}
+	t.Logf("%d sent to a held pod: %d delivered, %d dropped by mochi, 0 by the cluster", sent+1, got, dropsHere)
+}
+
+// A QoS 1 message that does not fit in another pod's inbound queue is
+// refused to its publisher at once, not after the 1 s backstop.
+func TestClusterQoS1OverTheInboundQueueIsRefusedAtOnce(t *testing.T) {
+	pods := startCluster(t, 2, clusterOpts{})
+	sub := mustV5(t, pods[1].tcp, "alice", alicePassword)
+	sub.subscribe(t, "full/#", 1)
+	pub := mustV5(t, pods[0].tcp, "bob", bobPassword)
+	if err := pub.publish(t, "full/0", "fits", 1, false); err != nil {
+		t.Fatal(err)
+	}
+	sub.expect(t, "fits")
+
+	pods[1].Cluster().LimitInbound(0)
+	start := time.Now()
+	err := pub.publish(t, "full/0", "does not fit", 1, false)
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("a QoS 1 message pod 1 dropped was acknowledged")
+	}
+	if took >= cluster.AckTimeout/2 {
+		t.Fatalf("refused after %v: the publisher waited for the backstop", took)
+	}
+	if d := pods[1].Cluster().DroppedMessages(); d != 1 {
+		t.Fatalf("pod 1 counted %d dropped messages, want 1", d)
+	}
+	t.Logf("refused after %v: %v", took.Round(time.Millisecond), err)
 }

@@ -54,7 +54,8 @@ type bridge struct {
 	nodeSub []*nats.Subscription
 	stores  *nats.Subscription // retained messages to store, feeding in
 
-	in      chan *nats.Msg
+	in      chan *nats.Msg // what nats.go hands over, moved to inq by pump
+	inq     *inbox
 	closed  chan struct{}
 	holdMu  sync.RWMutex
 	holding atomic.Bool
@@ -76,7 +77,7 @@ type bridge struct {
 func newBridge(n *Node) *bridge {
 	return &bridge{n: n, client: n.mq.NewClient(nil, mqtt.LocalListener, bridgeClientID, true),
 		filters: map[string]*interest{}, groups: map[string][2]string{}, dropSeen: map[*nats.Subscription]int{},
-		in: make(chan *nats.Msg, inboundQueue(n.maxPacket)), closed: make(chan struct{})}
+		in: make(chan *nats.Msg, handoverQueue), inq: newInbox(inboundBytes), closed: make(chan struct{})}
 }
 
 func (b *bridge) ID() string { return "mqtt-operator-cluster" }

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"strings"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 )
@@ -17,22 +18,142 @@ func (b *bridge) hold(on bool) {
 	}
 }
 
-// deliver is the pod's one goroutine that hands messages from other pods
-// to mochi, in the order they arrived (order per publisher and topic).
-func (b *bridge) deliver() {
+// inboundBytes bounds the messages from other pods waiting for this pod's
+// delivering goroutine, in bytes of payload, subject and headers (plus
+// inboxOverhead each), whatever their number.
+const (
+	inboundBytes  = 64 << 20
+	inboxOverhead = 256
+)
+
+// inbox is the queue between nats.go and the delivering goroutine. nats.go
+// hands every subscription's messages, in the order they came, to one
+// channel (b.in), which drops what does not fit; counted in messages, that
+// channel had to be small enough for messages of the largest size (256 of
+// them with 1 MiB packets), so a burst of small ones overflowed it: eight
+// QoS 1 publishers with 64 messages in flight each had most of theirs
+// refused. pump moves each message at once from the channel to this queue,
+// which is bounded in bytes.
+type inbox struct {
+	mu    sync.Mutex
+	q     []queued
+	head  int
+	bytes int
+	limit int
+	ready chan struct{} // a message was queued
+}
+
+type queued struct {
+	m    *nats.Msg
+	size int
+}
+
+func newInbox(limit int) *inbox { return &inbox{limit: limit, ready: make(chan struct{}, 1)} }
+
+// sizeOf is what m counts against the inbox's bound.
+func sizeOf(m *nats.Msg) int {
+	n := inboxOverhead + len(m.Subject) + len(m.Reply) + len(m.Data)
+	for k, vs := range m.Header {
+		n += len(k)
+		for _, v := range vs {
+			n += len(v)
+		}
+	}
+	return n
+}
+
+// push queues m; unless always, only within the bound (false: dropped).
+func (q *inbox) push(m *nats.Msg, always bool) bool {
+	size := sizeOf(m)
+	q.mu.Lock()
+	if !always && q.bytes+size > q.limit {
+		q.mu.Unlock()
+		return false
+	}
+	q.q = append(q.q, queued{m, size})
+	q.bytes += size
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// pop returns the oldest message, waiting for one until stop closes.
+func (q *inbox) pop(stop <-chan struct{}) (*nats.Msg, bool) {
+	for {
+		q.mu.Lock()
+		if q.head < len(q.q) {
+			e := q.q[q.head]
+			q.q[q.head] = queued{}
+			q.head++
+			q.bytes -= e.size
+			switch {
+			case q.head == len(q.q):
+				q.q, q.head = q.q[:0], 0
+			case q.head >= 1024 && q.head*2 >= len(q.q):
+				n := copy(q.q, q.q[q.head:])
+				clear(q.q[n:])
+				q.q, q.head = q.q[:n], 0
+			}
+			q.mu.Unlock()
+			return e.m, true
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.ready:
+		case <-stop:
+			return nil, false
+		}
+	}
+}
+
+// setLimit changes the bound; for tests.
+func (q *inbox) setLimit(limit int) {
+	q.mu.Lock()
+	q.limit = limit
+	q.mu.Unlock()
+}
+
+// pump moves messages from nats.go's channel to the inbox as they come, in
+// their order. A message over the bound is dropped and counted; a QoS 1/2
+// one is refused to the pod that sent it at once (it refuses its publisher)
+// rather than left to its AckTimeout. The broker's own messages (markers,
+// copies of retained messages) are never dropped.
+func (b *bridge) pump() {
 	for {
 		select {
 		case <-b.closed:
 			return
 		case m := <-b.in:
-			if ch, ok := b.markers.LoadAndDelete(m); ok {
-				close(ch.(chan struct{}))
+			if b.inq.push(m, m.Sub == nil) {
 				continue
 			}
-			b.holdMu.RLock()
-			b.inject(m)
-			b.holdMu.RUnlock()
+			b.n.Counters.Dropped.Add(1)
+			b.n.droppedInbound()
+			if m.Reply != "" {
+				_ = m.Respond([]byte("-"))
+			}
 		}
+	}
+}
+
+// deliver is the pod's one goroutine that hands messages from other pods
+// to mochi, in the order they arrived (order per publisher and topic).
+func (b *bridge) deliver() {
+	for {
+		m, ok := b.inq.pop(b.closed)
+		if !ok {
+			return
+		}
+		if ch, ok := b.markers.LoadAndDelete(m); ok {
+			close(ch.(chan struct{}))
+			continue
+		}
+		b.holdMu.RLock()
+		b.inject(m)
+		b.holdMu.RUnlock()
 	}
 }
 

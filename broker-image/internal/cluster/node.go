@@ -42,15 +42,15 @@ const (
 	statusEvery = 50 * time.Millisecond
 )
 
-// inboundQueue is how many messages from other pods may wait for this
-// pod's one delivering goroutine: 8,192, fewer for large packets, so the
-// queue holds at most about 64 MiB (or 256 packets of the largest size).
-func inboundQueue(maxPacket int) int {
-	if maxPacket <= 0 {
-		return 256
-	}
-	return min(8192, max(256, (64<<20)/maxPacket))
-}
+// handoverQueue is how many messages nats.go may hand over to the bridge
+// before pump moves them to the inbox (deliver.go), which bounds them in
+// bytes. nats.go reads a burst of a whole socket buffer at a time (hundreds
+// of small messages) before pump runs again on a busy machine: 256 places
+// overflowed with 64-byte messages. The channel holds pointers (512 KiB);
+// the messages in it are only those of the last few milliseconds, which
+// the embedded server's own limit on what it buffers for the connection
+// bounds too.
+const handoverQueue = 65536
 
 // Options configure a Node.
 type Options struct {
@@ -74,8 +74,6 @@ type Node struct {
 	log     *slog.Logger
 	mq      *mqtt.Server
 	token   string
-	// maxPacket is the broker's maxPacketSize.
-	maxPacket int
 
 	connMu sync.Mutex
 	nc     *nats.Conn // replaced when closed (pitfall 4)
@@ -161,7 +159,7 @@ func New(o Options) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: c, name: c.Name, node: node, nodeTok: TopicSubject(node), log: o.Log.With("component", "cluster"), mq: o.Server,
-		maxPacket: o.MaxPayload, token: hex.EncodeToString(tok), stop: make(chan struct{}), done: make(chan struct{}), acks: newAckTable(),
+		token: hex.EncodeToString(tok), stop: make(chan struct{}), done: make(chan struct{}), acks: newAckTable(),
 		sess: sessions{byID: map[string]*session{}, clock: wallClock}}
 	// Properties travel base64url in headers (4/3 of their size): twice the
 	// MQTT packet always fits.
@@ -261,10 +259,21 @@ func (n *Node) Start() error {
 		n.srv.Shutdown()
 		return err
 	}
+	go n.bridge.pump()
 	go n.bridge.deliver()
 	go n.watch()
 	n.log.Info("cluster node started", "cluster", n.name, "node", n.node, "address", n.cfg.Address, "peers", len(n.cfg.Peers), "tls", n.cfg.TLS != nil)
 	return nil
+}
+
+// droppedInbound says that messages from other pods were dropped, at most
+// once a minute.
+func (n *Node) droppedInbound() {
+	if now := time.Now().Unix(); now-n.dropLogged.Load() >= 60 {
+		n.dropLogged.Store(now)
+		n.log.Warn("cluster: messages from other pods arrive faster than this pod delivers them; the excess is dropped (QoS 0) or refused to its publisher (QoS 1/2)",
+			"metric", "mqtt_cluster_qos0_dropped_total")
+	}
 }
 
 // connect (re)makes the in-process connection and every subscription the
@@ -274,12 +283,7 @@ func (n *Node) connect() error {
 		nats.NoReconnect(), nats.PingInterval(10*time.Second),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrSlowConsumer) {
-				// Counted by DroppedMessages; said at most once a minute.
-				if now := time.Now().Unix(); now-n.dropLogged.Load() >= 60 {
-					n.dropLogged.Store(now)
-					n.log.Warn("cluster: messages from other pods arrive faster than this pod delivers them; the excess is dropped (QoS 0) or refused to its publisher (QoS 1/2)",
-						"metric", "mqtt_cluster_qos0_dropped_total")
-				}
+				n.droppedInbound() // counted by DroppedMessages
 				return
 			}
 			n.log.Warn("cluster bridge connection error", "error", err.Error())
@@ -517,6 +521,10 @@ func (n *Node) SyncSubscriptions() {
 // messages from other pods. For tests that need a pod that has the interest
 // but does not answer.
 func (n *Node) HoldInbound(hold bool) { n.bridge.hold(hold) }
+
+// LimitInbound sets the bound, in bytes, of the messages from other pods
+// waiting for delivery (64 MiB). For tests that overflow it.
+func (n *Node) LimitInbound(bytes int) { n.bridge.inq.setLimit(bytes) }
 
 // DropConnection closes the in-process connection, as nats-server does to
 // a connection that broke a limit (pitfall 4). For tests of the repair.
