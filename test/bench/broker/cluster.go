@@ -280,6 +280,15 @@ func clusterThroughput(c *benchCluster, single *target, f *flags, out *report) e
 			return placement{pub: others, sub: on(c.pods[0])}
 		}},
 	}
+	variants = slices.DeleteFunc(variants, func(v struct {
+		name string
+		pl   func(sc scenario) placement
+	}) bool {
+		return !slices.Contains(strings.Split(f.clusterVariants, ","), v.name)
+	})
+	if len(variants) == 0 {
+		return fmt.Errorf("--cluster-variants %q names none of single, same_pod, cross_pod", f.clusterVariants)
+	}
 	warm := f.load
 	warm.msgs = max(1, f.load.msgs/10)
 	for _, v := range variants {
@@ -314,14 +323,17 @@ func clusterThroughput(c *benchCluster, single *target, f *flags, out *report) e
 			name string
 			res  result
 		}{{"single", single}, {"same_pod", same}, {"cross_pod", cross}} {
+			if len(results[v.name+"_"+sc.String()]) == 0 {
+				continue // not among --cluster-variants
+			}
 			out.add(fmt.Sprintf("cluster_%s_%s_msgs_per_s", sc, v.name), "%.0f", v.res.rate())
 			out.add(fmt.Sprintf("cluster_%s_%s_delivered", sc, v.name), "%d/%d", v.res.delivered, v.res.expected)
 			out.add(fmt.Sprintf("cluster_%s_%s_cpu_us_per_msg", sc, v.name), "%.2f", 1e6*v.res.brokerCPU/math.Max(1, float64(v.res.delivered)))
 		}
-		if same.rate() > 0 {
+		if same.rate() > 0 && cross.rate() > 0 {
 			out.add("cross_pod_ratio_"+sc.String(), "%.2f", cross.rate()/same.rate())
 		}
-		if single.rate() > 0 {
+		if single.rate() > 0 && same.rate() > 0 {
 			out.add("same_pod_vs_single_ratio_"+sc.String(), "%.2f", same.rate()/single.rate())
 		}
 		logf("  %-11s single %8.0f  same-pod %8.0f  cross-pod %8.0f  cross/same %.2f", sc, single.rate(), same.rate(), cross.rate(), cross.rate()/math.Max(1, same.rate()))

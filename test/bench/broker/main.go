@@ -49,7 +49,7 @@ type flags struct {
 	clusterPods, clusterIdle, clusterLatency, clusterTakeovers int
 	clusterFloodPubs, clusterFloodMsgs, clusterRetained        int
 	clusterFloodTime                                           time.Duration
-	clusterSteps, profileDir                                   string
+	clusterSteps, clusterVariants, profileDir                  string
 }
 
 func main() {
@@ -86,6 +86,7 @@ func main() {
 	flag.DurationVar(&f.clusterFloodTime, "cluster-flood-time", 60*time.Second, "cluster phase: longest the flood may take")
 	flag.IntVar(&f.clusterRetained, "cluster-retained", 10000, "cluster phase: retained messages a new pod copies")
 	flag.StringVar(&f.clusterSteps, "cluster-steps", "memory,throughput,latency,takeover,flood,retained", "cluster phase: comma-separated steps to run")
+	flag.StringVar(&f.clusterVariants, "cluster-variants", "single,same_pod,cross_pod", "cluster phase, throughput step: the placements to run (one alone for a CPU profile of it)")
 	flag.StringVar(&f.profileDir, "profile-dir", "", "write a CPU profile of each of our broker processes to DIR/<name>.pprof (go tool pprof bin/broker FILE)")
 	flag.BoolVar(&f.keepDir, "keep", false, "keep the working directory (configs, broker logs)")
 	flag.Parse()
