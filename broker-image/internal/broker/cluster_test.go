@@ -339,3 +339,46 @@ func TestClusterRestoredSessionsReceiveFromOtherPods(t *testing.T) {
 	}
 	back.expect(t, "queued while away")
 }
+
+// A message reaches another pod's subscriber at the QoS it was published
+// with, whether it crossed with its properties in headers or without any
+// (a plain QoS 0 or 1 message), and a QoS 1 will (sent without awaiting
+// the pods' answers) stays QoS 1.
+func TestClusterForwardedMessagesKeepTheirQoS(t *testing.T) {
+	pods := startCluster(t, 2, clusterOpts{})
+	sub := mustV5(t, pods[1].tcp, "alice", alicePassword)
+	sub.subscribe(t, "wills/#", 1)
+	pub := mustV5(t, pods[0].tcp, "bob", bobPassword)
+	check := func(payload string, want byte) {
+		t.Helper()
+		if m := sub.expect(t, payload); m.QoS != want {
+			t.Fatalf("%q arrived at QoS %d, want %d", payload, m.QoS, want)
+		}
+	}
+	if err := pub.publish(t, "wills/plain0", "plain qos 0", 0, false); err != nil {
+		t.Fatal(err)
+	}
+	check("plain qos 0", 0)
+	if err := pub.publish(t, "wills/plain1", "plain qos 1", 1, false); err != nil {
+		t.Fatal(err)
+	}
+	check("plain qos 1", 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := pub.Publish(ctx, &paho.Publish{Topic: "wills/props", Payload: []byte("qos 0 with a property"), QoS: 0,
+		Properties: &paho.PublishProperties{ContentType: "text/plain"}}); err != nil {
+		t.Fatal(err)
+	}
+	if m := sub.expect(t, "qos 0 with a property"); m.QoS != 0 || m.Properties == nil || m.Properties.ContentType != "text/plain" {
+		t.Fatalf("a QoS 0 message with a content type arrived as %+v", m)
+	}
+	if _, err := connectV5(t, pods[0].tcp, v5opts{user: "bob", password: bobPassword, clientID: "qos1-will", sessionExpiry: 600, keepAlive: 30,
+		will: &paho.WillMessage{Topic: "wills/qos1-will", Payload: []byte("qos 1 will"), QoS: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	// Taken over from the other pod: the old connection ends, its will goes.
+	if _, err := connectV5(t, pods[1].tcp, v5opts{user: "bob", password: bobPassword, clientID: "qos1-will", sessionExpiry: 600, keepAlive: 30}); err != nil {
+		t.Fatal(err)
+	}
+	check("qos 1 will", 1)
+}
