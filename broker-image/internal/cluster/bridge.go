@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"strconv"
@@ -26,7 +27,8 @@ import (
 //	_v.<node>          releases of sessions the pod <node> sent to another (move.go);
 //	r.<node>.<topic>   a retained message for the pod <node> to store only;
 //	_r.<node>          requests for a copy of the pod <node>'s retained messages (retained.go);
-//	_a.<node>.<id>.n.<target> / .s   answers to a QoS 1/2 forward of the pod <node>.
+//	_a.<node>.<id>.n.<target> / .s   answers to a QoS 1/2 forward of the pod <node>;
+//	_a.<node>.b.n.<target> / .s       many of them in one message (deliver.go).
 const (
 	podQueue = "p" // one queue group per pod: one copy per pod (pitfall 2)
 )
@@ -72,12 +74,16 @@ type bridge struct {
 	// held are the PUBACKs owed to publishers (pipeline.go), an *ackQueue
 	// per *mqtt.Client.
 	held sync.Map
+	// answers are the delivering goroutine's answers not sent yet, by
+	// subject (deliver.go), answerCount how many.
+	answers     map[string][]byte
+	answerCount int
 }
 
 func newBridge(n *Node) *bridge {
 	return &bridge{n: n, client: n.mq.NewClient(nil, mqtt.LocalListener, bridgeClientID, true),
 		filters: map[string]*interest{}, groups: map[string][2]string{}, dropSeen: map[*nats.Subscription]int{},
-		in: make(chan *nats.Msg, handoverQueue), inq: newInbox(inboundBytes), closed: make(chan struct{})}
+		in: make(chan *nats.Msg, handoverQueue), inq: newInbox(inboundBytes), answers: map[string][]byte{}, closed: make(chan struct{})}
 }
 
 func (b *bridge) ID() string { return "mqtt-operator-cluster" }
@@ -273,13 +279,19 @@ func (n *Node) DroppedMessages() uint64 {
 func (b *bridge) answered(m *nats.Msg) {
 	rest := strings.TrimPrefix(m.Subject, "_a."+b.n.nodeTok+".")
 	idStr, target, _ := strings.Cut(rest, ".")
-	id, err := strconv.ParseUint(idStr, 10, 64)
-	if err != nil {
-		return
-	}
 	node := strings.TrimPrefix(target, "n.")
 	if target == "s" {
 		node = ""
+	}
+	if idStr == "b" { // a batch: see answer
+		for p := m.Data; len(p) >= 9; p = p[9:] {
+			b.n.acks.answer(binary.BigEndian.Uint64(p[1:9]), node, p[0] == '+')
+		}
+		return
+	}
+	id, err := strconv.ParseUint(idStr, 10, 64)
+	if err != nil {
+		return
 	}
 	b.n.acks.answer(id, node, bytes.Equal(m.Data, okAnswer))
 }

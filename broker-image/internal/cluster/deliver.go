@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"encoding/binary"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -83,30 +85,37 @@ func (q *inbox) push(m *nats.Msg, always bool) bool {
 // pop returns the oldest message, waiting for one until stop closes.
 func (q *inbox) pop(stop <-chan struct{}) (*nats.Msg, bool) {
 	for {
-		q.mu.Lock()
-		if q.head < len(q.q) {
-			e := q.q[q.head]
-			q.q[q.head] = queued{}
-			q.head++
-			q.bytes -= e.size
-			switch {
-			case q.head == len(q.q):
-				q.q, q.head = q.q[:0], 0
-			case q.head >= 1024 && q.head*2 >= len(q.q):
-				n := copy(q.q, q.q[q.head:])
-				clear(q.q[n:])
-				q.q, q.head = q.q[:n], 0
-			}
-			q.mu.Unlock()
-			return e.m, true
+		if m, ok := q.tryPop(); ok {
+			return m, true
 		}
-		q.mu.Unlock()
 		select {
 		case <-q.ready:
 		case <-stop:
 			return nil, false
 		}
 	}
+}
+
+// tryPop returns the oldest message, if any.
+func (q *inbox) tryPop() (*nats.Msg, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.head == len(q.q) {
+		return nil, false
+	}
+	e := q.q[q.head]
+	q.q[q.head] = queued{}
+	q.head++
+	q.bytes -= e.size
+	switch {
+	case q.head == len(q.q):
+		q.q, q.head = q.q[:0], 0
+	case q.head >= 1024 && q.head*2 >= len(q.q):
+		n := copy(q.q, q.q[q.head:])
+		clear(q.q[n:])
+		q.q, q.head = q.q[:n], 0
+	}
+	return e.m, true
 }
 
 // setLimit changes the bound; for tests.
@@ -141,17 +150,25 @@ func (b *bridge) pump() {
 
 // deliver is the pod's one goroutine that hands messages from other pods
 // to mochi, in the order they arrived (order per publisher and topic).
+// Its answers to QoS 1/2 messages go out once nothing more is waiting, or
+// maxAnswers of them are due, and before it waits for anything.
 func (b *bridge) deliver() {
 	for {
-		m, ok := b.inq.pop(b.closed)
+		m, ok := b.inq.tryPop()
 		if !ok {
-			return
+			b.flushAnswers()
+			if m, ok = b.inq.pop(b.closed); !ok {
+				return
+			}
 		}
 		if ch, ok := b.markers.LoadAndDelete(m); ok {
 			close(ch.(chan struct{}))
 			continue
 		}
-		b.holdMu.RLock()
+		if !b.holdMu.TryRLock() {
+			b.flushAnswers()
+			b.holdMu.RLock()
+		}
 		b.inject(m)
 		b.holdMu.RUnlock()
 	}
@@ -162,12 +179,53 @@ func (b *bridge) deliver() {
 func (b *bridge) inject(m *nats.Msg) {
 	ok := b.injectOne(m)
 	if m.Reply != "" {
-		answer := okAnswer
-		if !ok {
-			answer = []byte("-")
-		}
-		_ = m.Respond(answer)
+		b.answer(m.Reply, ok)
 	}
+}
+
+// maxAnswers bounds the answers deliver holds before sending them.
+const maxAnswers = 128
+
+// answer queues the answer to a message whose reply subject is reply,
+// _a.<pod>.<id>.<target>: answers to one pod for one target travel
+// together on _a.<pod>.b.<target>, nine bytes each ('+' or '-', then the
+// ID, big-endian). One NATS message per answer cost the two pods as much
+// as the message itself. Only the delivering goroutine calls it.
+func (b *bridge) answer(reply string, ok bool) {
+	flag := byte('+')
+	if !ok {
+		flag = '-'
+	}
+	rest, isOurs := strings.CutPrefix(reply, "_a.")
+	pod, rest, _ := strings.Cut(rest, ".")
+	idStr, target, _ := strings.Cut(rest, ".")
+	id, err := strconv.ParseUint(idStr, 10, 64)
+	if !isOurs || err != nil || target == "" {
+		if nc := b.n.conn(); nc != nil { // not a forward's: answered alone
+			_ = nc.Publish(reply, []byte{flag})
+		}
+		return
+	}
+	subj := "_a." + pod + ".b." + target
+	b.answers[subj] = binary.BigEndian.AppendUint64(append(b.answers[subj], flag), id)
+	if b.answerCount++; b.answerCount >= maxAnswers {
+		b.flushAnswers()
+	}
+}
+
+// flushAnswers sends the answers answer queued.
+func (b *bridge) flushAnswers() {
+	if b.answerCount == 0 {
+		return
+	}
+	nc := b.n.conn()
+	for subj, p := range b.answers {
+		if nc != nil {
+			_ = nc.Publish(subj, p)
+		}
+		delete(b.answers, subj)
+	}
+	b.answerCount = 0
 }
 
 func (b *bridge) injectOne(m *nats.Msg) bool {
