@@ -206,7 +206,7 @@ func run(log *slog.Logger, opts options) error {
 		return err
 	}
 	log.Info("received termination signal; draining", "period", opts.drain.String())
-	drainCtx, cancel := context.WithTimeout(context.Background(), opts.drain+5*time.Second)
+	drainCtx, cancel := context.WithTimeout(context.Background(), opts.drain+10*time.Second)
 	defer cancel()
 	b.Drain(drainCtx, opts.drain)
 	for _, s := range servers {

@@ -104,7 +104,8 @@ func StatefulSet(b *v1alpha1.MQTTBroker, cfg *brokerconfig.Config, opts Options)
 			"--config=" + configDir + "/" + brokerconfig.FileName,
 			"--auth-bundle=" + authDir + "/" + brokerconfig.BundleFileName,
 			"--admin-token-file=" + adminDir + "/" + AdminTokenKey,
-			// Leave the kubelet 15 s of the grace period after the drain.
+			// The drain takes its period plus at most 10 s (handing the
+			// last persistent sessions over): 5 s of the grace are left.
 			"--drain-period=" + strconv.Itoa(terminationGraceSeconds-15) + "s",
 			// A broker created again under the same name gets the old one's
 			// volume: its cached auth bundle must not be used.

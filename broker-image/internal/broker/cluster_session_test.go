@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
@@ -303,5 +304,65 @@ func TestClusterDrainWaitsForTheSessionsItSentElsewhere(t *testing.T) {
 	}
 	if d := time.Since(start); d > period+time.Second {
 		t.Fatalf("the drain took %v for a %v period", d, period)
+	}
+}
+
+// A draining pod hands its offline persistent sessions to the other pods:
+// a client away during a scale-in finds its session, with what was queued
+// for it before and after, on whichever pod it returns to.
+func TestClusterDrainHandsOfflineSessionsOver(t *testing.T) {
+	pods := startCluster(t, 3, clusterOpts{})
+	c := persistentOn(t, pods[2], "away")
+	c.subscribe(t, "away/#", 1)
+	leave(t, pods[2], c, "away")
+	pub := mustV5(t, pods[0].tcp, "alice", alicePassword)
+	if err := pub.publish(t, "away/1", "queued before the drain", 1, false); err != nil {
+		t.Fatal(err)
+	}
+
+	pods[2].Drain(context.Background(), 0)
+	if holds(pods[2], "away") {
+		t.Fatal("the drained pod still holds the session")
+	}
+	if !holds(pods[0], "away") && !holds(pods[1], "away") {
+		t.Fatal("no other pod adopted the session")
+	}
+	if err := pub.publish(t, "away/2", "queued after the drain", 1, false); err != nil {
+		t.Fatal(err)
+	}
+	back := persistentOn(t, pods[1], "away")
+	if !back.connack.SessionPresent {
+		t.Fatal("the session did not survive its pod's drain")
+	}
+	back.expect(t, "queued before the drain")
+	back.expect(t, "queued after the drain")
+}
+
+// Pods draining together (a scale-in by several) do not adopt each other's
+// sessions: every one ends on the pod that stays.
+func TestClusterDrainingPodsDoNotAdoptEachOthersSessions(t *testing.T) {
+	pods := startCluster(t, 3, clusterOpts{})
+	var ids []string
+	for _, p := range pods[1:] {
+		for i := range 4 {
+			id := fmt.Sprintf("%s-away-%d", p.cfg.Cluster.NodeName, i)
+			c := persistentOn(t, p, id)
+			c.subscribe(t, "away/"+id, 1)
+			leave(t, p, c, id)
+			ids = append(ids, id)
+		}
+	}
+	pods[1].Cluster().SetDraining()
+	pods[2].Cluster().SetDraining()
+	var wg sync.WaitGroup
+	for _, p := range pods[1:] {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.Drain(context.Background(), 0) }()
+	}
+	wg.Wait()
+	for _, id := range ids {
+		if !holds(pods[0], id) {
+			t.Errorf("%s: not on the pod that stays", id)
+		}
 	}
 }

@@ -15,6 +15,11 @@ type stopAccepting interface{ StopAccepting() }
 // spread evenly over the period (MQTT 5 clients get reason 0x9C, "use another
 // server", so they reconnect elsewhere rather than back here), and finally
 // closes the server. Persistent sessions stay in the store for the next start.
+//
+// A clustered broker's pod may not start again (a scale-in), so its
+// persistent sessions go to the other pods: the offline ones first (other
+// pods adopt them, up to half the period), then each client's as it logs
+// in elsewhere, and at the end those whose clients did not come back.
 func (b *Broker) Drain(ctx context.Context, period time.Duration) {
 	deadline := time.Now().Add(period)
 	// A login admitted before this (its session perhaps pulled from another
@@ -31,11 +36,23 @@ func (b *Broker) Drain(ctx context.Context, period time.Duration) {
 			s.StopAccepting()
 		}
 	}
+	if b.cluster != nil {
+		b.cluster.SetDraining()
+		first := ctx
+		if period > 0 {
+			var cancel context.CancelFunc
+			first, cancel = context.WithDeadline(ctx, time.Now().Add(period/2))
+			defer cancel()
+		}
+		if moved, left := b.cluster.HandOver(first); moved+left > 0 {
+			b.log.Info("handed offline persistent sessions over to other pods", "moved", moved, "left", left)
+		}
+	}
 	clients := b.connected()
 	b.log.Info("draining", "clients", len(clients), "period", period.String())
 	var sent []string // the client IDs sent elsewhere
 	if len(clients) > 0 {
-		step := period / time.Duration(len(clients)+1)
+		step := max(0, time.Until(deadline)) / time.Duration(len(clients)+1)
 		for _, id := range clients {
 			if cl, ok := b.server.Clients.Get(id); ok && !cl.Closed() {
 				_ = b.server.DisconnectClient(cl, packets.ErrUseAnotherServer)
@@ -67,6 +84,13 @@ func (b *Broker) Drain(ctx context.Context, period time.Duration) {
 	}
 	if b.cluster != nil {
 		b.awaitMoves(ctx, sent, deadline)
+		moved, left := b.cluster.HandOver(ctx)
+		if moved > 0 {
+			b.log.Info("handed the sessions of clients that did not come back over to other pods", "moved", moved)
+		}
+		if left > 0 {
+			b.log.Warn("persistent sessions no other pod adopted end with this pod", "sessions", left)
+		}
 	}
 	b.closeOnce.Do(func() {
 		_ = b.server.Close() // mochi panics on a second Close
@@ -90,10 +114,8 @@ func (b *Broker) connected() []string {
 
 // awaitMoves waits, until deadline, for the persistent sessions of the
 // clients sent elsewhere to leave: each client's login on another pod pulls
-// its session from this one, which must still be there to hand it over. A
-// client that does not come back within the drain period loses its session
-// with the pod (a session is pushed to another pod only when its client
-// logs in there).
+// its session from this one, which must still be there to hand it over.
+// Those still here then are handed over (Drain).
 func (b *Broker) awaitMoves(ctx context.Context, ids []string, deadline time.Time) {
 	left := func() int {
 		n := 0
@@ -106,7 +128,7 @@ func (b *Broker) awaitMoves(ctx context.Context, ids []string, deadline time.Tim
 	}
 	for n := left(); n > 0; n = left() {
 		if time.Now().After(deadline) {
-			b.log.Warn("drain period over with persistent sessions whose clients did not log in elsewhere; they end with this pod", "sessions", n)
+			b.log.Info("drain period over with persistent sessions whose clients did not log in elsewhere", "sessions", n)
 			return
 		}
 		select {

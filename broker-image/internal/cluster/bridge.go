@@ -25,6 +25,7 @@ import (
 //	_p.<node>          the barrier ping (and liveness) of the pod <node>;
 //	_k.<node>, _s.<node>  client ID takeovers and session exchanges (takeover.go);
 //	_v.<node>          releases of sessions the pod <node> sent to another (move.go);
+//	_h.<node>          requests to adopt a draining pod's session (handover.go);
 //	r.<node>.<topic>   a retained message for the pod <node> to store only;
 //	_r.<node>          requests for a copy of the pod <node>'s retained messages (retained.go);
 //	_a.<node>.<id>.n.<target> / .s   answers to a QoS 1/2 forward of the pod <node>;
@@ -214,6 +215,10 @@ func (b *bridge) resubscribe(nc *nats.Conn) error {
 	if err != nil {
 		return fmt.Errorf("cluster: subscribing the session releases: %w", err)
 	}
+	adoptions, err := nc.Subscribe(handoverSubject(b.n.nodeTok), b.n.adopt)
+	if err != nil {
+		return fmt.Errorf("cluster: subscribing the session handovers: %w", err)
+	}
 	stores, err := nc.ChanQueueSubscribe(retainedSubject(b.n.nodeTok)+">", podQueue, b.in)
 	if err != nil {
 		return fmt.Errorf("cluster: subscribing the retained messages: %w", err)
@@ -231,7 +236,7 @@ func (b *bridge) resubscribe(nc *nats.Conn) error {
 	if err != nil {
 		return fmt.Errorf("cluster: subscribing the ping subject: %w", err)
 	}
-	b.nodeSub = []*nats.Subscription{acks, kicks, syncs, releases, stores, copies, ping}
+	b.nodeSub = []*nats.Subscription{acks, kicks, syncs, releases, adoptions, stores, copies, ping}
 	b.stores = stores
 	for filter, it := range b.filters {
 		subs, err := b.subscribe(nc, filter)

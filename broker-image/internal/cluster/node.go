@@ -93,6 +93,10 @@ type Node struct {
 	// retained holds the stamps of retained messages (retained.go).
 	retained retainedStamps
 	moves    moves // sessions sent to another pod (move.go)
+	// draining: this pod adopts no sessions (handover.go); adopting runs
+	// the adoptions others ask for.
+	draining atomic.Bool
+	adopting adoptions
 	// outboxes hold messages for unreachable pods (partition.go).
 	outboxes outboxes
 	// Sessions lets the broker's other hooks follow sessions that move
@@ -160,7 +164,8 @@ func New(o Options) (*Node, error) {
 	}
 	n := &Node{cfg: c, name: c.Name, node: node, nodeTok: TopicSubject(node), log: o.Log.With("component", "cluster"), mq: o.Server,
 		token: hex.EncodeToString(tok), stop: make(chan struct{}), done: make(chan struct{}), acks: newAckTable(),
-		sess: sessions{byID: map[string]*session{}, clock: wallClock}}
+		adopting: adoptions{slots: make(chan struct{}, 4)},
+		sess:     sessions{byID: map[string]*session{}, clock: wallClock}}
 	// Properties travel base64url in headers (4/3 of their size): twice the
 	// MQTT packet always fits.
 	maxPayload := 2*o.MaxPayload + 64<<10
