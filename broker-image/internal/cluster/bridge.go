@@ -211,7 +211,7 @@ func (b *bridge) resubscribe(nc *nats.Conn) error {
 	if err != nil {
 		return fmt.Errorf("cluster: subscribing the session exchange: %w", err)
 	}
-	releases, err := nc.Subscribe(releaseSubject(b.n.nodeTok), b.n.released)
+	releases, err := nc.Subscribe(releaseSubject(b.n.nodeTok), b.n.releasing)
 	if err != nil {
 		return fmt.Errorf("cluster: subscribing the session releases: %w", err)
 	}

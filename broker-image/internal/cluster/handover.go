@@ -6,7 +6,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -46,9 +45,32 @@ type adoption struct {
 // sessions from other pods.
 func (n *Node) SetDraining() { n.draining.Store(true) }
 
-// adoptions runs the adoptions other pods ask for, a few at a time.
+// adoptions runs the adoptions other pods ask for, a few at a time, one
+// at a time per client ID.
 type adoptions struct {
 	slots chan struct{}
+	mu    sync.Mutex
+	busy  map[string]bool
+}
+
+// claim reports whether no adoption of id runs here, and marks one.
+func (a *adoptions) claim(id string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.busy[id] {
+		return false
+	}
+	if a.busy == nil {
+		a.busy = map[string]bool{}
+	}
+	a.busy[id] = true
+	return true
+}
+
+func (a *adoptions) release(id string) {
+	a.mu.Lock()
+	delete(a.busy, id)
+	a.mu.Unlock()
 }
 
 // adopt answers a draining pod's request (see HandOver) on the pod asked.
@@ -62,13 +84,17 @@ func (n *Node) adopt(m *nats.Msg) {
 		_ = m.Respond([]byte(answerDraining))
 		return
 	}
+	if !n.adopting.claim(req.ID) {
+		_ = m.Respond([]byte("-")) // asked twice: the first one decides
+		return
+	}
 	select {
 	case n.adopting.slots <- struct{}{}:
 	case <-n.stop:
 		return
 	}
 	go func() {
-		defer func() { <-n.adopting.slots }()
+		defer func() { n.adopting.release(req.ID); <-n.adopting.slots }()
 		answer := "-"
 		if n.adoptSession(req) {
 			answer = answerAdopted
@@ -132,7 +158,7 @@ func (n *Node) HandOver(ctx context.Context) (moved, left int) {
 	var done atomic.Int64
 	work := make(chan *mqtt.Client)
 	var wg sync.WaitGroup
-	for w := range min(8, len(sessions)) {
+	for w := range min(16, len(sessions)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -170,11 +196,10 @@ func (n *Node) handOne(ctx context.Context, nc *nats.Conn, cl *mqtt.Client, targ
 		if current, ok := n.mq.Clients.Get(cl.ID); !ok || current != cl {
 			return false // its client came back (here it is refused) or it ended
 		}
-		wait := adoptTimeout
-		if d, ok := ctx.Deadline(); ok {
-			wait = min(wait, time.Until(d))
-		}
-		m, err := nc.Request(handoverSubject(TopicSubject(name)), req, wait)
+		// The whole adoptTimeout even when ctx ends sooner: asked again
+		// while the first adoption runs, a pod would race itself for the
+		// session.
+		m, err := nc.Request(handoverSubject(TopicSubject(name)), req, adoptTimeout)
 		switch {
 		case err != nil:
 			n.log.Info("cluster: a pod did not adopt a session in time", "clientId", cl.ID, "pod", name, "error", err.Error())

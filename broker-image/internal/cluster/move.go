@@ -80,8 +80,9 @@ type moving struct {
 }
 
 type moves struct {
-	mu   sync.Mutex
-	byID map[string]*moving
+	mu    sync.Mutex
+	byID  map[string]*moving
+	slots chan struct{} // releases under way (releasing)
 }
 
 // persistentSession reports whether cl's session outlives its connection.
@@ -145,6 +146,21 @@ func (n *Node) sendQueued(nc *nats.Conn, cl *mqtt.Client, inbox string, pick fun
 		count++
 	}
 	return nc.PublishMsg(&nats.Msg{Subject: inbox, Header: nats.Header{hKind: {"e"}, hEnd: {strconv.Itoa(count)}}})
+}
+
+// releasing runs released for a few requests at a time: each waits for a
+// barrier (round trips to every pod), which one after the other held a
+// draining pod's handover of many sessions to a few hundred a second.
+func (n *Node) releasing(m *nats.Msg) {
+	select {
+	case n.moves.slots <- struct{}{}:
+	case <-n.stop:
+		return
+	}
+	go func() {
+		defer func() { <-n.moves.slots }()
+		n.released(m)
+	}()
 }
 
 // released answers step 3 on the pod that sent a session.

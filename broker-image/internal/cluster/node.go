@@ -164,8 +164,8 @@ func New(o Options) (*Node, error) {
 	}
 	n := &Node{cfg: c, name: c.Name, node: node, nodeTok: TopicSubject(node), log: o.Log.With("component", "cluster"), mq: o.Server,
 		token: hex.EncodeToString(tok), stop: make(chan struct{}), done: make(chan struct{}), acks: newAckTable(),
-		adopting: adoptions{slots: make(chan struct{}, 4)},
-		sess:     sessions{byID: map[string]*session{}, clock: wallClock}}
+		adopting: adoptions{slots: make(chan struct{}, 8)}, moves: moves{slots: make(chan struct{}, 16)},
+		sess: sessions{byID: map[string]*session{}, clock: wallClock}}
 	// Properties travel base64url in headers (4/3 of their size): twice the
 	// MQTT packet always fits.
 	maxPayload := 2*o.MaxPayload + 64<<10

@@ -90,6 +90,25 @@ func (p *Process) Stop() {
 	}
 }
 
+// Drain asks the process to end (SIGTERM) and waits up to timeout for it
+// to, then kills it. It returns how long it took and whether it ended by
+// itself.
+func (p *Process) Drain(timeout time.Duration) (time.Duration, bool) {
+	mu.Lock()
+	delete(procs, p)
+	mu.Unlock()
+	t0 := time.Now()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+		return time.Since(t0), true
+	case <-time.After(timeout):
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+	return time.Since(t0), false
+}
+
 // KillAll stops every process started and not yet stopped.
 func KillAll() {
 	mu.Lock()

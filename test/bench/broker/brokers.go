@@ -69,7 +69,8 @@ type setup struct {
 	users                []user
 	oursMaxQueued        int32
 	oursLogLevel         string
-	profileDir           string // CPU profiles of ours, when set
+	profileDir           string        // CPU profiles of ours, when set
+	clusterDrain         time.Duration // --drain-period of clustered pods (1 s for the others)
 	mosquittoNoDelay     bool
 	maxConnections       int32
 }
@@ -161,8 +162,12 @@ func (s *setup) launchOurs(name string, bundle *brokerconfig.AuthBundle, mutate 
 	if err != nil {
 		return nil, err
 	}
+	drain := "1s"
+	if cfg.Cluster != nil && s.clusterDrain > 0 {
+		drain = s.clusterDrain.String()
+	}
 	cmd := exec.Command(s.oursBin, "--config", cfgPath, "--auth-bundle", bundlePath, "--admin-token-file", tokenPath,
-		"--log-level", s.oursLogLevel, "--drain-period", "1s")
+		"--log-level", s.oursLogLevel, "--drain-period", drain)
 	if s.profileDir != "" {
 		cmd.Env = append(os.Environ(), "MQTT_BROKER_CPUPROFILE="+filepath.Join(s.profileDir, name+".pprof"))
 	}

@@ -134,12 +134,17 @@ func (c *benchCluster) replace(i int) (time.Duration, error) {
 	return time.Since(t0), nil
 }
 
+// stop stops every pod at once: draining together, they do not hand their
+// sessions to one another.
 func (c *benchCluster) stop() {
+	var wg sync.WaitGroup
 	for _, p := range c.pods {
 		if p != nil {
-			p.Stop()
+			wg.Add(1)
+			go func() { defer wg.Done(); p.Stop() }()
 		}
 	}
+	wg.Wait()
 }
 
 func (c *benchCluster) alive() error {
@@ -182,6 +187,7 @@ func clusterPhase(s *setup, f *flags, out *report) error {
 		{"takeover", func() error { return clusterTakeover(c, f, out) }},
 		{"flood", func() error { return clusterFlood(c, f, out) }},
 		{"retained", func() error { return clusterRetained(c, f, out) }},
+		{"handover", func() error { return clusterHandover(c, f, out) }},
 	}
 	for _, st := range steps {
 		if !want[st.name] {

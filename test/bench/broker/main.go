@@ -46,10 +46,10 @@ type flags struct {
 	oursLogLevel                    string
 	mosquittoNoDelay, keepDir       bool
 	// cluster phase
-	clusterPods, clusterIdle, clusterLatency, clusterTakeovers int
-	clusterFloodPubs, clusterFloodMsgs, clusterRetained        int
-	clusterFloodTime                                           time.Duration
-	clusterSteps, clusterVariants, profileDir                  string
+	clusterPods, clusterIdle, clusterLatency, clusterTakeovers           int
+	clusterFloodPubs, clusterFloodMsgs, clusterRetained, clusterHandover int
+	clusterFloodTime, clusterDrain                                       time.Duration
+	clusterSteps, clusterVariants, profileDir                            string
 }
 
 func main() {
@@ -84,8 +84,10 @@ func main() {
 	flag.IntVar(&f.clusterFloodPubs, "cluster-flood-publishers", 4, "cluster phase: QoS 1 publishers flooding towards the slowed pod")
 	flag.IntVar(&f.clusterFloodMsgs, "cluster-flood-msgs", 10000, "cluster phase: messages per flooding publisher")
 	flag.DurationVar(&f.clusterFloodTime, "cluster-flood-time", 60*time.Second, "cluster phase: longest the flood may take")
+	flag.DurationVar(&f.clusterDrain, "cluster-drain-period", 45*time.Second, "cluster phase: --drain-period of the pods (the operator's), which bounds the handover step's drain")
 	flag.IntVar(&f.clusterRetained, "cluster-retained", 10000, "cluster phase: retained messages a new pod copies")
-	flag.StringVar(&f.clusterSteps, "cluster-steps", "memory,throughput,latency,takeover,flood,retained", "cluster phase: comma-separated steps to run")
+	flag.IntVar(&f.clusterHandover, "cluster-handover", 10000, "cluster phase: persistent sessions on a pod that is drained (a scale-in)")
+	flag.StringVar(&f.clusterSteps, "cluster-steps", "memory,throughput,latency,takeover,flood,retained,handover", "cluster phase: comma-separated steps to run")
 	flag.StringVar(&f.clusterVariants, "cluster-variants", "single,same_pod,cross_pod", "cluster phase, throughput step: the placements to run (one alone for a CPU profile of it)")
 	flag.StringVar(&f.profileDir, "profile-dir", "", "write a CPU profile of each of our broker processes to DIR/<name>.pprof (go tool pprof bin/broker FILE)")
 	flag.BoolVar(&f.keepDir, "keep", false, "keep the working directory (configs, broker logs)")
@@ -167,7 +169,7 @@ func run(f *flags) error {
 
 func newSetup(f *flags, dir string, baselines bool) (*setup, error) {
 	s := &setup{dir: dir, oursBin: f.oursBin, mochiBin: f.mochiBin, oursMaxQueued: int32(f.oursMaxQueued),
-		oursLogLevel: f.oursLogLevel, profileDir: f.profileDir, mosquittoNoDelay: f.mosquittoNoDelay, maxConnections: int32(f.idleConns + 1000)}
+		oursLogLevel: f.oursLogLevel, profileDir: f.profileDir, clusterDrain: f.clusterDrain, mosquittoNoDelay: f.mosquittoNoDelay, maxConnections: int32(f.idleConns + 1000)}
 	if _, err := os.Stat(s.oursBin); err != nil {
 		return nil, fmt.Errorf("our broker binary: %w (build it: go build -o bin/broker ./broker-image)", err)
 	}

@@ -62,6 +62,9 @@ type Options struct {
 
 // Conn is one MQTT connection.
 type Conn struct {
+	// SessionPresent is the CONNACK's flag: the broker resumed a session.
+	SessionPresent bool
+
 	nc  net.Conn
 	r   *bufio.Reader
 	w   *bufio.Writer
@@ -146,6 +149,7 @@ func (c *Conn) connect(o Options) error {
 	if body[1] != 0 {
 		return fmt.Errorf("%w: return code %d", ErrRefused, body[1])
 	}
+	c.SessionPresent = body[0]&1 == 1
 	return nil
 }
 
