@@ -353,7 +353,7 @@ func clusterSpecs() {
 		GinkgoWriter.Printf("pod deleted mid-traffic: %s; %s\n", pub, col)
 	})
 
-	It("scales 3 → 5 → 2 under QoS 1 load, delivering every acknowledged message, and its status settles", func() {
+	It("scales 3 → 5 → 2 under QoS 1 load, delivering every acknowledged message, handing an away client's session over, and its status settles", func() {
 		ns := newNamespace()
 		captureLogs(ns)
 		create(brokerIn(ns, func(b *v1alpha1.MQTTBroker) {
@@ -399,6 +399,20 @@ func clusterSpecs() {
 		before := pub.ackedCount()
 		Eventually(pub.ackedCount).WithTimeout(time.Minute).Should(BeNumerically(">=", before+100), "publishing did not go on at 5 pods: %s", pub)
 
+		By("a persistent subscriber on telemetry-3 that is away during the scale-in, with messages queued for it")
+		t := GinkgoT()
+		away := mqtttest.Session{Persistent: true, ExpirySeconds: 3600}
+		sleeper, err := dialUntil(t, podMQTTAddr(ns, podName(3)), colCreds, "sleeper", away, 20*time.Second)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sleeper.Subscribe(t, "data/offline")).To(Equal(byte(1)))
+		Expect(sleeper.Disconnect(&paho.Disconnect{})).To(Succeed())
+		sender, err := dialUntil(t, podMQTTAddr(ns, podName(0)), credentialsOf(ns, "publisher"), "offline-sender", mqtttest.Session{}, 20*time.Second)
+		Expect(err).NotTo(HaveOccurred())
+		for i := range 10 {
+			Expect(sender.Publish(t, "data/offline", "offline-"+strconv.Itoa(i))).To(Equal(byte(0)))
+		}
+		_ = sender.Disconnect(&paho.Disconnect{})
+
 		By("5 → 2: kubectl scale (the scale subresource)")
 		start = time.Now()
 		kubectlIn(ns, "scale", "mqttbroker/telemetry", "--replicas=2")
@@ -407,6 +421,15 @@ func clusterSpecs() {
 		before = pub.ackedCount()
 		Eventually(pub.ackedCount).WithTimeout(time.Minute).Should(BeNumerically(">=", before+100), "publishing did not go on at 2 pods: %s", pub)
 		pub.halt()
+
+		By("the subscriber that was away finds its session, and what was queued for it, on a pod that stays")
+		back, err := dialUntil(t, service, colCreds, "sleeper", away, time.Minute)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(back.SessionPresent).To(BeTrue(), "the session of a client away during the scale-in ended with telemetry-3")
+		for i := range 10 {
+			Expect(back.Next(t)).To(Equal("offline-" + strconv.Itoa(i)))
+		}
+		_ = back.Disconnect(&paho.Disconnect{})
 
 		By("both persistent subscribers received every acknowledged message")
 		Expect(colA.connections()).To(BeNumerically(">=", 2), "collector-a on telemetry-2 was never moved by the scale-in: %s", colA)
