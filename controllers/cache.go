@@ -2,6 +2,7 @@ package controllers
 
 import (
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -24,14 +25,15 @@ import (
 func CacheOptions(namespaces []string) cache.Options {
 	managed := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{resources.LabelManagedBy: resources.OperatorName})}
 	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Secret{}:                {Label: managed.Label, Transform: cache.TransformStripManagedFields()},
-		&corev1.Pod{}:                   managed,
-		&corev1.ConfigMap{}:             managed,
-		&corev1.Service{}:               managed,
-		&corev1.ServiceAccount{}:        managed,
-		&appsv1.StatefulSet{}:           managed,
-		&policyv1.PodDisruptionBudget{}: managed,
-		&networkingv1.NetworkPolicy{}:   managed,
+		&corev1.Secret{}:                         {Label: managed.Label, Transform: cache.TransformStripManagedFields()},
+		&corev1.Pod{}:                            managed,
+		&corev1.ConfigMap{}:                      managed,
+		&corev1.Service{}:                        managed,
+		&corev1.ServiceAccount{}:                 managed,
+		&appsv1.StatefulSet{}:                    managed,
+		&policyv1.PodDisruptionBudget{}:          managed,
+		&autoscalingv2.HorizontalPodAutoscaler{}: managed,
+		&networkingv1.NetworkPolicy{}:            managed,
 	}}
 	if len(namespaces) > 0 {
 		opts.DefaultNamespaces = map[string]cache.Config{}

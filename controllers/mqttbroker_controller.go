@@ -8,6 +8,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -153,6 +154,9 @@ func (r *MQTTBrokerReconciler) reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.syncPodMonitor(ctx, broker); err != nil {
 		return result, err
 	}
+	if err := r.syncAutoscaler(ctx, broker); err != nil {
+		return result, err
+	}
 	if authErr != nil { // the pods keep the last bundle that fitted
 		s.failure = &specFailure{ReasonAuthTooLarge, authErr.Error()}
 		return result, nil
@@ -282,6 +286,7 @@ func (r *MQTTBrokerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency in
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&corev1.Service{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&autoscalingv2.HorizontalPodAutoscaler{}).
 		Owns(&networkingv1.NetworkPolicy{}).
 		Owns(&appsv1.StatefulSet{}).
 		Watches(&v1alpha1.MQTTUser{}, handler.EnqueueRequestsFromMapFunc(brokerOfUser),

@@ -8,7 +8,7 @@ import (
 
 // MQTTBrokerSpec is the desired state of one MQTT broker.
 // +kubebuilder:validation:XValidation:rule="!has(self.tls) || self.listeners.tls.enabled || self.listeners.secureWebsocket.enabled",message="spec.tls is set but neither the tls nor the secureWebsocket listener is enabled; enable one (listeners.tls.enabled: true) or remove spec.tls"
-// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling)",message="spec.autoscaling is not supported yet; remove spec.autoscaling and set replicas (or use kubectl scale, or a HorizontalPodAutoscaler on the scale subresource)"
+// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !has(self.resources) || ((!has(self.resources.requests) || size(self.resources.requests) == 0) && (!has(self.resources.limits) || size(self.resources.limits) == 0)) || (has(self.resources.requests) && 'cpu' in self.resources.requests) || (has(self.resources.limits) && 'cpu' in self.resources.limits)",message="spec.autoscaling scales on CPU use relative to the pods' CPU request, and spec.resources sets none: add resources.requests.cpu (or leave spec.resources out for the default of 100m)"
 type MQTTBrokerSpec struct {
 	// replicas is the number of broker pods, 0 to 16. 0 stops the broker and
 	// keeps its storage; 1 runs one pod; 2 to 16 run one logical broker whose
@@ -84,8 +84,12 @@ type MQTTBrokerSpec struct {
 	// +optional
 	TLS *TLSSpec `json:"tls,omitempty"`
 
-	// autoscaling scales replicas between bounds from load. Reserved: this
-	// operator version refuses it (see the validation message).
+	// autoscaling scales replicas between bounds from load: the operator
+	// keeps a HorizontalPodAutoscaler (autoscaling/v2) on this broker's
+	// scale subresource, which sets spec.replicas. Leave replicas out of
+	// what you commit to Git while it is on (docs/autoscaling.md). Removing
+	// autoscaling removes the HorizontalPodAutoscaler and leaves replicas
+	// where it put them.
 	// +optional
 	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
 
@@ -605,30 +609,45 @@ type IssuerReference struct {
 	Group string `json:"group,omitempty"`
 }
 
-// AutoscalingSpec bounds and drives automatic scaling. Reserved for a later
-// version.
+// AutoscalingSpec bounds and drives automatic scaling.
+// +kubebuilder:validation:XValidation:rule="self.minReplicas <= self.maxReplicas",message="autoscaling.minReplicas must not exceed autoscaling.maxReplicas"
+// +kubebuilder:validation:XValidation:rule="has(self.targetCPUUtilizationPercentage)",message="autoscaling needs targetCPUUtilizationPercentage: CPU use is what this operator version scales on"
+// +kubebuilder:validation:XValidation:rule="!has(self.targetConnectionsPerPod)",message="autoscaling.targetConnectionsPerPod is not supported yet (it needs the operator's custom metrics adapter); scale on targetCPUUtilizationPercentage"
 type AutoscalingSpec struct {
-	// minReplicas is the fewest replicas autoscaling may choose.
+	// minReplicas is the fewest replicas autoscaling may choose, 1 to 16.
+	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=16
 	// +optional
 	MinReplicas int32 `json:"minReplicas,omitempty"`
 
-	// maxReplicas is the most replicas autoscaling may choose.
+	// maxReplicas is the most replicas autoscaling may choose, 1 to 16.
 	// +kubebuilder:validation:Minimum=1
-	// +optional
-	MaxReplicas int32 `json:"maxReplicas,omitempty"`
+	// +kubebuilder:validation:Maximum=16
+	MaxReplicas int32 `json:"maxReplicas"`
 
-	// targetCPUUtilizationPercentage is the average CPU use to scale towards.
+	// targetCPUUtilizationPercentage is the average CPU use of the broker
+	// pods, in percent of their CPU request, to scale towards.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100
 	// +optional
 	TargetCPUUtilizationPercentage int32 `json:"targetCPUUtilizationPercentage,omitempty"`
 
-	// targetConnectionsPerPod is the average number of clients per pod to scale
-	// towards.
+	// targetConnectionsPerPod is the average number of clients per pod to
+	// scale towards. Reserved: refused until the custom metrics adapter is
+	// part of the operator.
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	TargetConnectionsPerPod int32 `json:"targetConnectionsPerPod,omitempty"`
+
+	// scaleDownStabilizationSeconds is how long the load must stay low
+	// before autoscaling removes pods (each removal drains a pod: its
+	// clients reconnect elsewhere and its sessions move). 0 to 3600; 300
+	// when unset.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=3600
+	// +optional
+	ScaleDownStabilizationSeconds *int32 `json:"scaleDownStabilizationSeconds,omitempty"`
 }
 
 // MQTTBroker runs one MQTT broker: its pods, Services, configuration and

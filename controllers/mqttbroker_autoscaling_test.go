@@ -1,0 +1,108 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+)
+
+// spec.autoscaling gives the broker a HorizontalPodAutoscaler on its scale
+// subresource: kept as the spec says (a hand edit is undone), its scaling
+// reaches the StatefulSet, and it goes when autoscaling is removed, leaving
+// replicas where it put them.
+func TestAutoscalingOwnsAHorizontalPodAutoscaler(t *testing.T) {
+	ns := newNamespace(t)
+	ctx := context.Background()
+	b := createBroker(t, ns, func(b *v1alpha1.MQTTBroker) {
+		b.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{MinReplicas: 1, MaxReplicas: 4, TargetCPUUtilizationPercentage: 70,
+			ScaleDownStabilizationSeconds: ptr.To(int32(120))}
+	})
+	hpaIs := func(maxReplicas int32) func() error {
+		return func() error {
+			hpa, err := get(t, ns, "telemetry", &autoscalingv2.HorizontalPodAutoscaler{})
+			if err != nil {
+				return err
+			}
+			s := hpa.Spec
+			ref := s.ScaleTargetRef
+			switch {
+			case len(hpa.OwnerReferences) != 1 || hpa.OwnerReferences[0].UID != b.UID:
+				return fmt.Errorf("owner references %+v", hpa.OwnerReferences)
+			case ref.APIVersion != v1alpha1.GroupVersion.String() || ref.Kind != "MQTTBroker" || ref.Name != "telemetry":
+				return fmt.Errorf("target %+v, want this MQTTBroker", ref)
+			case *s.MinReplicas != 1 || s.MaxReplicas != maxReplicas:
+				return fmt.Errorf("replicas %d-%d, want 1-%d", *s.MinReplicas, s.MaxReplicas, maxReplicas)
+			case len(s.Metrics) != 1 || s.Metrics[0].Resource == nil || *s.Metrics[0].Resource.Target.AverageUtilization != 70:
+				return fmt.Errorf("metrics %+v, want 70%% CPU", s.Metrics)
+			case s.Behavior == nil || *s.Behavior.ScaleDown.StabilizationWindowSeconds != 120 ||
+				len(s.Behavior.ScaleDown.Policies) != 1 || s.Behavior.ScaleDown.Policies[0].Value != 1:
+				return fmt.Errorf("scale-down behaviour %+v, want 120 s and one pod at a time", s.Behavior)
+			}
+			return nil
+		}
+	}
+	eventually(t, wait, "the HorizontalPodAutoscaler as the spec says", hpaIs(4))
+
+	// What the autoscaler does: replicas through the scale subresource.
+	scale := &autoscalingv1.Scale{}
+	broker := &v1alpha1.MQTTBroker{}
+	broker.Namespace, broker.Name = ns, "telemetry"
+	if err := k8s.SubResource("scale").Get(ctx, broker, scale); err != nil {
+		t.Fatal(err)
+	}
+	scale.Spec.Replicas = 3
+	if err := k8s.SubResource("scale").Update(ctx, broker, client.WithSubResourceBody(scale)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, "the StatefulSet follows the autoscaler", func() error {
+		sts, err := get(t, ns, "telemetry", &appsv1.StatefulSet{})
+		if err != nil || *sts.Spec.Replicas != 3 {
+			return fmt.Errorf("StatefulSet replicas %v, err %v", sts.Spec.Replicas, err)
+		}
+		return nil
+	})
+
+	// A hand edit is undone.
+	hpa, _ := get(t, ns, "telemetry", &autoscalingv2.HorizontalPodAutoscaler{})
+	patch := client.MergeFrom(hpa.DeepCopy())
+	hpa.Spec.MaxReplicas = 10
+	if err := k8s.Patch(ctx, hpa, patch); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, "the hand edit undone", hpaIs(4))
+
+	update := func(mutate func(*v1alpha1.MQTTBroker)) {
+		t.Helper()
+		eventually(t, wait, "broker updated", func() error {
+			b, err := get(t, ns, "telemetry", &v1alpha1.MQTTBroker{})
+			if err != nil {
+				return err
+			}
+			mutate(b)
+			return k8s.Update(ctx, b)
+		})
+	}
+	update(func(b *v1alpha1.MQTTBroker) { b.Spec.Autoscaling.MaxReplicas = 6 })
+	eventually(t, wait, "the new maximum", hpaIs(6))
+
+	update(func(b *v1alpha1.MQTTBroker) { b.Spec.Autoscaling = nil })
+	eventually(t, wait, "the HorizontalPodAutoscaler removed", func() error {
+		_, err := get(t, ns, "telemetry", &autoscalingv2.HorizontalPodAutoscaler{})
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there (err %v)", err)
+		}
+		return nil
+	})
+	if got, _ := get(t, ns, "telemetry", &v1alpha1.MQTTBroker{}); got.Spec.Replicas == nil || *got.Spec.Replicas != 3 {
+		t.Errorf("replicas %v after autoscaling was removed, want the 3 it left", got.Spec.Replicas)
+	}
+}
