@@ -80,21 +80,10 @@ func TestAutoscalingOwnsAHorizontalPodAutoscaler(t *testing.T) {
 	}
 	eventually(t, wait, "the hand edit undone", hpaIs(4))
 
-	update := func(mutate func(*v1alpha1.MQTTBroker)) {
-		t.Helper()
-		eventually(t, wait, "broker updated", func() error {
-			b, err := get(t, ns, "telemetry", &v1alpha1.MQTTBroker{})
-			if err != nil {
-				return err
-			}
-			mutate(b)
-			return k8s.Update(ctx, b)
-		})
-	}
-	update(func(b *v1alpha1.MQTTBroker) { b.Spec.Autoscaling.MaxReplicas = 6 })
+	updateBroker(t, ns, func(b *v1alpha1.MQTTBroker) { b.Spec.Autoscaling.MaxReplicas = 6 })
 	eventually(t, wait, "the new maximum", hpaIs(6))
 
-	update(func(b *v1alpha1.MQTTBroker) { b.Spec.Autoscaling = nil })
+	updateBroker(t, ns, func(b *v1alpha1.MQTTBroker) { b.Spec.Autoscaling = nil })
 	eventually(t, wait, "the HorizontalPodAutoscaler removed", func() error {
 		_, err := get(t, ns, "telemetry", &autoscalingv2.HorizontalPodAutoscaler{})
 		if !apierrors.IsNotFound(err) {

@@ -26,6 +26,19 @@ import (
 
 const wait = 10 * time.Second
 
+// updateBroker changes the broker in ns, reading it again on a conflict.
+func updateBroker(t *testing.T, ns string, mutate func(*v1alpha1.MQTTBroker)) {
+	t.Helper()
+	eventually(t, wait, "broker updated", func() error {
+		b, err := get(t, ns, "telemetry", &v1alpha1.MQTTBroker{})
+		if err != nil {
+			return err
+		}
+		mutate(b)
+		return k8s.Update(context.Background(), b)
+	})
+}
+
 func createBroker(t *testing.T, ns string, mutate func(*v1alpha1.MQTTBroker)) *v1alpha1.MQTTBroker {
 	t.Helper()
 	b := &v1alpha1.MQTTBroker{ObjectMeta: metav1.ObjectMeta{Name: "telemetry", Namespace: ns}}
@@ -213,17 +226,7 @@ func TestSpecChangesUpdateChildrenWithoutNeedlessRestarts(t *testing.T) {
 		before, err = get(t, ns, "telemetry", &appsv1.StatefulSet{})
 		return err
 	})
-	update := func(mutate func(*v1alpha1.MQTTBroker)) {
-		t.Helper()
-		eventually(t, wait, "broker updated", func() error {
-			b, err := get(t, ns, "telemetry", &v1alpha1.MQTTBroker{})
-			if err != nil {
-				return err
-			}
-			mutate(b)
-			return k8s.Update(context.Background(), b)
-		})
-	}
+	update := func(mutate func(*v1alpha1.MQTTBroker)) { t.Helper(); updateBroker(t, ns, mutate) }
 
 	// Limits reload in place: the ConfigMap changes, the pod template must not.
 	update(func(b *v1alpha1.MQTTBroker) { b.Spec.Limits.MaxConnections = 42 })

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/test/bench/broker/mqttc"
@@ -36,41 +35,25 @@ func measureIdle(t *target, n, concurrency int, atPeak func()) (res idleResult, 
 	defer func() {
 		closeAll(conns)
 	}()
-	var next atomic.Int64
-	var firstErr error
-	var errOnce sync.Once
-	var wg sync.WaitGroup
 	t0 := time.Now()
-	for range concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				id := fmt.Sprintf("idle-%05d", i)
-				c, err := mqttc.Dial(t.addr, t.options(i, id, 300, 256))
-				if err == nil {
-					if err = c.Subscribe(idleTopic(id), 1); err != nil {
-						_ = c.Close()
-					}
-				}
-				if err != nil {
-					errOnce.Do(func() { firstErr = fmt.Errorf("idle client %d: %w", i, err) })
-					next.Store(int64(n)) // stop the other workers
-					return
-				}
-				c.Shrink()
-				conns[i] = c
+	err = forEach(n, concurrency, func(i int) error {
+		id := fmt.Sprintf("idle-%05d", i)
+		c, err := mqttc.Dial(t.addr, t.options(i, id, 300, 256))
+		if err == nil {
+			if err = c.Subscribe(idleTopic(id), 1); err != nil {
+				_ = c.Close()
 			}
-		}()
-	}
-	wg.Wait()
+		}
+		if err != nil {
+			return fmt.Errorf("idle client %d: %w", i, err)
+		}
+		c.Shrink()
+		conns[i] = c
+		return nil
+	})
 	res.connectTime = time.Since(t0)
-	if firstErr != nil {
-		return res, firstErr
+	if err != nil {
+		return res, err
 	}
 	if err := t.Alive(); err != nil {
 		return res, err
