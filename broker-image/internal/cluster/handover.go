@@ -91,6 +91,7 @@ func (n *Node) adopt(m *nats.Msg) {
 	select {
 	case n.adopting.slots <- struct{}{}:
 	case <-n.stop:
+		n.adopting.release(req.ID)
 		return
 	}
 	go func() {
@@ -106,8 +107,13 @@ func (n *Node) adopt(m *nats.Msg) {
 // adoptSession takes the session of req.ID over from wherever it is, as a
 // login with clean start 0 would, and leaves it here offline.
 func (n *Node) adoptSession(req adoption) bool {
-	if held, ok := n.mq.Clients.Get(req.ID); ok && string(held.Properties.Username) != req.User {
-		return false // another user's session with that ID is here
+	if held, ok := n.mq.Clients.Get(req.ID); ok {
+		if string(held.Properties.Username) != req.User {
+			return false // another user's session with that ID is here
+		}
+		if !held.Closed() {
+			return true // its client logged in here meanwhile, and pulled it
+		}
 	}
 	cl := n.mq.NewClient(nil, handoverListener, req.ID, false)
 	cl.Properties.Username = []byte(req.User)
