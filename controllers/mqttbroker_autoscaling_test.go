@@ -12,6 +12,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/google/go-cmp/cmp"
+
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 )
 
@@ -93,5 +95,34 @@ func TestAutoscalingOwnsAHorizontalPodAutoscaler(t *testing.T) {
 	})
 	if got, _ := get(t, ns, "telemetry", &v1alpha1.MQTTBroker{}); got.Spec.Replicas == nil || *got.Spec.Replicas != 3 {
 		t.Errorf("replicas %v after autoscaling was removed, want the 3 it left", got.Spec.Replicas)
+	}
+}
+
+// An autoscaled broker is clustered from its first pod: the autoscaler's
+// first scale-up must not change the pod template, which would restart pod
+// 0 (and, with ephemeral storage, end its persistent sessions).
+func TestAutoscaledBrokerIsClusteredFromItsFirstPod(t *testing.T) {
+	ns := newNamespace(t)
+	createBroker(t, ns, func(b *v1alpha1.MQTTBroker) {
+		b.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{MinReplicas: 1, MaxReplicas: 3, TargetCPUUtilizationPercentage: 70}
+	})
+	markStatefulSetReady(t, ns, 1)
+	waitForPeers(t, ns, "telemetry", 1)
+	if cfg, err := renderedConfig(t, ns, "telemetry"); err != nil || cfg.Cluster == nil {
+		t.Fatalf("an autoscaled one-pod broker has no cluster section: %+v (%v)", cfg, err)
+	}
+	one, _ := get(t, ns, "telemetry", &appsv1.StatefulSet{})
+	patchBrokerSpec(t, ns, func(b *v1alpha1.MQTTBroker) { b.Spec.Replicas = ptr.To[int32](3) })
+	waitForPeers(t, ns, "telemetry", 3)
+	var three *appsv1.StatefulSet
+	eventually(t, wait, "StatefulSet at 3 replicas", func() (err error) {
+		three, err = get(t, ns, "telemetry", &appsv1.StatefulSet{})
+		if err == nil && *three.Spec.Replicas != 3 {
+			err = fmt.Errorf("%d replicas", *three.Spec.Replicas)
+		}
+		return err
+	})
+	if diff := cmp.Diff(one.Spec.Template, three.Spec.Template); diff != "" {
+		t.Errorf("the first scale-up changed the pod template, which restarts pod 0:\n%s", diff)
 	}
 }

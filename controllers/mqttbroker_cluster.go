@@ -40,16 +40,20 @@ type clusterOutcome struct {
 // the cluster CA and the pods' cluster Secret (route password, cluster
 // certificate, CA bundle) current.
 //
-// A broker is clustered while it asks for more than one pod, and from then
-// on for good: its cluster Secret exists. Turning the cluster section off
-// would change the restart hash and restart the pod that stays after a
-// scale-down; a broker that ran one pod since it was created pays nothing.
+// A broker is clustered while it asks for more than one pod, or has
+// spec.autoscaling, and from then on for good: its cluster Secret exists.
+// Turning the cluster section off would change the restart hash and restart
+// the pod that stays after a scale-down; a broker that ran one pod since it
+// was created pays nothing. An autoscaled one is clustered from its first
+// pod: becoming clustered changes the pod template, and that restart (with
+// ephemeral storage, the end of its persistent sessions) must not come
+// with the autoscaler's first scale-up.
 func (r *MQTTBrokerReconciler) reconcileCluster(ctx context.Context, b *v1alpha1.MQTTBroker, pods []corev1.Pod) (*clusterOutcome, error) {
 	current, err := r.getSecret(ctx, b.Namespace, resources.ClusterSecretName(b))
 	if err != nil {
 		return nil, err
 	}
-	if current == nil && resources.Replicas(b) <= 1 {
+	if current == nil && resources.Replicas(b) <= 1 && b.Spec.Autoscaling == nil {
 		// Not clustered; a one-pod broker costs no API read here.
 		return &clusterOutcome{}, nil
 	}
