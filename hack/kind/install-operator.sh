@@ -25,6 +25,9 @@ export KUBECONFIG="${ROOT}/bin/kind/kubeconfig"
 KUBECTL="${ROOT}/bin/tools/kubectl"
 [[ -x "${KUBECTL}" ]] || KUBECTL=kubectl
 
+step "metrics-server, for HorizontalPodAutoscalers (cold ~5 min: built from its Go module; cached: seconds)"
+KUBECTL="${KUBECTL}" hack/kind/metrics-server.sh
+
 step "operator and broker images (static binaries FROM scratch; ~1 min) loaded into the node"
 make -s docker-build IMG="${IMG}" VERSION="${VERSION}"
 make -s broker-image-build BROKER_IMG="${BROKER_IMG}" VERSION="${VERSION}"

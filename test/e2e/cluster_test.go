@@ -23,6 +23,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -440,6 +441,108 @@ func clusterSpecs() {
 		Expect(colB.sessionsLost()).To(BeEmpty(), "collector-b's reconnects that did not resume the session: %s", colB)
 		GinkgoWriter.Printf("scaled 3 → 5 in %v and 5 → 2 in %v (to Clustered and Ready); %s; %s; %s (subscribed from message %d on)\n",
 			up.Round(time.Second), down.Round(time.Second), pub, colA, colB, from+1)
+	})
+
+	It("scales itself on CPU use with spec.autoscaling, up under load and back to 1, delivering every acknowledged message", func() {
+		ns := newNamespace()
+		captureLogs(ns)
+		create(brokerIn(ns, func(b *v1alpha1.MQTTBroker) {
+			clustered(1)(b)
+			// 50 % of 100m: an idle pod of a cluster (routes, pings, the
+			// operator's polls, the QoS 1 trickle below) stays well under
+			// it, a flooded one far above.
+			b.Spec.Resources.Requests[corev1.ResourceCPU] = resource.MustParse("100m")
+			b.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{MinReplicas: 1, MaxReplicas: 3, TargetCPUUtilizationPercentage: 50,
+				ScaleDownStabilizationSeconds: ptr.To(int32(0))}
+			b.Spec.Limits.MaxQueuedMessages = 20000
+		}), userIn(ns, "publisher"), userIn(ns, "collector"),
+			aclIn(ns, "data", v1alpha1.ACLSubjects{AllAuthenticated: true},
+				rule("data/#", v1alpha1.AccessPublishSubscribe, v1alpha1.EffectAllow), rule("load/#", v1alpha1.AccessPublish, v1alpha1.EffectAllow)))
+		deleteAtEnd(ns)
+		b := brokerIn(ns, nil)
+		waitReady(b, 3*time.Minute)
+		waitReady(userIn(ns, "publisher"), time.Minute)
+		waitReady(userIn(ns, "collector"), time.Minute)
+		service := nodeAddr(ns, "mqtt")
+		bg := &background{}
+		DeferCleanup(bg.run)
+		stop := make(chan struct{})
+		col := startCollector(bg, service, service, credentialsOf(ns, "collector"), "collector", "data/#", stop)
+		pub := startPublisher(bg, service, service, credentialsOf(ns, "publisher"), "data/seq")
+		DeferCleanup(func() {
+			pub.halt()
+			close(stop)
+			col.wait()
+		})
+		replicas := func() int32 {
+			got := brokerIn(ns, nil)
+			if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(got), got); err != nil || got.Spec.Replicas == nil {
+				return -1
+			}
+			return *got.Spec.Replicas
+		}
+
+		By("load: QoS 0 floods from four clients until the autoscaler adds pods")
+		loadStop := make(chan struct{})
+		var loaders sync.WaitGroup
+		for i := range 4 {
+			loaders.Add(1)
+			go func() {
+				defer loaders.Done()
+				payload := strings.Repeat("x", 512)
+				for {
+					c, err := dialLoop(bg, service, credentialsOf(ns, "publisher"), fmt.Sprintf("load-%d", i), mqtttest.Session{}, time.Minute, loadStop)
+					if err != nil {
+						return
+					}
+					for {
+						select {
+						case <-loadStop:
+							_ = c.Disconnect(&paho.Disconnect{})
+							return
+						default:
+						}
+						if _, err := c.Client.Publish(context.Background(), &paho.Publish{Topic: "load/" + strconv.Itoa(i), QoS: 0, Payload: []byte(payload)}); err != nil {
+							break // drained away: connect again through the Service
+						}
+					}
+				}
+			}()
+		}
+		start := time.Now()
+		Eventually(replicas).WithTimeout(4*time.Minute).WithPolling(2*time.Second).Should(BeNumerically(">=", 2),
+			"the HorizontalPodAutoscaler did not scale the broker up")
+		up := time.Since(start)
+		n := replicas()
+		waitClustered(ns, n, 4*time.Minute)
+		GinkgoWriter.Printf("autoscaled 1 → %d in %v\n", n, up.Round(time.Second))
+
+		By("the load stops: the autoscaler removes pods, one a minute, each one drained")
+		close(loadStop)
+		loaders.Wait()
+		start = time.Now()
+		Eventually(func() error {
+			got := brokerIn(ns, nil)
+			if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(got), got); err != nil {
+				return err
+			}
+			if r := got.Spec.Replicas; r == nil || *r != 1 || got.Status.Replicas != 1 || got.Status.ReadyReplicas != 1 {
+				hpa := &autoscalingv2.HorizontalPodAutoscaler{}
+				_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(got), hpa)
+				return fmt.Errorf("spec.replicas %d, status %d/%d; autoscaler: metrics %+v, conditions %+v",
+					ptr.Deref(got.Spec.Replicas, -1), got.Status.ReadyReplicas, got.Status.Replicas, hpa.Status.CurrentMetrics, hpa.Status.Conditions)
+			}
+			return nil
+		}).WithTimeout(8*time.Minute).WithPolling(2*time.Second).Should(Succeed(), "the broker did not scale back to 1")
+		down := time.Since(start)
+		before := pub.ackedCount()
+		Eventually(pub.ackedCount).WithTimeout(time.Minute).Should(BeNumerically(">=", before+100), "publishing did not go on at 1 pod: %s", pub)
+		pub.halt()
+
+		By("the persistent subscriber received every acknowledged message")
+		col.expectAll(pub.ackedAfter(-1), time.Minute)
+		Expect(col.sessionsLost()).To(BeEmpty(), "reconnects that did not resume the session: %s", col)
+		GinkgoWriter.Printf("autoscaled 1 → %d in %v and back to 1 in %v; %s; %s\n", n, up.Round(time.Second), down.Round(time.Second), pub, col)
 	})
 }
 
