@@ -91,7 +91,8 @@ func (b *bridge) ID() string { return "mqtt-operator-cluster" }
 
 func (b *bridge) Provides(x byte) bool {
 	switch x {
-	case mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPublish, mqtt.OnSelectSubscribers, mqtt.OnWillSent, mqtt.OnClientExpired, mqtt.OnDisconnect, mqtt.OnSessionEstablished:
+	case mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPublish, mqtt.OnSelectSubscribers, mqtt.OnWillSent, mqtt.OnClientExpired, mqtt.OnDisconnect, mqtt.OnSessionEstablished,
+		mqtt.OnRetainMessage:
 		return true
 	}
 	return false
@@ -349,6 +350,14 @@ func (b *bridge) OnClientExpired(cl *mqtt.Client) {
 	}
 }
 
+// OnRetainMessage ends what OnPublish began for a retained message it let
+// mochi store: see retainedStamps.storing.
+func (b *bridge) OnRetainMessage(cl *mqtt.Client, _ packets.Packet, _ int64) {
+	if _, ok := b.n.retained.storingFor.LoadAndDelete(cl); ok {
+		b.n.retained.storing.Unlock()
+	}
+}
+
 // OnPublish forwards a client's message to the pods with matching
 // subscribers. A QoS 1/2 message is acknowledged to its publisher only once
 // every such pod took it; otherwise an MQTT 5 publisher gets 0x80 and an
@@ -389,12 +398,21 @@ func (b *bridge) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 	if f != nil {
 		err = f.wait()
 	}
-	if pk.FixedHeader.Retain && !b.n.retained.current(pk.TopicName, st) {
-		// A later retained message from another pod arrived while this one
-		// waited for its acknowledgements: mochi must not store this one
-		// over it here (every other pod kept the later one). Its
-		// subscribers here still get it, as a live message.
-		pk.FixedHeader.Retain = false
+	if pk.FixedHeader.Retain {
+		r := &b.n.retained
+		r.storing.Lock()
+		if !r.current(pk.TopicName, st) {
+			// A later retained message from another pod arrived while this
+			// one waited for its acknowledgements: mochi must not store
+			// this one over it here (every other pod kept the later one).
+			// Its subscribers here still get it, as a live message.
+			pk.FixedHeader.Retain = false
+		}
+		if pk.FixedHeader.Retain && b.n.mq.Options.Capabilities.RetainAvailable != 0 && (err == nil || pk.FixedHeader.Qos == 0) {
+			r.storingFor.Store(cl, true) // mochi stores it next: OnRetainMessage
+		} else {
+			r.storing.Unlock()
+		}
 	}
 	switch {
 	case pipelined && err != nil:

@@ -263,6 +263,9 @@ func (b *bridge) injectOne(m *nats.Msg) bool {
 		return false
 	}
 	if pk.FixedHeader.Retain {
+		// Decided and stored under storing, as a publisher's here.
+		b.n.retained.storing.Lock()
+		defer b.n.retained.storing.Unlock()
 		var keep bool
 		if pk, keep = b.injectRetained(pk, stampOf(m.Header), storeOnly); !keep {
 			return true // a later retained message is here: nothing to do

@@ -57,11 +57,20 @@ type retainedEntry struct {
 }
 
 type retainedStamps struct {
-	mu        sync.Mutex
-	byTopic   map[string]retainedEntry
-	tombBytes int
-	loaded    atomic.Bool // a copy from another pod finished (or none was needed)
-	copyingMu sync.Mutex
+	// storing is held from the decision to store a retained message to
+	// mochi's storing it, on the publisher's goroutine (released by
+	// OnRetainMessage) as on the delivering one: without it, a later
+	// message from another pod stored between a publisher's check and
+	// mochi's store was overwritten by the earlier one, and pods disagreed
+	// for good (TestClusterConcurrentRetainedSetsAgree, 1 run in 15).
+	storing sync.Mutex
+	// storingFor are the publishers whose OnRetainMessage releases storing.
+	storingFor sync.Map
+	mu         sync.Mutex
+	byTopic    map[string]retainedEntry
+	tombBytes  int
+	loaded     atomic.Bool // a copy from another pod finished (or none was needed)
+	copyingMu  sync.Mutex
 	// copying: pods a copy is being taken from; pulled: pods copied from
 	// since they became reachable; failed: when the last copy from a pod
 	// failed.

@@ -128,7 +128,8 @@ type Hook struct {
 	mqtt.HookBase
 	snap     atomic.Pointer[Snapshot]
 	creds    *credentialCache
-	clients  sync.Map // *mqtt.Client -> *clientState
+	clients  sync.Map   // *mqtt.Client -> *clientState
+	deleting sync.Mutex // deleteSession's check and removal
 	server   *mqtt.Server
 	Counters Counters
 	log      *slog.Logger

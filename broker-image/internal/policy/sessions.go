@@ -64,13 +64,22 @@ func (h *Hook) deleteOrphans(s *Snapshot) (deleted int) {
 }
 
 // deleteSession removes an ended session with its subscriptions and queued
-// messages, from memory and from the store (EndSession).
+// messages, from memory and from the store (EndSession), once: a revoked
+// live session that ends while deleteOrphans runs reaches it from both, and
+// was counted twice. A session no longer the current one under its client
+// ID (deleted, or replaced by a newer connection whose subscriptions the
+// ID shares) is left alone.
 func (h *Hook) deleteSession(cl *mqtt.Client) {
+	h.deleting.Lock()
+	current, ok := h.server.Clients.Get(cl.ID)
+	if !ok || current != cl {
+		h.deleting.Unlock()
+		return
+	}
+	h.server.Clients.Delete(cl.ID)
+	h.deleting.Unlock()
 	h.server.UnsubscribeClient(cl)
 	cl.ClearInflights()
-	if current, ok := h.server.Clients.Get(cl.ID); ok && current == cl {
-		h.server.Clients.Delete(cl.ID)
-	}
 	h.OnClientExpired(cl) // flow control stops counting its queue
 	if h.SessionDeleted != nil {
 		h.SessionDeleted(cl)
