@@ -54,17 +54,18 @@ func TestAutoscalingOwnsAHorizontalPodAutoscaler(t *testing.T) {
 	}
 	eventually(t, wait, "the HorizontalPodAutoscaler as the spec says", hpaIs(4))
 
-	// What the autoscaler does: replicas through the scale subresource.
-	scale := &autoscalingv1.Scale{}
+	// What the autoscaler does: replicas through the scale subresource,
+	// read and written again on a conflict (the operator writes status).
 	broker := &v1alpha1.MQTTBroker{}
 	broker.Namespace, broker.Name = ns, "telemetry"
-	if err := k8s.SubResource("scale").Get(ctx, broker, scale); err != nil {
-		t.Fatal(err)
-	}
-	scale.Spec.Replicas = 3
-	if err := k8s.SubResource("scale").Update(ctx, broker, client.WithSubResourceBody(scale)); err != nil {
-		t.Fatal(err)
-	}
+	eventually(t, wait, "replicas set through the scale subresource", func() error {
+		scale := &autoscalingv1.Scale{}
+		if err := k8s.SubResource("scale").Get(ctx, broker, scale); err != nil {
+			return err
+		}
+		scale.Spec.Replicas = 3
+		return k8s.SubResource("scale").Update(ctx, broker, client.WithSubResourceBody(scale))
+	})
 	eventually(t, wait, "the StatefulSet follows the autoscaler", func() error {
 		sts, err := get(t, ns, "telemetry", &appsv1.StatefulSet{})
 		if err != nil || *sts.Spec.Replicas != 3 {

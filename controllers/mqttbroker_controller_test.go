@@ -181,11 +181,7 @@ func TestStatusTracksTheStatefulSet(t *testing.T) {
 	}
 
 	// Scale to zero through the spec, as kubectl scale does.
-	b, _ := get(t, ns, "telemetry", &v1alpha1.MQTTBroker{})
-	b.Spec.Replicas = ptr.To(int32(0))
-	if err := k8s.Update(context.Background(), b); err != nil {
-		t.Fatal(err)
-	}
+	updateBroker(t, ns, func(b *v1alpha1.MQTTBroker) { b.Spec.Replicas = ptr.To(int32(0)) })
 	eventually(t, wait, "StatefulSet scaled to 0", func() error {
 		sts, err := get(t, ns, "telemetry", &appsv1.StatefulSet{})
 		if err != nil || *sts.Spec.Replicas != 0 {
@@ -293,11 +289,9 @@ func TestSpecTheAPIRefusesStallsWithAClearCondition(t *testing.T) {
 	waitForCondition(t, ns, v1alpha1.ConditionReady, metav1.ConditionTrue, ReasonPodsReady)
 	good, _ := get(t, ns, "telemetry", &appsv1.StatefulSet{})
 
-	b, _ := get(t, ns, "telemetry", &v1alpha1.MQTTBroker{})
-	b.Spec.Pod.Tolerations = []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists, Value: "mqtt"}}
-	if err := k8s.Update(context.Background(), b); err != nil {
-		t.Fatal(err)
-	}
+	updateBroker(t, ns, func(b *v1alpha1.MQTTBroker) {
+		b.Spec.Pod.Tolerations = []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists, Value: "mqtt"}}
+	})
 	waitForCondition(t, ns, v1alpha1.ConditionReady, metav1.ConditionFalse, ReasonInvalidSpec)
 	waitForCondition(t, ns, ConditionStalled, metav1.ConditionTrue, ReasonInvalidSpec)
 	st := brokerStatus(t, ns)
