@@ -108,6 +108,12 @@ type ClusterStatus struct {
 	// Peers are the other pods: their addresses as configured, their node
 	// names once a route is up, and whether it is.
 	Peers []PeerStatus `json:"peers"`
+	// Clients is the number of clients connected to this pod; Draining and
+	// Shedding say whether it is sending all of them, or some (a
+	// rebalance), elsewhere. The operator rebalances from these.
+	Clients  int  `json:"clients"`
+	Draining bool `json:"draining,omitempty"`
+	Shedding bool `json:"shedding,omitempty"`
 }
 
 // PeerStatus is one peer as a pod sees it.
@@ -115,4 +121,17 @@ type PeerStatus struct {
 	Address   string `json:"address"`
 	Node      string `json:"node,omitempty"`
 	Connected bool   `json:"connected"`
+}
+
+// ShedRequest asks a pod to send clients to other pods, spread over a
+// period (POST /v1/shed on the admin API).
+type ShedRequest struct {
+	Clients       int     `json:"clients"`
+	PeriodSeconds float64 `json:"periodSeconds"`
+}
+
+// ShedResponse says how many clients the pod is sending elsewhere: fewer
+// than asked when it has fewer.
+type ShedResponse struct {
+	Moving int `json:"moving"`
 }

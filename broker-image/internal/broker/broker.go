@@ -68,6 +68,10 @@ type Broker struct {
 	listeners []listeners.Listener
 	started   atomic.Bool
 	draining  atomic.Bool
+	// shedding is set while a Shed moves clients elsewhere (shed.go);
+	// shedTotal counts the clients it moved.
+	shedding  atomic.Bool
+	shedTotal atomic.Uint64
 	// admitting is held (read) by a login from the drain check to the end
 	// of its admission, which may pull its session from another pod; a
 	// drain takes it (write) to begin, so no login it does not see is
@@ -283,7 +287,9 @@ func (b *Broker) ClusterStatus() (brokerconfig.ClusterStatus, bool) {
 	if b.cluster == nil {
 		return brokerconfig.ClusterStatus{}, false
 	}
-	return b.cluster.Status(), true
+	st := b.cluster.Status()
+	st.Clients, st.Draining, st.Shedding = b.Clients(), b.draining.Load(), b.shedding.Load()
+	return st, true
 }
 
 // Cluster is this pod's cluster member, nil on a single pod (for tests and

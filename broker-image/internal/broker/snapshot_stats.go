@@ -32,8 +32,11 @@ type Stats struct {
 	// the maximum, 0, or never set (policy/aliases.go).
 	TopicAliasRefused  uint64
 	DeniedAcknowledged uint64
-	Revision           string
-	Generation         int64
+	// ClientsShed counts the clients sent to other pods by a rebalance
+	// (shed.go); a drain's are not counted.
+	ClientsShed uint64
+	Revision    string
+	Generation  int64
 	// MaxConnections is the limit in force (it reloads in place); Ready is
 	// what /readyz answers.
 	MaxConnections int64
@@ -69,6 +72,7 @@ func (b *Broker) Stats() Stats {
 		Revision:           b.Revision(),
 	}
 	s.TopicAliasRefused = p.TopicAliasRefused.Load()
+	s.ClientsShed = b.shedTotal.Load()
 	s.MaxConnections = b.guard.Limits.MaxConnections()
 	s.Ready = b.Ready() == nil
 	if b.store != nil {

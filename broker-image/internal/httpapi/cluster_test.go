@@ -21,9 +21,10 @@ func startBroker(t *testing.T, cluster bool) *broker.Broker {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := &brokerconfig.Config{
-		Version:       brokerconfig.Version,
-		Listeners:     []brokerconfig.Listener{{Name: "mqtt", Protocol: brokerconfig.ProtocolTCP, Address: "127.0.0.1:0"}},
-		HealthAddress: "127.0.0.1:9090", AdminAddress: "127.0.0.1:9091",
+		Version:        brokerconfig.Version,
+		AllowAnonymous: true,
+		Listeners:      []brokerconfig.Listener{{Name: "mqtt", Protocol: brokerconfig.ProtocolTCP, Address: "127.0.0.1:0"}},
+		HealthAddress:  "127.0.0.1:9090", AdminAddress: "127.0.0.1:9091",
 		Limits:  brokerconfig.Limits{MaxConnections: 10, MaxPacketSize: 64 << 10, MaxInflight: 32, MaxQoS: 2, SessionExpirySeconds: 60, MaxKeepaliveSeconds: 60, MaxSubscriptionsPerClient: 10},
 		Storage: brokerconfig.Storage{Path: dir},
 	}

@@ -13,12 +13,14 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mqtt-operator/mqtt-operator/broker-image/internal/broker"
+	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
 )
 
 // maxBundleBytes bounds an admin PUT: 10,000 users with bcrypt hashes and
@@ -93,6 +95,26 @@ func Admin(b *broker.Broker, token func() string, log *slog.Logger) http.Handler
 			return
 		}
 		writeJSON(w, http.StatusOK, st)
+	})
+	// The operator rebalances a cluster after a scale-out: it asks the
+	// busiest pods to send some clients elsewhere (broker.Shed).
+	mux.HandleFunc("POST /v1/shed", func(w http.ResponseWriter, r *http.Request) {
+		var req brokerconfig.ShedRequest
+		dec := json.NewDecoder(io.LimitReader(r.Body, 4<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "reading the request: " + err.Error()})
+			return
+		}
+		moving, err := b.Shed(req.Clients, time.Duration(req.PeriodSeconds*float64(time.Second)))
+		switch {
+		case errors.Is(err, broker.ErrDraining), errors.Is(err, broker.ErrShedding):
+			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+		case err != nil:
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		default:
+			writeJSON(w, http.StatusAccepted, brokerconfig.ShedResponse{Moving: moving})
+		}
 	})
 	return authenticated(token, log, mux)
 }

@@ -63,6 +63,7 @@ var metricHelp = map[string]string{
 	"mqtt_topic_alias_refused_total":                  "MQTT 5 PUBLISH packets refused for a topic alias over the limit or unknown (the client was disconnected with 0x94 or 0x82).",
 	"mqtt_client_id_refused_total":                    "Logins refused because their client ID names another user's session (live or offline).",
 	"mqtt_sessions_deleted_total":                     "Sessions deleted with their queued messages because their user no longer exists.",
+	"mqtt_clients_shed_total":                         "Clients this pod told to use another server to even out the load after a scale-out (a rebalance; a drain's are not counted).",
 	"mqtt_cluster_peers_connected":                    "Other pods of the cluster this pod has a route to (absent on a single pod).",
 	"mqtt_cluster_messages_forwarded_total":           "Messages sent to other pods (one per receiving pod, plus one per message for shared subscriptions).",
 	"mqtt_cluster_messages_received_total":            "Messages received from other pods and handed to this pod's subscribers.",
@@ -168,6 +169,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter("mqtt_topic_alias_refused_total", s.TopicAliasRefused)
 	counter("mqtt_client_id_refused_total", s.ClientIDRefused)
 	counter("mqtt_sessions_deleted_total", s.SessionsDeleted)
+	counter("mqtt_clients_shed_total", s.ClientsShed)
 	counter("mqtt_reloads_total", s.ReloadsOK, "success")
 	counter("mqtt_reloads_total", s.ReloadsFailed, "failure")
 	counter("mqtt_reloads_total", s.ReloadsStale, "stale")

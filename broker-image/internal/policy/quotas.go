@@ -13,6 +13,9 @@ import (
 
 // clientState is what the quotas remember about one connection.
 type clientState struct {
+	// connectedAt is when the connection sent its CONNECT; a rebalance
+	// moves the oldest connections first (ConnectedAt).
+	connectedAt time.Time
 	mu          sync.Mutex
 	windowStart time.Time
 	published   int32
@@ -49,6 +52,15 @@ func (st *clientState) refused(filter string) bool {
 	return ok
 }
 
+// ConnectedAt is when the client's connection sent its CONNECT; false for
+// a client the hook does not know (an inline client, or one that ended).
+func (h *Hook) ConnectedAt(cl *mqtt.Client) (time.Time, bool) {
+	if st := h.state(cl); st != nil {
+		return st.connectedAt, true
+	}
+	return time.Time{}, false
+}
+
 func (h *Hook) state(cl *mqtt.Client) *clientState {
 	v, ok := h.clients.Load(cl)
 	if !ok {
@@ -72,7 +84,7 @@ func (h *Hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 		_ = h.server.SendConnack(cl, code, false, nil)
 		return code
 	}
-	st := &clientState{}
+	st := &clientState{connectedAt: time.Now()}
 	h.clients.Store(cl, st)
 	h.startSession(cl)
 	s := h.snap.Load()
