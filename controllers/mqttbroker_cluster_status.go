@@ -38,6 +38,17 @@ type clusterView struct {
 	clustered bool
 	status    *v1alpha1.ClusterStatus
 	condition metav1.Condition // Type, ObservedGeneration and time set by setClusterStatus
+	// loads are the members' clients, in the order of status.members, for
+	// rebalancing (mqttbroker_rebalance.go); not reported in status.
+	loads []podLoad
+}
+
+// podLoad is what a pod reported of its clients.
+type podLoad struct {
+	ip                 string
+	reported           bool
+	clients            int
+	draining, shedding bool
 }
 
 // clusterWatch asks broker pods for their view of the mesh, and paces the
@@ -79,9 +90,10 @@ func (w *clusterWatch) observeCluster(ctx context.Context, b *v1alpha1.MQTTBroke
 		byName[pods[i].Name] = &pods[i]
 	}
 	members := make([]v1alpha1.ClusterMember, resources.Replicas(b))
+	loads := make([]podLoad, len(members))
 	var wg sync.WaitGroup
 	for i := range members {
-		m := &members[i]
+		m, load := &members[i], &loads[i]
 		m.Pod = fmt.Sprintf("%s-%d", resources.StatefulSetName(b), i)
 		pod := byName[m.Pod]
 		if pod == nil || !pod.DeletionTimestamp.IsZero() || pod.Status.PodIP == "" {
@@ -99,6 +111,7 @@ func (w *clusterWatch) observeCluster(ctx context.Context, b *v1alpha1.MQTTBroke
 				m.Message = fmt.Sprintf("reports cluster %q, not this broker's %q", st.Name, name)
 			default:
 				m.Joined = st.Joined
+				*load = podLoad{ip: pod.Status.PodIP, reported: true, clients: st.Clients, draining: st.Draining, shedding: st.Shedding}
 				for _, p := range st.Peers {
 					switch {
 					case p.Connected:
@@ -111,7 +124,7 @@ func (w *clusterWatch) observeCluster(ctx context.Context, b *v1alpha1.MQTTBroke
 		}()
 	}
 	wg.Wait()
-	view := &clusterView{clustered: true, status: &v1alpha1.ClusterStatus{Name: name, Members: members}}
+	view := &clusterView{clustered: true, status: &v1alpha1.ClusterStatus{Name: name, Members: members}, loads: loads}
 	view.condition = clusteredCondition(members)
 	key := types.NamespacedName{Namespace: b.Namespace, Name: b.Name}
 	if len(members) == 0 {

@@ -298,6 +298,9 @@ type fakePods struct {
 	token string
 	mu    sync.Mutex
 	state map[string]brokerconfig.ClusterStatus // by IP
+	// onShed, when set, answers POST /v1/shed (under mu): how many clients
+	// the pod at ip moves. Without it the route is not found.
+	onShed func(ip string, req brokerconfig.ShedRequest) int
 }
 
 func (f *fakePods) set(ip string, st brokerconfig.ClusterStatus) {
@@ -313,12 +316,25 @@ func (f *fakePods) serve(t *testing.T, ip string) {
 		t.Fatalf("a fake pod's admin API on %s: %v", ip, err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet || r.URL.Path != "/v1/cluster" {
-			http.NotFound(w, r)
-			return
-		}
 		if r.Header.Get("Authorization") != "Bearer "+f.token {
 			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		if r.Method == http.MethodPost && r.URL.Path == "/v1/shed" && f.onShed != nil {
+			var req brokerconfig.ShedRequest
+			if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+			f.mu.Lock()
+			moving := f.onShed(ip, req)
+			f.mu.Unlock()
+			w.WriteHeader(http.StatusAccepted)
+			_ = json.NewEncoder(w).Encode(brokerconfig.ShedResponse{Moving: moving})
+			return
+		}
+		if r.Method != http.MethodGet || r.URL.Path != "/v1/cluster" {
+			http.NotFound(w, r)
 			return
 		}
 		f.mu.Lock()

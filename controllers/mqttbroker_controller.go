@@ -54,6 +54,7 @@ type MQTTBrokerReconciler struct {
 	Clock        func() time.Time
 	pusher       *pusher
 	clusterWatch *clusterWatch
+	rebalancer   *rebalancer
 	seen         transitions
 	terminating  terminatingNamespaces
 	bundleHashes bundleHashes
@@ -95,6 +96,7 @@ func (r *MQTTBrokerReconciler) reconcile(ctx context.Context, req ctrl.Request) 
 			r.terminating.forget(req.NamespacedName)
 			r.bundleHashes.forget(req.NamespacedName)
 			r.clusterWatch.forget(req.NamespacedName)
+			r.rebalancer.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -167,6 +169,8 @@ func (r *MQTTBrokerReconciler) reconcile(ctx context.Context, req ctrl.Request) 
 		var again time.Duration
 		s.cluster, again = r.clusterWatch.observeCluster(ctx, broker, pods, auth.token)
 		result.RequeueAfter = soonest(result.RequeueAfter, again)
+		s.rebalance, again = r.rebalance(ctx, broker, s.sts, s.cluster, auth.token)
+		result.RequeueAfter = soonest(result.RequeueAfter, again)
 	}
 	return result, pushErr
 }
@@ -198,6 +202,8 @@ type brokerScope struct {
 	pushErr error
 	tls     *tlsOutcome
 	cluster *clusterView
+	// rebalance is status.rebalance to write; nil keeps it.
+	rebalance *rebalanceOutcome
 }
 
 // gatherChildren builds every child of the broker, in the order they are
@@ -253,6 +259,9 @@ func (r *MQTTBrokerReconciler) writeStatus(ctx context.Context, s *brokerScope) 
 	setAuthStatus(&s.broker.Status, s.broker.Generation, s.auth, s.pushErr, now)
 	setTLSStatus(&s.broker.Status, s.broker.Generation, s.tls, resources.TLSEnabled(s.broker), now)
 	setClusterStatus(&s.broker.Status, s.broker.Generation, s.cluster, now)
+	if s.rebalance != nil {
+		s.broker.Status.Rebalance = s.rebalance.status
+	}
 	if equality.Semantic.DeepEqual(s.before.Status, s.broker.Status) {
 		return nil
 	}
@@ -279,6 +288,7 @@ func (r *MQTTBrokerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency in
 	}
 	r.pusher = newPusher()
 	r.clusterWatch = newClusterWatch()
+	r.rebalancer = newRebalancer()
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.MQTTBroker{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&corev1.ConfigMap{}).

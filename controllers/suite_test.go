@@ -98,6 +98,8 @@ func runSuite(m *testing.M) (int, error) {
 	}); err != nil {
 		return 1, err
 	}
+	// Moved clients of the fake pods "reconnect" at once.
+	rebalanceSettle = 300 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	errs := make(chan error, 1)

@@ -60,6 +60,50 @@ type MQTTBrokerStatus struct {
 	// absent for a broker that never ran more than one pod.
 	// +optional
 	Cluster *ClusterStatus `json:"cluster,omitempty"`
+
+	// rebalance reports the last rebalance of a clustered broker's clients
+	// over its pods (spec.rebalance); absent until the first.
+	// +optional
+	Rebalance *RebalanceStatus `json:"rebalance,omitempty"`
+}
+
+// Phases of a rebalance.
+const (
+	// RebalanceRunning: clients are being moved from the busiest pods.
+	RebalanceRunning = "Rebalancing"
+	// RebalanceDone: every pod is within the band of the mean.
+	RebalanceDone = "Balanced"
+	// RebalanceIncomplete: moved clients kept coming back to the same pods
+	// (clients that connect to a pod's own address, or a Service with
+	// session affinity); the operator tries again after a while or when
+	// the pods change.
+	RebalanceIncomplete = "Incomplete"
+)
+
+// RebalanceStatus is the last rebalance of a broker's clients.
+type RebalanceStatus struct {
+	// phase is Rebalancing, Balanced or Incomplete.
+	Phase string `json:"phase"`
+	// startedAt is when the rebalance began.
+	// +optional
+	StartedAt *metav1.Time `json:"startedAt,omitempty"`
+	// finishedAt is when it ended; unset while it runs.
+	// +optional
+	FinishedAt *metav1.Time `json:"finishedAt,omitempty"`
+	// pods is the number of pods it balanced over.
+	// +optional
+	Pods int32 `json:"pods,omitempty"`
+	// rounds is how many times the operator asked pods to move clients.
+	// +optional
+	Rounds int32 `json:"rounds,omitempty"`
+	// clientsMoved is how many clients pods moved at its asking.
+	// +optional
+	ClientsMoved int32 `json:"clientsMoved,omitempty"`
+	// clients is the number of clients on each pod, pod 0 first, when the
+	// operator last looked during the rebalance.
+	// +optional
+	// +listType=atomic
+	Clients []int32 `json:"clients,omitempty"`
 }
 
 // ClusterStatus is the mesh of a clustered broker.

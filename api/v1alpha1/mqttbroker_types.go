@@ -93,6 +93,17 @@ type MQTTBrokerSpec struct {
 	// +optional
 	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
 
+	// rebalance evens out the clients of a clustered broker over its pods.
+	// MQTT connections are long-lived and stay on the pod they first
+	// reached, so pods added by a scale-out would sit idle: once every pod
+	// is ready and joined, the operator asks the busiest pods to send
+	// clients elsewhere (MQTT 5 clients are told 0x9C, "use another
+	// server"), at a bounded rate, until every pod is within a band of the
+	// mean. Clients reconnect through the Service; persistent sessions
+	// follow them. On unless enabled is false.
+	// +optional
+	Rebalance *RebalanceSpec `json:"rebalance,omitempty"`
+
 	// monitoring says how Prometheus finds the broker's metrics.
 	// +optional
 	Monitoring *MonitoringSpec `json:"monitoring,omitempty"`
@@ -648,6 +659,29 @@ type AutoscalingSpec struct {
 	// +kubebuilder:validation:Maximum=3600
 	// +optional
 	ScaleDownStabilizationSeconds *int32 `json:"scaleDownStabilizationSeconds,omitempty"`
+}
+
+// RebalanceSpec tunes rebalancing (spec.rebalance).
+type RebalanceSpec struct {
+	// enabled turns rebalancing off when false; it is on by default.
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// tolerancePercent is the band around the mean number of clients per
+	// pod within which a pod counts as balanced (at least 2 clients either
+	// way), 5 to 100; 20 when unset.
+	// +kubebuilder:validation:Minimum=5
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	TolerancePercent int32 `json:"tolerancePercent,omitempty"`
+
+	// clientsPerSecond bounds how fast clients are moved, over all pods
+	// together, 1 to 1000; 20 when unset. Each moved client reconnects and
+	// logs in again: keep this within what the pods' login rate allows.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	ClientsPerSecond int32 `json:"clientsPerSecond,omitempty"`
 }
 
 // MQTTBroker runs one MQTT broker: its pods, Services, configuration and
