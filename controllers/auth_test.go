@@ -357,3 +357,56 @@ func TestMissingBrokerIsReported(t *testing.T) {
 		return nil
 	})
 }
+
+// spec.limits reaches the pods' bundle with the user, and a change to it
+// (a new generation of the user) reaches it too.
+func TestUserLimitsReachTheBundle(t *testing.T) {
+	ns := newNamespace(t)
+	createBroker(t, ns, nil)
+	createUser(t, ns, "fleet", func(u *v1alpha1.MQTTUser) {
+		u.Spec.Limits = &v1alpha1.UserLimits{MaxConnections: 500, MaxSubscriptions: 4, PublishRate: 10, PublishBytesPerSecond: 4096, MaxInflight: 8}
+	})
+	createUser(t, ns, "free", nil)
+	limitsIs := func(want *brokerconfig.UserLimits) func() error {
+		return func() error {
+			b, _ := bundle(t, ns)
+			if b == nil {
+				return errors.New("no bundle yet")
+			}
+			var fleet, free *brokerconfig.User
+			for i := range b.Users {
+				switch b.Users[i].Username {
+				case "fleet":
+					fleet = &b.Users[i]
+				case "free":
+					free = &b.Users[i]
+				}
+			}
+			if fleet == nil || free == nil {
+				return fmt.Errorf("users %+v", b.Users)
+			}
+			if free.Limits != nil {
+				return fmt.Errorf("free has limits %+v", free.Limits)
+			}
+			if (want == nil) != (fleet.Limits == nil) || (want != nil && *want != *fleet.Limits) {
+				return fmt.Errorf("fleet's limits %+v, want %+v", fleet.Limits, want)
+			}
+			return nil
+		}
+	}
+	eventually(t, wait, "fleet's limits in the bundle", limitsIs(&brokerconfig.UserLimits{MaxConnections: 500, MaxSubscriptions: 4, PublishRate: 10, PublishBytesPerSecond: 4096, MaxInflight: 8}))
+	update := func(mutate func(*v1alpha1.MQTTUser)) {
+		eventually(t, wait, "user updated", func() error {
+			u, err := get(t, ns, "fleet", &v1alpha1.MQTTUser{})
+			if err != nil {
+				return err
+			}
+			mutate(u)
+			return k8s.Update(context.Background(), u)
+		})
+	}
+	update(func(u *v1alpha1.MQTTUser) { u.Spec.Limits = &v1alpha1.UserLimits{MaxConnections: 1000} })
+	eventually(t, wait, "the raised limit in the bundle", limitsIs(&brokerconfig.UserLimits{MaxConnections: 1000}))
+	update(func(u *v1alpha1.MQTTUser) { u.Spec.Limits = nil })
+	eventually(t, wait, "no limits in the bundle", limitsIs(nil))
+}

@@ -100,7 +100,8 @@ func (r *MQTTBrokerReconciler) gatherAuth(ctx context.Context, b *v1alpha1.MQTTB
 				return nil, fmt.Errorf("looking up the password Secret of MQTTUser %s: %w", u.Name, err)
 			}
 			if v := sourceVersion(version, key); v == p.version {
-				jobs = append(jobs, hashJob{user: u.Name, generation: u.Generation, username: username, version: v, chosen: true, previous: p})
+				jobs = append(jobs, hashJob{user: u.Name, generation: u.Generation, username: username, version: v, chosen: true, previous: p,
+					limits: authbundle.Limits(u)})
 				continue
 			}
 		}
@@ -113,7 +114,7 @@ func (r *MQTTBrokerReconciler) gatherAuth(ctx context.Context, b *v1alpha1.MQTTB
 		if u.Spec.Authentication == v1alpha1.AuthenticationClientCertificate {
 			if fps := certificateFingerprints(secret, key); len(fps) > 0 {
 				out.users[u.Name] = member{generation: u.Generation, source: sourceVersion(secret.ResourceVersion, key)}
-				certUsers = append(certUsers, authbundle.User{Username: username, CertificateSHA256: fps})
+				certUsers = append(certUsers, authbundle.User{Username: username, CertificateSHA256: fps, Limits: authbundle.Limits(u)})
 			}
 			continue
 		}
@@ -122,7 +123,7 @@ func (r *MQTTBrokerReconciler) gatherAuth(ctx context.Context, b *v1alpha1.MQTTB
 			continue // the user controller reports what is wrong
 		}
 		jobs = append(jobs, hashJob{user: u.Name, generation: u.Generation, username: username, password: password,
-			version: sourceVersion(secret.ResourceVersion, key), chosen: chosen, previous: previous[username]})
+			version: sourceVersion(secret.ResourceVersion, key), chosen: chosen, previous: previous[username], limits: authbundle.Limits(u)})
 	}
 	hashAll(jobs)
 	bundleUsers := make([]authbundle.User, 0, len(jobs)+len(certUsers))
@@ -133,7 +134,7 @@ func (r *MQTTBrokerReconciler) gatherAuth(ctx context.Context, b *v1alpha1.MQTTB
 		}
 		out.users[j.user] = member{generation: j.generation, source: j.version}
 		out.sources[j.username] = j.version
-		bundleUsers = append(bundleUsers, authbundle.User{Username: j.username, PasswordHash: j.hash})
+		bundleUsers = append(bundleUsers, authbundle.User{Username: j.username, PasswordHash: j.hash, Limits: j.limits})
 	}
 	bundle, rejected := authbundle.Render(bundleUsers, acls)
 	for i := range acls {
@@ -249,6 +250,7 @@ type hashJob struct {
 	chosen                      bool
 	previous                    previousHash
 	hash                        string // empty when the password cannot be hashed
+	limits                      *brokerconfig.UserLimits
 }
 
 // hashAll fills in every job's hash, reusing what it can and running the

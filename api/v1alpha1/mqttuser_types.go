@@ -74,6 +74,61 @@ type MQTTUserSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="connectionSecretName must be a valid Secret name: lowercase letters, digits, '-' and '.'"
 	// +optional
 	ConnectionSecretName string `json:"connectionSecretName,omitempty"`
+
+	// limits bound what this user's clients may take of the broker, so one
+	// user's devices cannot crowd out the others. Changes apply at once,
+	// without a restart or a reconnect.
+	// +optional
+	Limits *UserLimits `json:"limits,omitempty"`
+}
+
+// UserLimits are per-user quotas (spec.limits). Unset means no limit of
+// the user's own; the broker's spec.limits still apply to every client.
+type UserLimits struct {
+	// maxConnections bounds the user's live connections over all pods of
+	// the broker together. A login over it is refused: MQTT 5 reason 0x97
+	// (quota exceeded), MQTT 3.1.1 return code 3 (server unavailable). A
+	// login that takes over the user's own client ID does not count twice.
+	// Lowering it does not disconnect anyone: it refuses new logins until
+	// the user is below it.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000000
+	// +optional
+	MaxConnections int32 `json:"maxConnections,omitempty"`
+
+	// maxSubscriptions bounds the subscriptions of each of the user's
+	// connections; a filter over it is refused in SUBACK (MQTT 5 reason 0x97,
+	// 3.1.1 0x80) while the rest of the SUBSCRIBE proceeds.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	MaxSubscriptions int32 `json:"maxSubscriptions,omitempty"`
+
+	// publishRate bounds the PUBLISH packets per second of each of the
+	// user's connections. A client above it is slowed, not cut off: the
+	// broker stops reading from it until it is back within the rate (TCP
+	// flow control holds it back). Bursts of up to one second's worth pass.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	PublishRate int32 `json:"publishRate,omitempty"`
+
+	// publishBytesPerSecond bounds the bytes of PUBLISH packets (topic and
+	// payload) per second of each of the user's connections, slowed like
+	// publishRate. At least 1024.
+	// +kubebuilder:validation:Minimum=1024
+	// +kubebuilder:validation:Maximum=10737418240
+	// +optional
+	PublishBytesPerSecond int64 `json:"publishBytesPerSecond,omitempty"`
+
+	// maxInflight bounds the unacknowledged QoS 1 and 2 messages of each of
+	// the user's connections in each direction: an MQTT 5 client is told it
+	// as its Receive Maximum in CONNACK, and messages to the client wait
+	// while it has that many unacknowledged. 1 to 65535.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	MaxInflight int32 `json:"maxInflight,omitempty"`
 }
 
 // MQTTUserStatus is what the operator observed of the user.

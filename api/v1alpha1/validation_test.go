@@ -158,6 +158,11 @@ func TestInvalidObjectsAreRefusedWithAClearMessage(t *testing.T) {
 		{"username with wildcard", userHead + "spec: {brokerRef: {name: b}, username: 'dev+1'}", "a username must not contain"},
 		{"password secret for a certificate user", userHead + "spec: {brokerRef: {name: b}, authentication: ClientCertificate, passwordSecretRef: {name: s}}", "passwordSecretRef only applies to authentication Password"},
 		{"connection secret name", userHead + "spec: {brokerRef: {name: b}, connectionSecretName: My_Secret}", "connectionSecretName must be a valid Secret name"},
+		{"user limit of no connections", userHead + "spec: {brokerRef: {name: b}, limits: {maxConnections: 0}}", "spec.limits.maxConnections in body should be greater than or equal to 1"},
+		{"user bandwidth below 1 KiB/s", userHead + "spec: {brokerRef: {name: b}, limits: {publishBytesPerSecond: 100}}", "spec.limits.publishBytesPerSecond in body should be greater than or equal to 1024"},
+		{"user inflight above 65535", userHead + "spec: {brokerRef: {name: b}, limits: {maxInflight: 70000}}", "spec.limits.maxInflight in body should be less than or equal to 65535"},
+		{"rebalance tolerance below 5%", brokerHead + "spec: {rebalance: {tolerancePercent: 1}}", "spec.rebalance.tolerancePercent in body should be greater than or equal to 5"},
+		{"rebalance rate above 1000/s", brokerHead + "spec: {rebalance: {clientsPerSecond: 5000}}", "spec.rebalance.clientsPerSecond in body should be less than or equal to 1000"},
 		{"hash not last", acl("sensors/#/temperature"), "'#' must be the last level of a topic filter"},
 		{"hash inside a level", acl("sensors/room#"), "'#' must be the last level of a topic filter"},
 		{"plus inside a level", acl("sensors/room+/temperature"), "'+' must be a whole topic level"},
@@ -180,6 +185,19 @@ func TestInvalidObjectsAreRefusedWithAClearMessage(t *testing.T) {
 				t.Errorf("refused with\n  %v\nwant a message containing\n  %q", err, tc.message)
 			}
 		})
+	}
+}
+
+// Per-user limits and rebalancing settings within their bounds.
+func TestLimitsAndRebalanceAreAccepted(t *testing.T) {
+	ns := namespace(t)
+	user := object(t, ns, userHead+"spec: {brokerRef: {name: b}, limits: {maxConnections: 100, maxSubscriptions: 10, publishRate: 5, publishBytesPerSecond: 65536, maxInflight: 16}}")
+	if err := env.Client.Create(context.Background(), user); err != nil {
+		t.Errorf("user limits refused: %v", err)
+	}
+	broker := object(t, ns, brokerHead+"spec: {rebalance: {enabled: false, tolerancePercent: 10, clientsPerSecond: 100}}")
+	if err := env.Client.Create(context.Background(), broker); err != nil {
+		t.Errorf("rebalance settings refused: %v", err)
 	}
 }
 

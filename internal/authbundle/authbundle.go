@@ -69,6 +69,19 @@ type User struct {
 	// CertificateSHA256 are the fingerprints of a certificate user's
 	// client certificates; such a user has no password hash.
 	CertificateSHA256 []string
+	// Limits are the user's quotas (spec.limits), nil without.
+	Limits *brokerconfig.UserLimits
+}
+
+// Limits converts an MQTTUser's spec.limits for the bundle; nil when it
+// sets none.
+func Limits(u *v1alpha1.MQTTUser) *brokerconfig.UserLimits {
+	l := u.Spec.Limits
+	if l == nil || *l == (v1alpha1.UserLimits{}) {
+		return nil
+	}
+	return &brokerconfig.UserLimits{MaxConnections: l.MaxConnections, MaxSubscriptions: l.MaxSubscriptions,
+		PublishRate: l.PublishRate, PublishBytesPerSecond: l.PublishBytesPerSecond, MaxInflight: l.MaxInflight}
 }
 
 // Render builds the bundle of users and ACLs. ACLs are ordered by name (the
@@ -80,7 +93,7 @@ type User struct {
 func Render(users []User, acls []v1alpha1.TopicACL) (bundle *brokerconfig.AuthBundle, rejected map[string]error) {
 	bundle = &brokerconfig.AuthBundle{Users: []brokerconfig.User{}, ACLs: []brokerconfig.ACL{}}
 	for _, u := range users {
-		bundle.Users = append(bundle.Users, brokerconfig.User{Username: u.Username, PasswordHash: u.PasswordHash, CertificateSHA256: u.CertificateSHA256})
+		bundle.Users = append(bundle.Users, brokerconfig.User{Username: u.Username, PasswordHash: u.PasswordHash, CertificateSHA256: u.CertificateSHA256, Limits: u.Limits})
 	}
 	sorted := slices.Clone(acls)
 	slices.SortFunc(sorted, func(a, b v1alpha1.TopicACL) int { return strings.Compare(a.Name, b.Name) })

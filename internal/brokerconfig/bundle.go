@@ -62,6 +62,19 @@ type User struct {
 	// replaced. A certificate must also chain to the broker's client CA and
 	// carry the username as its subject common name.
 	CertificateSHA256 []string `json:"certificateSHA256,omitempty"`
+	// Limits are the user's quotas; nil: none of its own.
+	Limits *UserLimits `json:"limits,omitempty"`
+}
+
+// UserLimits are one user's quotas (MQTTUser spec.limits); 0 means none.
+// MaxConnections counts over all pods of a cluster; the others apply to
+// each of the user's connections.
+type UserLimits struct {
+	MaxConnections        int32 `json:"maxConnections,omitempty"`
+	MaxSubscriptions      int32 `json:"maxSubscriptions,omitempty"`
+	PublishRate           int32 `json:"publishRate,omitempty"`
+	PublishBytesPerSecond int64 `json:"publishBytesPerSecond,omitempty"`
+	MaxInflight           int32 `json:"maxInflight,omitempty"`
 }
 
 // UsesCertificate reports whether u logs in with a client certificate.
@@ -103,6 +116,26 @@ func (b *AuthBundle) Seal() {
 	b.Revision = hex.EncodeToString(sum[:8])
 }
 
+// validate checks the bounds the MQTTUser schema sets, for a bundle that did
+// not come through it.
+func (l *UserLimits) validate() error {
+	if l == nil {
+		return nil
+	}
+	var errs []error
+	check := func(name string, v, lo, hi int64) {
+		if v != 0 && (v < lo || v > hi) {
+			errs = append(errs, fmt.Errorf("%s %d is outside %d..%d", name, v, lo, hi))
+		}
+	}
+	check("maxConnections", int64(l.MaxConnections), 1, 10_000_000)
+	check("maxSubscriptions", int64(l.MaxSubscriptions), 1, 100_000)
+	check("publishRate", int64(l.PublishRate), 1, 1_000_000)
+	check("publishBytesPerSecond", l.PublishBytesPerSecond, 1024, 10<<30)
+	check("maxInflight", int64(l.MaxInflight), 1, 65535)
+	return errors.Join(errs...)
+}
+
 // Validate reports every problem in b, joined, or nil. It does not check the
 // revision; VerifyRevision does.
 func (b *AuthBundle) Validate() error {
@@ -132,6 +165,9 @@ func (b *AuthBundle) Validate() error {
 			if err := passwordhash.Validate(u.PasswordHash); err != nil {
 				errs = append(errs, fmt.Errorf("users[%d] (%s): %w", i, u.Username, err))
 			}
+		}
+		if err := u.Limits.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("users[%d] (%s): limits: %w", i, u.Username, err))
 		}
 	}
 	for i, a := range b.ACLs {

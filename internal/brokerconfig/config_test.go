@@ -186,6 +186,31 @@ func TestCertificateUsers(t *testing.T) {
 	}
 }
 
+// A bundle that did not come through the MQTTUser schema has its users'
+// limits checked against the same bounds.
+func TestUserLimitsAreChecked(t *testing.T) {
+	const hash = "$sha256$MDEyMzQ1Njc4OWFiY2RlZg$ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGlnZXN0ZGk"
+	bundle := func(l *UserLimits) *AuthBundle {
+		b := &AuthBundle{Users: []User{{Username: "alice", PasswordHash: hash, Limits: l}}}
+		b.Seal()
+		return b
+	}
+	if err := bundle(&UserLimits{MaxConnections: 10, MaxSubscriptions: 5, PublishRate: 1, PublishBytesPerSecond: 1024, MaxInflight: 65535}).Validate(); err != nil {
+		t.Errorf("limits within bounds refused: %v", err)
+	}
+	for want, l := range map[string]*UserLimits{
+		"maxConnections -1 is outside":              {MaxConnections: -1},
+		"publishBytesPerSecond 10 is outside":       {PublishBytesPerSecond: 10},
+		"maxInflight 70000 is outside":              {MaxInflight: 70000},
+		"maxSubscriptions 1000000 is outside":       {MaxSubscriptions: 1_000_000},
+		"publishRate 2000000 is outside 1..1000000": {PublishRate: 2_000_000},
+	} {
+		if err := bundle(l).Validate(); err == nil || !strings.Contains(err.Error(), "users[0] (alice): limits: "+want) {
+			t.Errorf("%+v: %v, want an error with %q", l, err, want)
+		}
+	}
+}
+
 // Every mistake that would stop the broker at start (or, before, panic it in
 // net/http) is refused by Validate with a message that names the field and
 // says what is wrong.

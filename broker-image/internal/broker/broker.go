@@ -182,6 +182,7 @@ func build(cfg *brokerconfig.Config, log *slog.Logger) (*Broker, error) {
 		b.cluster = node
 		node.Sessions = b.movedSessionHooks()
 		node.HoldPuback = guard.HoldPuback
+		b.Policy.CountElsewhere = node.UserConnections
 	}
 	b.Policy.Admit = b.admit
 	if cfg.TLS != nil {
@@ -377,6 +378,7 @@ func (b *Broker) movedSessionHooks() cluster.SessionHooks {
 			}
 		},
 		TakenOver: b.Policy.TakenOver,
+		CountUser: b.Policy.UserConnections,
 		Gone: func(cl *mqtt.Client) {
 			b.Policy.OnClientExpired(cl)
 			if b.store != nil {

@@ -35,8 +35,11 @@ type Stats struct {
 	// ClientsShed counts the clients sent to other pods by a rebalance
 	// (shed.go); a drain's are not counted.
 	ClientsShed uint64
-	Revision    string
-	Generation  int64
+	// Per-user quotas (MQTTUser spec.limits, policy/userlimits.go).
+	UserConnectionsRefused, UserSubscriptionsRefused uint64
+	UserRateSlowed, UserBytesSlowed, UserSlowedNanos uint64
+	Revision                                         string
+	Generation                                       int64
 	// MaxConnections is the limit in force (it reloads in place); Ready is
 	// what /readyz answers.
 	MaxConnections int64
@@ -73,6 +76,9 @@ func (b *Broker) Stats() Stats {
 	}
 	s.TopicAliasRefused = p.TopicAliasRefused.Load()
 	s.ClientsShed = b.shedTotal.Load()
+	u := &b.Policy.UserQuotas
+	s.UserConnectionsRefused, s.UserSubscriptionsRefused = u.ConnectionsRefused.Load(), u.SubscriptionsRefused.Load()
+	s.UserRateSlowed, s.UserBytesSlowed, s.UserSlowedNanos = u.RateSlowed.Load(), u.BytesSlowed.Load(), u.SlowedNanos.Load()
 	s.MaxConnections = b.guard.Limits.MaxConnections()
 	s.Ready = b.Ready() == nil
 	if b.store != nil {

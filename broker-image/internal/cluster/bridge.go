@@ -26,6 +26,7 @@ import (
 //	_k.<node>, _s.<node>  client ID takeovers and session exchanges (takeover.go);
 //	_v.<node>          releases of sessions the pod <node> sent to another (move.go);
 //	_h.<node>          requests to adopt a draining pod's session (handover.go);
+//	_u.<node>          how many connections a user has on the pod <node> (usercount.go);
 //	r.<node>.<topic>   a retained message for the pod <node> to store only;
 //	_r.<node>          requests for a copy of the pod <node>'s retained messages (retained.go);
 //	_a.<node>.<id>.n.<target> / .s   answers to a QoS 1/2 forward of the pod <node>;
@@ -228,6 +229,10 @@ func (b *bridge) resubscribe(nc *nats.Conn) error {
 	if err != nil {
 		return fmt.Errorf("cluster: subscribing the retained copies: %w", err)
 	}
+	counts, err := nc.Subscribe(userCountSubject(b.n.nodeTok), b.n.countUser)
+	if err != nil {
+		return fmt.Errorf("cluster: subscribing the user connection counts: %w", err)
+	}
 	ping, err := nc.Subscribe(pingSubject(b.n.nodeTok), func(m *nats.Msg) {
 		if len(m.Data) > 0 {
 			b.n.learn(string(m.Data))
@@ -237,7 +242,7 @@ func (b *bridge) resubscribe(nc *nats.Conn) error {
 	if err != nil {
 		return fmt.Errorf("cluster: subscribing the ping subject: %w", err)
 	}
-	b.nodeSub = []*nats.Subscription{acks, kicks, syncs, releases, adoptions, stores, copies, ping}
+	b.nodeSub = []*nats.Subscription{acks, kicks, syncs, releases, adoptions, stores, copies, counts, ping}
 	b.stores = stores
 	for filter, it := range b.filters {
 		subs, err := b.subscribe(nc, filter)

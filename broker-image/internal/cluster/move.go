@@ -71,6 +71,9 @@ type SessionHooks struct {
 	Gone func(cl *mqtt.Client)
 	// TakenOver: a login on another pod is about to end cl's connection.
 	TakenOver func(cl *mqtt.Client)
+	// CountUser counts username's connections on this pod, but those with
+	// client ID exceptID (usercount.go).
+	CountUser func(username, exceptID string) int
 }
 
 type moving struct {

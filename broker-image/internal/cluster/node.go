@@ -111,8 +111,9 @@ type Node struct {
 	stop chan struct{}
 	done chan struct{}
 
-	Counters   Counters
-	dropLogged atomic.Int64 // unix seconds of the last slow-consumer warning
+	Counters    Counters
+	dropLogged  atomic.Int64 // unix seconds of the last slow-consumer warning
+	countLogged atomic.Int64 // unix seconds of the last unanswered user count (usercount.go)
 }
 
 // Counters are the cluster metrics.

@@ -74,6 +74,25 @@ func StartSession(nc net.Conn, protocolVersion byte, receiveMaximum uint16) {
 	}
 }
 
+// LimitWindow lowers the QoS 1/2 deliveries the connection nc lets be
+// unacknowledged at a time to n, for any protocol version (a user's
+// maxInflight): the lower of n and the client's own Receive Maximum holds.
+// Call it after StartSession, before any PUBLISH is written.
+func LimitWindow(nc net.Conn, n int) {
+	c, ok := nc.(*conn)
+	if !ok || n <= 0 {
+		return
+	}
+	c.w.mu.Lock()
+	defer c.w.mu.Unlock()
+	if c.out.window == 0 || n < c.out.window {
+		c.out.window = n
+		if c.out.inflight == nil {
+			c.out.inflight = make(map[uint16]struct{}, min(n, 1024))
+		}
+	}
+}
+
 // Completed tells the guard that the client on nc completed the QoS 1/2
 // delivery with packetID: it sent its PUBACK, its PUBCOMP, or a PUBREC
 // with an error code. The next waiting deliveries go out.

@@ -43,7 +43,9 @@ var metricHelp = map[string]string{
 	"mqtt_auth_cache_hits_total":                      "Authentications answered from the verified-credential cache.",
 	"mqtt_auth_certificate_total":                     "Successful authentications with a client certificate (also in mqtt_auth_total).",
 	"mqtt_acl_denied_total":                           "Publish and subscribe/deliver checks denied by ACL, by access.",
-	"mqtt_quota_exceeded_total":                       "Clients or filters refused by a per-client quota, by quota.",
+	"mqtt_quota_exceeded_total":                       "Clients disconnected, logins refused or filters refused by a quota, by quota (publish_rate, subscriptions: the broker's; user_connections, user_subscriptions: an MQTTUser's spec.limits).",
+	"mqtt_quota_slowed_total":                         "PUBLISH packets read late to keep a client within its user's publishRate (user_publish_rate) or publishBytesPerSecond (user_publish_bytes).",
+	"mqtt_quota_slowed_seconds_total":                 "Time clients' reading was paused to keep them within their user's publish rate and bandwidth.",
 	"mqtt_sessions_revoked_total":                     "Sessions disconnected because a new auth bundle no longer admits them.",
 	"mqtt_reloads_total":                              "Configuration and auth bundle reloads, by result (stale: an auth bundle older than the one in force, ignored).",
 	"mqtt_auth_bundle_info":                           "The auth bundle in force (revision label); value is its generation.",
@@ -79,7 +81,7 @@ func newCollector(b *broker.Broker) *collector {
 	c := &collector{b: b, descs: map[string]*prometheus.Desc{}}
 	labels := map[string][]string{
 		"mqtt_connections_closed_total": {"reason"}, "mqtt_messages_received_total": {"qos"}, "mqtt_messages_sent_total": {"qos"},
-		"mqtt_auth_total": {"result"}, "mqtt_acl_denied_total": {"access"}, "mqtt_quota_exceeded_total": {"quota"},
+		"mqtt_auth_total": {"result"}, "mqtt_acl_denied_total": {"access"}, "mqtt_quota_exceeded_total": {"quota"}, "mqtt_quota_slowed_total": {"quota"},
 		"mqtt_reloads_total": {"result"}, "mqtt_auth_bundle_info": {"revision"}, "mqtt_messages_dropped_total": {"reason"},
 		"mqtt_tls_reloads_total": {"result"}, "mqtt_preauth_refused_total": {"limit"},
 	}
@@ -157,6 +159,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter("mqtt_acl_denied_total", s.ACLDeniedSubscribe, "subscribe")
 	counter("mqtt_quota_exceeded_total", s.RateLimited, "publish_rate")
 	counter("mqtt_quota_exceeded_total", s.SubscriptionQuota, "subscriptions")
+	counter("mqtt_quota_exceeded_total", s.UserConnectionsRefused, "user_connections")
+	counter("mqtt_quota_exceeded_total", s.UserSubscriptionsRefused, "user_subscriptions")
+	counter("mqtt_quota_slowed_total", s.UserRateSlowed, "user_publish_rate")
+	counter("mqtt_quota_slowed_total", s.UserBytesSlowed, "user_publish_bytes")
+	ch <- prometheus.MustNewConstMetric(c.descs["mqtt_quota_slowed_seconds_total"], prometheus.CounterValue, float64(s.UserSlowedNanos)/1e9)
 	counter("mqtt_sessions_revoked_total", s.SessionsRevoked)
 	gauge("mqtt_preauth_connections", float64(s.PreauthPending))
 	counter("mqtt_preauth_evicted_total", s.PreauthEvicted)

@@ -46,4 +46,9 @@ func (h *Hook) advertise(cl *mqtt.Client, pk *packets.Packet) {
 		st.aliases.in = q.TopicAliasMaximum
 		p.TopicAliasMaximum = q.TopicAliasMaximum // 0 leaves it out: none
 	}
+	// The user's maxInflight, when below the broker's (userlimits.go).
+	if lim := s.users[string(cl.Properties.Username)].limits; lim != nil && lim.MaxInflight > 0 &&
+		(p.ReceiveMaximum == 0 || lim.MaxInflight < int32(p.ReceiveMaximum)) {
+		p.ReceiveMaximum = uint16(lim.MaxInflight)
+	}
 }

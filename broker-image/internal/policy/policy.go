@@ -36,6 +36,7 @@ type Snapshot struct {
 type account struct {
 	passwordHash string              // "" for a certificate user
 	certificates map[string]struct{} // SHA-256 fingerprints; nil for a password user
+	limits       *brokerconfig.UserLimits
 }
 
 // Quotas are the per-client limits that reload in place.
@@ -73,6 +74,7 @@ func NewSnapshot(b *brokerconfig.AuthBundle, allowAnonymous bool, q Quotas) *Sna
 				a.certificates[fp] = struct{}{}
 			}
 		}
+		a.limits = u.Limits
 		s.users[u.Username] = a
 	}
 	return s
@@ -152,6 +154,12 @@ type Hook struct {
 	// it with that reason. A clustered broker takes the client ID over on
 	// the other pods here ([MQTT-3.1.4-3] cluster-wide).
 	Admit func(cl *mqtt.Client, username string) packets.Code
+	// CountElsewhere, when set, counts a user's connections on the other
+	// pods of a cluster, but those with client ID exceptID (userlimits.go).
+	CountElsewhere func(username, exceptID string) int
+	userConns      userConnections
+	// UserQuotas count what the per-user quotas did.
+	UserQuotas UserQuotaCounters
 }
 
 // New returns a hook that denies everything until Apply gives it a snapshot.
@@ -221,6 +229,7 @@ func (h *Hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if h.LoggedIn != nil {
 		h.LoggedIn(cl.Net.Conn)
 	}
+
 	st := h.state(cl)
 	if st == nil {
 		return
@@ -261,15 +270,22 @@ func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) (identity, *Snap
 	if pk.Connect.WillFlag && !s.mayPublish(acl.Client{Username: id.username, ClientID: cl.ID}, pk.Connect.WillTopic) {
 		return id, s, false
 	}
+	// Answered here, as sessionOfAnotherUser does: mochi would say 0x86
+	// (bad user name or password).
+	if code := h.admitUser(cl, id.username, s); code != packets.CodeSuccess {
+		_ = h.server.SendConnack(cl, code, false, nil)
+		cl.Stop(code)
+		return id, s, false
+	}
 	if h.Admit != nil {
 		if code := h.Admit(cl, id.username); code != packets.CodeSuccess {
-			// Answered here, as sessionOfAnotherUser does: mochi would say
-			// 0x86 (bad user name or password).
+			h.userConns.remove(cl, id.username)
 			_ = h.server.SendConnack(cl, code, false, nil)
 			cl.Stop(code)
 			return id, s, false
 		}
 	}
+	applyInflight(cl, s.users[id.username].limits, h.server.Options.Capabilities.ReceiveMaximum)
 	return id, s, true
 }
 

@@ -20,8 +20,12 @@ type clientState struct {
 	windowStart time.Time
 	published   int32
 	// refusing holds the filters of the SUBSCRIBE being processed that exceed
-	// the subscription quota; OnACLCheck refuses them, OnSubscribed clears it.
-	refusing atomic.Pointer[map[string]struct{}]
+	// a quota or limit, each with the reason code an MQTT 5 client gets
+	// (0 leaves mochi's 0x87); OnACLCheck refuses them, OnSubscribed sets the
+	// codes and clears it.
+	refusing atomic.Pointer[map[string]byte]
+	// limiter slows the client to its user's publish rate (userlimits.go).
+	limiter limiter
 	// certificate is the fingerprint of the client certificate the client
 	// logged in with, nil after a password or anonymous login.
 	certificate atomic.Pointer[string]
@@ -50,6 +54,14 @@ func (st *clientState) refused(filter string) bool {
 	}
 	_, ok := (*m)[filter]
 	return ok
+}
+
+// refuse marks filter as refused with code (see refusing).
+func refuse(m *map[string]byte, filter string, code byte) {
+	if *m == nil {
+		*m = map[string]byte{}
+	}
+	(*m)[filter] = code
 }
 
 // ConnectedAt is when the client's connection sent its CONNECT; false for
@@ -107,6 +119,7 @@ func (h *Hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 // (a revoked session): then it is deleted. Sessions the store restores (no
 // connection) are judged once they are all loaded (DeleteOrphanedSessions).
 func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
+	h.userConns.remove(cl, string(cl.Properties.Username))
 	st := h.state(cl)
 	if st != nil && h.Flow != nil {
 		h.Flow.Release(&st.flow)
@@ -165,6 +178,9 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		_ = h.server.DisconnectClient(cl, packets.ErrRetainNotSupported)
 		return pk, packets.ErrRejectPacket
 	}
+	if lim := s.users[string(cl.Properties.Username)].limits; lim != nil && !h.slowPublisher(cl, st, lim, &pk) {
+		return pk, packets.ErrRejectPacket // closed while it waited
+	}
 	if h.overPublishRate(st, s) {
 		h.Counters.RateLimited.Add(1)
 		h.log.Info("client exceeded the publish rate; disconnecting", "clientId", cl.ID, "limitPerSecond", s.Quotas.PublishRatePerClient)
@@ -208,42 +224,56 @@ func (h *Hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 		return pk
 	}
 	count := cl.State.Subscriptions.Len()
-	var refuse map[string]struct{}
+	limit, userLimit := s.Quotas.MaxSubscriptionsPerClient, int32(0)
+	if lim := s.users[string(cl.Properties.Username)].limits; lim != nil {
+		userLimit = lim.MaxSubscriptions
+	}
+	var refusing map[string]byte
 	for _, f := range pk.Filters {
 		if f.Filter == "" {
 			continue // refused by mochi
 		}
 		if s.Quotas.filterTooLong(f.Filter) {
 			h.Counters.TopicTooLong.Add(1)
-			if refuse == nil {
-				refuse = map[string]struct{}{}
-			}
-			refuse[f.Filter] = struct{}{}
+			refuse(&refusing, f.Filter, 0)
 			continue
 		}
 		if _, already := cl.State.Subscriptions.Get(f.Filter); already {
 			continue
 		}
 		count++
-		if int32(count) > s.Quotas.MaxSubscriptionsPerClient {
+		switch {
+		case userLimit > 0 && int32(count) > userLimit:
+			h.UserQuotas.SubscriptionsRefused.Add(1)
+			refuse(&refusing, f.Filter, packets.ErrQuotaExceeded.Code)
+		case int32(count) > limit:
 			h.Counters.SubscriptionQuota.Add(1)
-			if refuse == nil {
-				refuse = map[string]struct{}{}
-			}
-			refuse[f.Filter] = struct{}{}
+			refuse(&refusing, f.Filter, packets.ErrQuotaExceeded.Code)
 		}
 	}
-	if refuse != nil {
-		st.refusing.Store(&refuse)
+	if refusing != nil {
+		st.refusing.Store(&refusing)
 	}
 	return pk
 }
 
-// OnSubscribed clears the refusals of the SUBSCRIBE just answered.
-func (h *Hook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) {
-	if st := h.state(cl); st != nil {
-		st.refusing.Store(nil)
+// OnSubscribed gives an MQTT 5 client the reason of each filter refused
+// over a quota (0x97, quota exceeded, rather than mochi's 0x87): mochi
+// builds the SUBACK from the codes it passes here. It then clears the
+// refusals of the SUBSCRIBE just answered.
+func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	st := h.state(cl)
+	if st == nil {
+		return
 	}
+	if m := st.refusing.Load(); m != nil && cl.Properties.ProtocolVersion == 5 && len(codes) == len(pk.Filters) {
+		for i, f := range pk.Filters {
+			if code := (*m)[f.Filter]; code != 0 && codes[i] == packets.ErrNotAuthorized.Code {
+				codes[i] = code
+			}
+		}
+	}
+	st.refusing.Store(nil)
 }
 
 // filterTooLong is topicTooLong for a subscription filter: a shared one is

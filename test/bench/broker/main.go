@@ -57,7 +57,7 @@ func main() {
 	flag.StringVar(&f.oursBin, "broker", "bin/broker", "our broker binary (go build -o bin/broker ./broker-image)")
 	flag.StringVar(&f.mochiBin, "mochi", "", "plain mochi binary; empty builds ./test/bench/broker/mochiplain")
 	flag.StringVar(&f.mosquittoBin, "mosquitto", "", "mosquitto binary; empty looks on PATH and in /usr/sbin (hack/ensure-mosquitto.sh installs it)")
-	flag.StringVar(&f.phases, "phases", "throughput,acl,batchack,durable,idle,storm", "comma-separated phases to run")
+	flag.StringVar(&f.phases, "phases", "throughput,acl,batchack,durable,idle,storm", "comma-separated phases to run (also: cluster, quotas)")
 	flag.StringVar(&f.scenarios, "scenarios", "qos0_fanin,qos0_fanout,qos1_fanin,qos1_fanout", "comma-separated throughput scenarios to run")
 	flag.IntVar(&f.runs, "runs", 3, "runs per broker and scenario; the median is reported")
 	flag.IntVar(&f.load.clients, "clients", 8, "publishers of fan-in, subscribers of fan-out")
@@ -160,6 +160,11 @@ func run(f *flags) error {
 	}
 	if phases["cluster"] {
 		if err := clusterPhase(s, f, out); err != nil {
+			return err
+		}
+	}
+	if phases["quotas"] {
+		if err := quotaPhase(s, f, out); err != nil {
 			return err
 		}
 	}
