@@ -160,6 +160,10 @@ bench-broker: broker ## Our broker vs plain mochi vs mosquitto on loopback: thro
 bench-cluster: broker ## A 3-pod clustered broker on loopback: cross-pod vs same-pod throughput, latency, takeover, QoS 1 loss under a flood to a slowed pod, retained on a new pod, memory; name=value lines.
 	$(GO) run ./test/bench/broker --broker=bin/broker --phases=cluster
 
+.PHONY: bench-scale
+bench-scale: broker ## Elastic scaling on a 3-pod loopback cluster: a scale-in's session handover (10,000 sessions), a scale-out's rebalance, and per-user quota cost; name=value lines.
+	$(GO) run ./test/bench/broker --broker=bin/broker --phases=cluster,quotas --cluster-steps=handover,rebalance
+
 .PHONY: bench-overload
 bench-overload: broker ## Our broker under misbehaving clients: stuck subscribers, connections that never log in, an unknown-username login flood; name=value lines.
 	$(GO) run ./test/bench/overload --broker=bin/broker

@@ -6,10 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +21,7 @@ import (
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/internal/brokerconfig"
+	"github.com/mqtt-operator/mqtt-operator/internal/rebalance"
 )
 
 // Rebalancing (spec.rebalance). MQTT connections are long-lived: after a
@@ -37,13 +36,7 @@ import (
 const (
 	defaultRebalanceTolerance = 20
 	defaultRebalanceRate      = 20
-	// rebalanceMinBand: a pod within 2 clients of the mean is balanced,
-	// whatever the percentage says (3 clients on 2 pods cannot be even).
-	rebalanceMinBand = 2
-	// rebalanceLongestRound bounds one round's moves: at most rate x 10 s
-	// clients, spread over at most 10 s.
-	rebalanceLongestRound = 10 * time.Second
-	rebalanceMaxRounds    = 8
+	rebalanceMaxRounds        = 8
 	// rebalanceRetry is how long an Incomplete rebalance waits before the
 	// next try over the same number of pods.
 	rebalanceRetry = 10 * time.Minute
@@ -149,7 +142,7 @@ func (r *MQTTBrokerReconciler) rebalance(ctx context.Context, b *v1alpha1.MQTTBr
 	for i, l := range view.loads {
 		counts[i] = l.clients
 	}
-	moves, mean, balanced := planRebalance(counts, tolerance)
+	moves, mean, balanced := rebalance.Plan(counts, tolerance)
 	if balanced {
 		if prev == nil || prev.Phase != v1alpha1.RebalanceRunning {
 			return nil, 0
@@ -183,20 +176,8 @@ func (r *MQTTBrokerReconciler) rebalance(ctx context.Context, b *v1alpha1.MQTTBr
 			st.Rounds, st.ClientsMoved, joinCounts(counts), rebalanceRetry)
 		return &rebalanceOutcome{st}, rebalanceRetry
 	}
-	// A round: at most rate x 10 s clients, over total/rate seconds.
-	// The busiest pods first, so the budget goes where it helps most.
-	budget := rate * int(rebalanceLongestRound/time.Second)
-	order := make([]int, len(moves))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(a, b int) int { return counts[b] - counts[a] })
-	total := 0
-	for _, i := range order {
-		moves[i] = min(moves[i], budget-total)
-		total += moves[i]
-	}
-	period := time.Duration(float64(total) / float64(rate) * float64(time.Second))
+	// A round: at most rate x 10 s clients, the busiest pods first.
+	period := rebalance.Round(counts, moves, rate)
 	moved := 0
 	for i, n := range moves {
 		if n <= 0 {
@@ -235,34 +216,6 @@ func settledForRebalance(b *v1alpha1.MQTTBroker, sts *appsv1.StatefulSet, view *
 		}
 	}
 	return true
-}
-
-// planRebalance says how many clients each pod should move: balanced when
-// every pod is within the band (tolerance percent of the mean, at least
-// rebalanceMinBand clients) of the mean; otherwise each pod above the mean
-// moves what it holds above it, rounded up.
-func planRebalance(counts []int, tolerance int) (moves []int, mean float64, balanced bool) {
-	total := 0
-	for _, c := range counts {
-		total += c
-	}
-	mean = float64(total) / float64(len(counts))
-	band := max(mean*float64(tolerance)/100, rebalanceMinBand)
-	balanced = true
-	for _, c := range counts {
-		if math.Abs(float64(c)-mean) > band {
-			balanced = false
-		}
-	}
-	moves = make([]int, len(counts))
-	if balanced {
-		return moves, mean, true
-	}
-	target := int(math.Ceil(mean))
-	for i, c := range counts {
-		moves[i] = max(c-target, 0)
-	}
-	return moves, mean, false
 }
 
 // shed asks the pod at ip to move n clients over period; it returns how

@@ -19,27 +19,6 @@ import (
 	"github.com/mqtt-operator/mqtt-operator/internal/resources"
 )
 
-func TestPlanRebalance(t *testing.T) {
-	for _, c := range []struct {
-		counts   []int
-		balanced bool
-		moves    []int
-	}{
-		{[]int{90, 0, 0}, false, []int{60, 0, 0}},
-		{[]int{33, 30, 27}, true, nil}, // within 20% of 30
-		{[]int{40, 40, 10}, false, []int{10, 10, 0}},
-		{[]int{35, 35, 20}, false, []int{5, 5, 0}}, // one pod below the band
-		{[]int{2, 0, 0}, true, nil},                // within 2 clients of the mean
-		{[]int{0, 0, 0}, true, nil},
-		{[]int{7, 0}, false, []int{3, 0}}, // mean 3.5: keep 4
-	} {
-		moves, _, balanced := planRebalance(c.counts, 20)
-		if balanced != c.balanced || (!balanced && !slices.Equal(moves, c.moves)) {
-			t.Errorf("planRebalance(%v) = %v balanced %v; want %v balanced %v", c.counts, moves, balanced, c.moves, c.balanced)
-		}
-	}
-}
-
 // rebalanceFixture is a clustered broker of three fake pods, all joined,
 // ready and on the current revision, whose client counts the test sets.
 type rebalanceFixture struct {

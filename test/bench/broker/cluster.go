@@ -188,6 +188,7 @@ func clusterPhase(s *setup, f *flags, out *report) error {
 		{"flood", func() error { return clusterFlood(c, f, out) }},
 		{"retained", func() error { return clusterRetained(c, f, out) }},
 		{"handover", func() error { return clusterHandover(c, f, out) }},
+		{"rebalance", func() error { return clusterRebalance(c, f, out) }},
 	}
 	for _, st := range steps {
 		if !want[st.name] {

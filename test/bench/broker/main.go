@@ -48,6 +48,7 @@ type flags struct {
 	// cluster phase
 	clusterPods, clusterIdle, clusterLatency, clusterTakeovers           int
 	clusterFloodPubs, clusterFloodMsgs, clusterRetained, clusterHandover int
+	clusterRebalance                                                     int
 	clusterFloodTime, clusterDrain                                       time.Duration
 	clusterSteps, clusterVariants, profileDir                            string
 }
@@ -87,7 +88,8 @@ func main() {
 	flag.DurationVar(&f.clusterDrain, "cluster-drain-period", 45*time.Second, "cluster phase: --drain-period of the pods (the operator's), which bounds the handover step's drain")
 	flag.IntVar(&f.clusterRetained, "cluster-retained", 10000, "cluster phase: retained messages a new pod copies")
 	flag.IntVar(&f.clusterHandover, "cluster-handover", 10000, "cluster phase: persistent sessions on a pod that is drained (a scale-in)")
-	flag.StringVar(&f.clusterSteps, "cluster-steps", "memory,throughput,latency,takeover,flood,retained,handover", "cluster phase: comma-separated steps to run")
+	flag.IntVar(&f.clusterRebalance, "cluster-rebalance", 600, "cluster phase: persistent clients on pod 0 evened out over the pods (a scale-out's rebalance)")
+	flag.StringVar(&f.clusterSteps, "cluster-steps", "memory,throughput,latency,takeover,flood,retained,handover,rebalance", "cluster phase: comma-separated steps to run")
 	flag.StringVar(&f.clusterVariants, "cluster-variants", "single,same_pod,cross_pod", "cluster phase, throughput step: the placements to run (one alone for a CPU profile of it)")
 	flag.StringVar(&f.profileDir, "profile-dir", "", "write a CPU profile of each of our broker processes to DIR/<name>.pprof (go tool pprof bin/broker FILE)")
 	flag.BoolVar(&f.keepDir, "keep", false, "keep the working directory (configs, broker logs)")
