@@ -93,6 +93,12 @@ func TestShedStopsForADrain(t *testing.T) {
 	if _, err := tb.Shed(2, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	// The first client goes at once; the second would go 5 s later.
+	for deadline := time.Now().Add(3 * time.Second); tb.Stats().ClientsShed < 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the shed did not move its first client")
+		}
+	}
 	drained := make(chan struct{})
 	go func() { defer close(drained); tb.Drain(context.Background(), time.Second) }()
 	for deadline := time.Now().Add(3 * time.Second); tb.Ready() == nil; time.Sleep(5 * time.Millisecond) {
