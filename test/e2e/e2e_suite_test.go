@@ -10,7 +10,9 @@ package e2e
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -51,4 +53,38 @@ var _ = BeforeSuite(func() {
 		}
 	}
 	Expect(nodeIP).NotTo(BeEmpty(), "the node has no InternalIP")
+	deleteLeftoverNamespaces()
 })
+
+// deleteLeftoverNamespaces deletes the e2e-* namespaces an earlier run left
+// (a failed run stops before its last spec deletes them) and waits until
+// they are gone: their broker pods' CPU requests would keep this run's pods
+// Pending on the 2-CPU node.
+func deleteLeftoverNamespaces() {
+	ctx := context.Background()
+	var list corev1.NamespaceList
+	Expect(k8s.List(ctx, &list)).To(Succeed())
+	var left []string
+	for i := range list.Items {
+		ns := &list.Items[i]
+		if strings.HasPrefix(ns.Name, "e2e-") {
+			left = append(left, ns.Name)
+			if ns.DeletionTimestamp.IsZero() {
+				Expect(client.IgnoreNotFound(k8s.Delete(ctx, ns))).To(Succeed())
+			}
+		}
+	}
+	if len(left) == 0 {
+		return
+	}
+	GinkgoWriter.Printf("deleting %d namespaces an earlier run left: %v (up to 3 min)\n", len(left), left)
+	Eventually(func() []string {
+		var still []string
+		for _, name := range left {
+			if err := k8s.Get(ctx, client.ObjectKey{Name: name}, &corev1.Namespace{}); err == nil {
+				still = append(still, name)
+			}
+		}
+		return still
+	}).WithTimeout(3 * time.Minute).WithPolling(2 * time.Second).Should(BeEmpty())
+}
