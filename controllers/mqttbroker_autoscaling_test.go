@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -28,6 +29,7 @@ func TestAutoscalingOwnsAHorizontalPodAutoscaler(t *testing.T) {
 		b.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{MinReplicas: 1, MaxReplicas: 4, TargetCPUUtilizationPercentage: 70,
 			ScaleDownStabilizationSeconds: ptr.To(int32(120))}
 	})
+	want := "cpu 70%"
 	hpaIs := func(maxReplicas int32) func() error {
 		return func() error {
 			hpa, err := get(t, ns, "telemetry", &autoscalingv2.HorizontalPodAutoscaler{})
@@ -43,8 +45,8 @@ func TestAutoscalingOwnsAHorizontalPodAutoscaler(t *testing.T) {
 				return fmt.Errorf("target %+v, want this MQTTBroker", ref)
 			case *s.MinReplicas != 1 || s.MaxReplicas != maxReplicas:
 				return fmt.Errorf("replicas %d-%d, want 1-%d", *s.MinReplicas, s.MaxReplicas, maxReplicas)
-			case len(s.Metrics) != 1 || s.Metrics[0].Resource == nil || *s.Metrics[0].Resource.Target.AverageUtilization != 70:
-				return fmt.Errorf("metrics %+v, want 70%% CPU", s.Metrics)
+			case metricsOf(s.Metrics) != want:
+				return fmt.Errorf("metrics %q, want %q", metricsOf(s.Metrics), want)
 			case s.Behavior == nil || *s.Behavior.ScaleDown.StabilizationWindowSeconds != 120 ||
 				len(s.Behavior.ScaleDown.Policies) != 1 || s.Behavior.ScaleDown.Policies[0].Value != 1:
 				return fmt.Errorf("scale-down behaviour %+v, want 120 s and one pod at a time", s.Behavior)
@@ -86,6 +88,21 @@ func TestAutoscalingOwnsAHorizontalPodAutoscaler(t *testing.T) {
 	updateBroker(t, ns, func(b *v1alpha1.MQTTBroker) { b.Spec.Autoscaling.MaxReplicas = 6 })
 	eventually(t, wait, "the new maximum", hpaIs(6))
 
+	// The per-pod figures the metrics adapter serves, alone or with CPU.
+	updateBroker(t, ns, func(b *v1alpha1.MQTTBroker) {
+		b.Spec.Autoscaling.TargetCPUUtilizationPercentage = 0
+		b.Spec.Autoscaling.TargetConnectionsPerPod = 2500
+		b.Spec.Autoscaling.TargetMessagesPerSecondPerPod = 40000
+	})
+	want = "pods mqtt_clients_connected 2500, pods mqtt_messages_per_second 40k"
+	eventually(t, wait, "connections and messages per pod", hpaIs(6))
+	updateBroker(t, ns, func(b *v1alpha1.MQTTBroker) {
+		b.Spec.Autoscaling.TargetCPUUtilizationPercentage = 80
+		b.Spec.Autoscaling.TargetMessagesPerSecondPerPod = 0
+	})
+	want = "cpu 80%, pods mqtt_clients_connected 2500"
+	eventually(t, wait, "CPU and connections per pod", hpaIs(6))
+
 	updateBroker(t, ns, func(b *v1alpha1.MQTTBroker) { b.Spec.Autoscaling = nil })
 	eventually(t, wait, "the HorizontalPodAutoscaler removed", func() error {
 		_, err := get(t, ns, "telemetry", &autoscalingv2.HorizontalPodAutoscaler{})
@@ -126,4 +143,20 @@ func TestAutoscaledBrokerIsClusteredFromItsFirstPod(t *testing.T) {
 	if diff := cmp.Diff(one.Spec.Template, three.Spec.Template); diff != "" {
 		t.Errorf("the first scale-up changed the pod template, which restarts pod 0:\n%s", diff)
 	}
+}
+
+// metricsOf summarises an autoscaler's metrics, in order.
+func metricsOf(metrics []autoscalingv2.MetricSpec) string {
+	var out []string
+	for _, m := range metrics {
+		switch {
+		case m.Resource != nil && m.Resource.Target.AverageUtilization != nil:
+			out = append(out, fmt.Sprintf("%s %d%%", m.Resource.Name, *m.Resource.Target.AverageUtilization))
+		case m.Pods != nil && m.Pods.Target.AverageValue != nil:
+			out = append(out, fmt.Sprintf("pods %s %s", m.Pods.Metric.Name, m.Pods.Target.AverageValue))
+		default:
+			out = append(out, fmt.Sprintf("%+v", m))
+		}
+	}
+	return strings.Join(out, ", ")
 }

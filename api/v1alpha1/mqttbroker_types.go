@@ -8,7 +8,7 @@ import (
 
 // MQTTBrokerSpec is the desired state of one MQTT broker.
 // +kubebuilder:validation:XValidation:rule="!has(self.tls) || self.listeners.tls.enabled || self.listeners.secureWebsocket.enabled",message="spec.tls is set but neither the tls nor the secureWebsocket listener is enabled; enable one (listeners.tls.enabled: true) or remove spec.tls"
-// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !has(self.resources) || ((!has(self.resources.requests) || size(self.resources.requests) == 0) && (!has(self.resources.limits) || size(self.resources.limits) == 0)) || (has(self.resources.requests) && 'cpu' in self.resources.requests) || (has(self.resources.limits) && 'cpu' in self.resources.limits)",message="spec.autoscaling scales on CPU use relative to the pods' CPU request, and spec.resources sets none: add resources.requests.cpu (or leave spec.resources out for the default of 100m)"
+// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !has(self.autoscaling.targetCPUUtilizationPercentage) || !has(self.resources) || ((!has(self.resources.requests) || size(self.resources.requests) == 0) && (!has(self.resources.limits) || size(self.resources.limits) == 0)) || (has(self.resources.requests) && 'cpu' in self.resources.requests) || (has(self.resources.limits) && 'cpu' in self.resources.limits)",message="spec.autoscaling.targetCPUUtilizationPercentage is relative to the pods' CPU request, and spec.resources sets none: add resources.requests.cpu (or leave spec.resources out for the default of 100m)"
 type MQTTBrokerSpec struct {
 	// replicas is the number of broker pods, 0 to 16. 0 stops the broker and
 	// keeps its storage; 1 runs one pod; 2 to 16 run one logical broker whose
@@ -622,8 +622,7 @@ type IssuerReference struct {
 
 // AutoscalingSpec bounds and drives automatic scaling.
 // +kubebuilder:validation:XValidation:rule="self.minReplicas <= self.maxReplicas",message="autoscaling.minReplicas must not exceed autoscaling.maxReplicas"
-// +kubebuilder:validation:XValidation:rule="has(self.targetCPUUtilizationPercentage)",message="autoscaling needs targetCPUUtilizationPercentage: CPU use is what this operator version scales on"
-// +kubebuilder:validation:XValidation:rule="!has(self.targetConnectionsPerPod)",message="autoscaling.targetConnectionsPerPod is not supported yet (it needs the operator's custom metrics adapter); scale on targetCPUUtilizationPercentage"
+// +kubebuilder:validation:XValidation:rule="has(self.targetCPUUtilizationPercentage) || has(self.targetConnectionsPerPod) || has(self.targetMessagesPerSecondPerPod)",message="autoscaling needs at least one target: targetCPUUtilizationPercentage, targetConnectionsPerPod or targetMessagesPerSecondPerPod"
 type AutoscalingSpec struct {
 	// minReplicas is the fewest replicas autoscaling may choose, 1 to 16.
 	// +kubebuilder:default=1
@@ -638,18 +637,28 @@ type AutoscalingSpec struct {
 	MaxReplicas int32 `json:"maxReplicas"`
 
 	// targetCPUUtilizationPercentage is the average CPU use of the broker
-	// pods, in percent of their CPU request, to scale towards.
+	// pods, in percent of their CPU request, to scale towards (read from
+	// the resource metrics API: metrics-server).
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100
 	// +optional
 	TargetCPUUtilizationPercentage int32 `json:"targetCPUUtilizationPercentage,omitempty"`
 
-	// targetConnectionsPerPod is the average number of clients per pod to
-	// scale towards. Reserved: refused until the custom metrics adapter is
-	// part of the operator.
+	// targetConnectionsPerPod is the average number of MQTT clients logged
+	// in per pod to scale towards (the pods' mqtt_clients_connected, read
+	// through the custom metrics API: the chart's metrics adapter).
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
 	// +optional
 	TargetConnectionsPerPod int32 `json:"targetConnectionsPerPod,omitempty"`
+
+	// targetMessagesPerSecondPerPod is the average number of PUBLISH
+	// packets per second through each pod, in and out, to scale towards
+	// (mqtt_messages_per_second, through the custom metrics API).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000000
+	// +optional
+	TargetMessagesPerSecondPerPod int32 `json:"targetMessagesPerSecondPerPod,omitempty"`
 
 	// scaleDownStabilizationSeconds is how long the load must stay low
 	// before autoscaling removes pods (each removal drains a pod: its

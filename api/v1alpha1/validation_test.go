@@ -127,11 +127,12 @@ func TestInvalidObjectsAreRefusedWithAClearMessage(t *testing.T) {
 		{"duplicate ports", brokerHead + "spec: {listeners: {websocket: {enabled: true, port: 1883}}}", "enabled listeners must use different ports"},
 		{"privileged port", brokerHead + "spec: {listeners: {tcp: {port: 80}}}", "port must be between 1024 and 65535"},
 		{"reserved port", brokerHead + "spec: {listeners: {websocket: {enabled: true, port: 9091}}}", "are reserved for the broker itself"},
-		{"autoscaling without a target", brokerHead + "spec: {autoscaling: {maxReplicas: 3}}", "autoscaling needs targetCPUUtilizationPercentage"},
+		{"autoscaling without a target", brokerHead + "spec: {autoscaling: {maxReplicas: 3}}", "autoscaling needs at least one target: targetCPUUtilizationPercentage, targetConnectionsPerPod or targetMessagesPerSecondPerPod"},
 		{"autoscaling without a maximum", brokerHead + "spec: {autoscaling: {targetCPUUtilizationPercentage: 70}}", "maxReplicas: Required value"},
 		{"autoscaling bounds crossed", brokerHead + "spec: {autoscaling: {minReplicas: 4, maxReplicas: 3, targetCPUUtilizationPercentage: 70}}", "autoscaling.minReplicas must not exceed autoscaling.maxReplicas"},
 		{"autoscaling above sixteen", brokerHead + "spec: {autoscaling: {maxReplicas: 17, targetCPUUtilizationPercentage: 70}}", "should be less than or equal to 16"},
-		{"autoscaling on connections", brokerHead + "spec: {autoscaling: {maxReplicas: 3, targetCPUUtilizationPercentage: 70, targetConnectionsPerPod: 1000}}", "targetConnectionsPerPod is not supported yet"},
+		{"autoscaling on no connections", brokerHead + "spec: {autoscaling: {maxReplicas: 3, targetConnectionsPerPod: 0}}", "should be greater than or equal to 1"},
+		{"autoscaling on a negative message rate", brokerHead + "spec: {autoscaling: {maxReplicas: 3, targetMessagesPerSecondPerPod: -5}}", "should be greater than or equal to 1"},
 		{"autoscaling without a cpu request", brokerHead + "spec: {autoscaling: {maxReplicas: 3, targetCPUUtilizationPercentage: 70}, resources: {requests: {memory: 256Mi}}}", "add resources.requests.cpu"},
 		{"autoscaling stabilization over an hour", brokerHead + "spec: {autoscaling: {maxReplicas: 3, targetCPUUtilizationPercentage: 70, scaleDownStabilizationSeconds: 7200}}", "should be less than or equal to 3600"},
 		{"size on ephemeral storage", brokerHead + "spec: {storage: {size: 1Gi}}", "storage.size and storage.storageClassName only apply to type Persistent"},
@@ -208,6 +209,9 @@ func TestAutoscalingIsAccepted(t *testing.T) {
 		"{autoscaling: {minReplicas: 2, maxReplicas: 16, targetCPUUtilizationPercentage: 50, scaleDownStabilizationSeconds: 0}}",
 		"{autoscaling: {maxReplicas: 3, targetCPUUtilizationPercentage: 70}, resources: {requests: {cpu: 250m, memory: 256Mi}}}",
 		"{autoscaling: {maxReplicas: 3, targetCPUUtilizationPercentage: 70}, resources: {limits: {cpu: '1'}}}",
+		// per-pod figures need no CPU request
+		"{autoscaling: {maxReplicas: 3, targetConnectionsPerPod: 5000}, resources: {requests: {memory: 256Mi}}}",
+		"{autoscaling: {maxReplicas: 8, targetCPUUtilizationPercentage: 70, targetConnectionsPerPod: 5000, targetMessagesPerSecondPerPod: 20000}}",
 	} {
 		m := object(t, ns, brokerHead+"spec: "+spec)
 		m.SetName(fmt.Sprintf("auto%d", i))

@@ -36,7 +36,7 @@ hack/kind/load-image.sh "${IMG}" "${BROKER_IMG}"
 step "CRDs: kubectl apply --server-side (Helm installs crds/ once and never upgrades them)"
 "${KUBECTL}" apply --server-side --force-conflicts -f charts/mqtt-operator/crds/ >/dev/null
 
-step "operator: helm upgrade --install (waits for the Deployment)"
+step "operator and its custom metrics adapter: helm upgrade --install (waits for the Deployments)"
 HELM="$(hack/helm.sh)"
 # The image ID as a pod annotation: a rebuilt image under the same tag rolls
 # the operator; an unchanged one leaves it alone.
@@ -45,7 +45,10 @@ image_id="$(docker image inspect -f '{{.Id}}' "${IMG}" | cut -c8-19)"
   --namespace mqtt-operator-system --create-namespace --wait --timeout 5m \
   --set "image.repository=${IMG%:*}" --set "image.tag=${IMG##*:}" \
   --set "brokerImage.repository=${BROKER_IMG%:*}" --set "brokerImage.tag=${BROKER_IMG##*:}" \
-  --set-string "podAnnotations.mqtt-operator\.io/image-id=${image_id}"
+  --set-string "podAnnotations.mqtt-operator\.io/image-id=${image_id}" \
+  --set-string "metricsAdapter.podAnnotations.mqtt-operator\.io/image-id=${image_id}"
+step "custom metrics adapter: waiting for its APIService to be Available (seconds)"
+"${KUBECTL}" wait --for=condition=Available apiservice/v1beta2.custom.metrics.k8s.io --timeout=2m >/dev/null
 "${KUBECTL}" label namespace mqtt-operator-system pod-security.kubernetes.io/enforce=restricted --overwrite >/dev/null
 
 echo "${KUBECONFIG}" >&3

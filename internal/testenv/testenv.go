@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/internal/pki"
 )
 
 // Env is a running control plane.
@@ -32,6 +34,8 @@ type Env struct {
 	Client client.Client
 	Scheme *apiruntime.Scheme
 	env    *envtest.Environment
+	// proxyDir holds the front-proxy certificates kube-apiserver reads.
+	proxyDir string
 }
 
 // RepoRoot is the module's root directory, found from this source file.
@@ -58,8 +62,14 @@ func Start() (*Env, error) {
 		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
+	proxyDir, err := aggregation(env)
+	if err != nil {
+		_ = os.RemoveAll(proxyDir)
+		return nil, err
+	}
 	cfg, err := env.Start()
 	if err != nil {
+		_ = os.RemoveAll(proxyDir)
 		// Start fails after launching the processes when, say, a CRD is
 		// refused; without Stop they would outlive the test binary.
 		_ = env.Stop()
@@ -72,13 +82,17 @@ func Start() (*Env, error) {
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		_ = env.Stop()
+		_ = os.RemoveAll(proxyDir)
 		return nil, fmt.Errorf("creating client: %w", err)
 	}
-	return &Env{Config: cfg, Client: c, Scheme: scheme, env: env}, nil
+	return &Env{Config: cfg, Client: c, Scheme: scheme, env: env, proxyDir: proxyDir}, nil
 }
 
 // Stop ends the control plane.
-func (e *Env) Stop() error { return e.env.Stop() }
+func (e *Env) Stop() error {
+	defer func() { _ = os.RemoveAll(e.proxyDir) }()
+	return e.env.Stop()
+}
 
 // ConfigFor returns a client configuration that authenticates as user, with
 // no groups: it can do only what RBAC bindings grant that user. Tests run the
@@ -123,6 +137,51 @@ func (e *Env) OperatorConfig() (*rest.Config, error) {
 		return nil, fmt.Errorf("binding the operator's ClusterRole: %w", err)
 	}
 	return e.ConfigFor(operatorUser)
+}
+
+// aggregation lets the API server proxy to aggregated APIs (the metrics
+// adapter's custom.metrics.k8s.io), as a cluster's does: a front-proxy
+// client certificate and the CA that aggregated servers trust it by, and
+// routing to a Service's endpoints (the envtest has no kube-proxy).
+func aggregation(env *envtest.Environment) (string, error) {
+	dir, err := os.MkdirTemp("", "envtest-front-proxy-")
+	if err != nil {
+		return "", err
+	}
+	now := time.Now()
+	ca, err := pki.NewCA("envtest front-proxy CA", now, 7*24*time.Hour)
+	if err != nil {
+		return dir, err
+	}
+	client, err := ca.Issue(pki.Request{CommonName: "front-proxy-client", Client: true, Validity: 7 * 24 * time.Hour}, now)
+	if err != nil {
+		return dir, err
+	}
+	files := map[string][]byte{"ca.crt": ca.CertPEM, "client.crt": client.CertPEM, "client.key": client.KeyPEM}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			return dir, err
+		}
+	}
+	args := env.ControlPlane.GetAPIServer().Configure()
+	args.Set("requestheader-client-ca-file", filepath.Join(dir, "ca.crt"))
+	args.Set("requestheader-allowed-names", "front-proxy-client")
+	args.Set("requestheader-username-headers", "X-Remote-User")
+	args.Set("requestheader-group-headers", "X-Remote-Group")
+	args.Set("requestheader-extra-headers-prefix", "X-Remote-Extra-")
+	args.Set("proxy-client-cert-file", filepath.Join(dir, "client.crt"))
+	args.Set("proxy-client-key-file", filepath.Join(dir, "client.key"))
+	args.Set("enable-aggregator-routing", "true")
+	return dir, nil
+}
+
+// KubeConfigFor returns a kubeconfig that authenticates as user in groups.
+func (e *Env) KubeConfigFor(user string, groups ...string) ([]byte, error) {
+	u, err := e.env.ControlPlane.AddUser(envtest.User{Name: user, Groups: groups}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("adding kubeconfig user %s: %w", user, err)
+	}
+	return u.KubeConfig()
 }
 
 // KubeConfig returns a kubeconfig for an administrator of the control plane,

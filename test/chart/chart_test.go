@@ -7,6 +7,8 @@ package chart
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +35,7 @@ import (
 
 	v1alpha1 "github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/controllers"
+	"github.com/mqtt-operator/mqtt-operator/internal/pki"
 	"github.com/mqtt-operator/mqtt-operator/internal/resources"
 	"github.com/mqtt-operator/mqtt-operator/internal/testenv"
 )
@@ -106,13 +109,29 @@ func typed[T any](t *testing.T, u *unstructured.Unstructured, into *T) *T {
 	return into
 }
 
+// deployment is the operator's Deployment (the metrics adapter has its own).
 func deployment(t *testing.T, objs []*unstructured.Unstructured) *appsv1.Deployment {
 	t.Helper()
-	d := find(objs, "Deployment")
+	var d []*unstructured.Unstructured
+	for _, o := range find(objs, "Deployment") {
+		if !strings.HasSuffix(o.GetName(), "-metrics-adapter") {
+			d = append(d, o)
+		}
+	}
 	if len(d) != 1 {
-		t.Fatalf("%d Deployments rendered", len(d))
+		t.Fatalf("%d operator Deployments rendered", len(d))
 	}
 	return typed(t, d[0], &appsv1.Deployment{})
+}
+
+// named is the object of kind with name, or nil.
+func named(objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+	for _, o := range find(objs, kind) {
+		if o.GetName() == name {
+			return o
+		}
+	}
+	return nil
 }
 
 func generatedRules(t *testing.T) []rbacv1.PolicyRule {
@@ -134,7 +153,10 @@ func TestDefaultRender(t *testing.T) {
 	for _, o := range objs {
 		kinds[o.GetKind()]++
 	}
-	want := map[string]int{"ServiceAccount": 1, "ClusterRole": 1, "ClusterRoleBinding": 1, "Role": 1, "RoleBinding": 1, "Service": 1, "Deployment": 1}
+	// The operator's, and the metrics adapter's (its ServiceAccount, rules,
+	// auth-delegator and authentication-reader bindings, certificate,
+	// Service, Deployment and APIService).
+	want := map[string]int{"ServiceAccount": 2, "ClusterRole": 2, "ClusterRoleBinding": 3, "Role": 1, "RoleBinding": 2, "Service": 2, "Deployment": 2, "Secret": 1, "APIService": 1}
 	if fmt.Sprint(kinds) != fmt.Sprint(want) {
 		t.Errorf("rendered %v, want %v", kinds, want)
 	}
@@ -171,7 +193,7 @@ func TestDefaultRender(t *testing.T) {
 
 	// The rules are the ones generated from the code, which the envtest
 	// suites run the operator with.
-	role := typed(t, find(objs, "ClusterRole")[0], &rbacv1.ClusterRole{})
+	role := typed(t, named(objs, "ClusterRole", "mqtt-operator"), &rbacv1.ClusterRole{})
 	if fmt.Sprint(role.Rules) != fmt.Sprint(generatedRules(t)) {
 		t.Errorf("the chart's ClusterRole differs from config/rbac/role.yaml:\n%v\n%v", role.Rules, generatedRules(t))
 	}
@@ -211,7 +233,10 @@ func TestMemoryLimit(t *testing.T) {
 func TestValues(t *testing.T) {
 	objs := render(t, "ops", "--set", "watchNamespaces={tenant-a,tenant-b}", "--set", "metrics.enabled=false",
 		"--set", "image.repository=registry.example.com/mqtt-operator", "--set", "image.tag=1.2.3", "--set", "logLevel=debug")
-	if len(find(objs, "ClusterRole")) != 0 || len(find(objs, "ClusterRoleBinding")) != 0 {
+	// Cluster-wide only what every aggregated API server needs: the
+	// metrics adapter's right to ask who a caller is.
+	if len(find(objs, "ClusterRole")) != 0 || len(find(objs, "ClusterRoleBinding")) != 1 ||
+		typed(t, find(objs, "ClusterRoleBinding")[0], &rbacv1.ClusterRoleBinding{}).RoleRef.Name != "system:auth-delegator" {
 		t.Error("watching listed namespaces must not need cluster-wide rights")
 	}
 	var ns []string
@@ -219,11 +244,16 @@ func TestValues(t *testing.T) {
 		ns = append(ns, r.GetNamespace()+"/"+r.GetName())
 	}
 	slices.Sort(ns)
-	if want := []string{"ops/mqtt-operator-leader-election", "tenant-a/mqtt-operator", "tenant-b/mqtt-operator"}; !slices.Equal(ns, want) {
+	if want := []string{"ops/mqtt-operator-leader-election", "tenant-a/mqtt-operator", "tenant-a/mqtt-operator-metrics-adapter",
+		"tenant-b/mqtt-operator", "tenant-b/mqtt-operator-metrics-adapter"}; !slices.Equal(ns, want) {
 		t.Errorf("Roles %v, want %v", ns, want)
 	}
-	if len(find(objs, "RoleBinding")) != 3 || len(find(objs, "Service")) != 0 {
-		t.Errorf("%d RoleBindings (want 3), %d Services (want none without metrics)", len(find(objs, "RoleBinding")), len(find(objs, "Service")))
+	if len(find(objs, "RoleBinding")) != 6 || named(objs, "Service", "mqtt-operator-metrics") != nil {
+		t.Errorf("%d RoleBindings (want 3 and the adapter's 3), a metrics Service without metrics: %v", len(find(objs, "RoleBinding")), named(objs, "Service", "mqtt-operator-metrics") != nil)
+	}
+	adapter := typed(t, named(objs, "Deployment", "mqtt-operator-metrics-adapter"), &appsv1.Deployment{}).Spec.Template.Spec.Containers[0]
+	if !slices.Contains(adapter.Args, "--watch-namespaces=tenant-a,tenant-b") {
+		t.Errorf("the metrics adapter's args %v lack the watched namespaces", adapter.Args)
 	}
 	c := deployment(t, objs).Spec.Template.Spec.Containers[0]
 	for _, arg := range []string{"--watch-namespaces=tenant-a,tenant-b", "--metrics-bind-address=0", "--zap-log-level=debug"} {
@@ -253,7 +283,7 @@ func TestValues(t *testing.T) {
 	if len(sm) != 1 || sm[0].GetLabels()["release"] != "prom" {
 		t.Fatalf("ServiceMonitor %v", sm)
 	}
-	svc := typed(t, find(objs, "Service")[0], &corev1.Service{})
+	svc := typed(t, named(objs, "Service", "mqtt-operator-metrics"), &corev1.Service{})
 	if svc.Spec.Ports[0].Name != "metrics" || !strings.Contains(fmt.Sprint(sm[0].Object["spec"]), "port:metrics") {
 		t.Errorf("the ServiceMonitor does not scrape the metrics port: %v", sm[0].Object["spec"])
 	}
@@ -362,10 +392,12 @@ func createNamespaces(t *testing.T, names ...string) {
 // user in that namespace get everything they should.
 func TestInstalledChartRunsTheOperator(t *testing.T) {
 	createNamespaces(t, "ops", "tenant")
-	objs := render(t, "ops", "--set", "watchNamespaces={tenant}")
+	// The metrics adapter's cluster-wide objects are installed by
+	// TestInstaller (the API server must accept them all).
+	objs := render(t, "ops", "--set", "watchNamespaces={tenant}", "--set", "metricsAdapter.enabled=false")
 	create(t, env.Client, objs)
 
-	sa := find(objs, "ServiceAccount")[0]
+	sa := named(objs, "ServiceAccount", "mqtt-operator")
 	cfg, err := env.ConfigFor("system:serviceaccount:ops:" + sa.GetName())
 	if err != nil {
 		t.Fatal(err)
@@ -447,9 +479,90 @@ func TestInstaller(t *testing.T) {
 	if n := len(find(objs, "CustomResourceDefinition")); n != 3 {
 		t.Errorf("%d CRDs in the installer", n)
 	}
+	if named(objs, "APIService", "v1beta2.custom.metrics.k8s.io") == nil {
+		t.Error("the installer has no metrics adapter")
+	}
 	c := deployment(t, objs).Spec.Template.Spec.Containers[0]
 	if c.Image != "registry.example.com/operator:1.0.0" || !slices.Contains(c.Args, "--broker-image=registry.example.com/broker:1.0.0") {
 		t.Errorf("image %s args %v", c.Image, c.Args)
 	}
 	create(t, env.Client, objs)
+}
+
+// TestMetricsAdapter: the chart runs the custom metrics adapter from the
+// operator image, locked down like the operator, behind an APIService that
+// trusts its certificate; its pods do not carry the operator's name label
+// (broker NetworkPolicies admit their admin port from that).
+func TestMetricsAdapter(t *testing.T) {
+	objs := render(t, "ops")
+	d := typed(t, named(objs, "Deployment", "mqtt-operator-metrics-adapter"), &appsv1.Deployment{})
+	pod := d.Spec.Template.Spec
+	c := pod.Containers[0]
+	if c.Image != "mqtt-operator/operator:0.1.0-dev" || !slices.Equal(c.Command, []string{"/metrics-adapter"}) {
+		t.Errorf("adapter image %s command %v", c.Image, c.Command)
+	}
+	if d.Spec.Template.Labels[resources.LabelName] == resources.OperatorName {
+		t.Error("the adapter's pods carry the operator's name label, which opens every broker's admin port to them")
+	}
+	if psc := pod.SecurityContext; psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
+		t.Errorf("pod security context %+v", psc)
+	}
+	if sc := c.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Errorf("container security context %+v", sc)
+	}
+	if c.ReadinessProbe == nil || c.Resources.Limits.Memory().IsZero() {
+		t.Error("the adapter needs a readiness probe and a memory limit")
+	}
+	role := typed(t, named(objs, "ClusterRole", "mqtt-operator-metrics-adapter"), &rbacv1.ClusterRole{})
+	if len(role.Rules) != 1 || fmt.Sprint(role.Rules[0].Resources) != "[pods]" || fmt.Sprint(role.Rules[0].Verbs) != "[get list watch]" {
+		t.Errorf("the adapter's rules %+v, want reading pods and nothing else", role.Rules)
+	}
+	// The APIService trusts the CA that signed the Secret's certificate,
+	// for the name kube-apiserver dials.
+	api := named(objs, "APIService", "v1beta2.custom.metrics.k8s.io")
+	secret := typed(t, named(objs, "Secret", "mqtt-operator-metrics-adapter-tls"), &corev1.Secret{})
+	if api == nil || secret == nil {
+		t.Fatal("no APIService or no certificate Secret")
+	}
+	caBundle, _, _ := unstructured.NestedString(api.Object, "spec", "caBundle")
+	svc, _, _ := unstructured.NestedString(api.Object, "spec", "service", "name")
+	if svc != "mqtt-operator-metrics-adapter" || named(objs, "Service", svc) == nil {
+		t.Errorf("the APIService points at Service %q", svc)
+	}
+	ca, err := pki.ParseCertificate(secret.Data["ca.crt"])
+	if err != nil || base64.StdEncoding.EncodeToString(secret.Data["ca.crt"]) != caBundle {
+		t.Fatalf("the APIService's caBundle is not the Secret's CA (%v)", err)
+	}
+	cert, err := pki.ParseCertificate(secret.Data["tls.crt"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: "mqtt-operator-metrics-adapter.ops.svc"}); err != nil {
+		t.Errorf("the adapter's certificate does not verify for its Service: %v", err)
+	}
+
+	// Off: nothing of it.
+	for _, o := range render(t, "ops", "--set", "metricsAdapter.enabled=false") {
+		if strings.Contains(o.GetName(), "metrics-adapter") || o.GetKind() == "APIService" {
+			t.Errorf("metricsAdapter.enabled=false rendered %s %s", o.GetKind(), o.GetName())
+		}
+	}
+	// A certificate of the user's: its Secret, and a CA to trust it by.
+	objs = render(t, "ops", "--set", "metricsAdapter.tls.secretName=adapter-cert", "--set", "metricsAdapter.apiServiceAnnotations.cert-manager\\.io/inject-ca-from=ops/adapter-cert")
+	if find(objs, "Secret") != nil {
+		t.Error("a Secret rendered although the user named theirs")
+	}
+	d = typed(t, named(objs, "Deployment", "mqtt-operator-metrics-adapter"), &appsv1.Deployment{})
+	if d.Spec.Template.Spec.Volumes[0].Secret.SecretName != "adapter-cert" {
+		t.Errorf("volumes %+v", d.Spec.Template.Spec.Volumes)
+	}
+	if named(objs, "APIService", "v1beta2.custom.metrics.k8s.io").GetAnnotations()["cert-manager.io/inject-ca-from"] != "ops/adapter-cert" {
+		t.Error("the CA injection annotation did not reach the APIService")
+	}
+	cmd := exec.Command(helm, "template", "mqtt-operator", filepath.Join(testenv.RepoRoot(), "charts", "mqtt-operator"), "--set", "metricsAdapter.tls.secretName=adapter-cert")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "metricsAdapter.tls.secretName needs metricsAdapter.tls.caBundle") {
+		t.Errorf("a Secret of the user's with no CA to trust it by: %v\n%s", err, out)
+	}
 }

@@ -443,48 +443,90 @@ func clusterSpecs() {
 			up.Round(time.Second), down.Round(time.Second), pub, colA, colB, from+1)
 	})
 
-	It("scales itself on CPU use with spec.autoscaling, up under load and back to 1, delivering every acknowledged message", func() {
-		ns := newNamespace()
-		captureLogs(ns)
-		create(brokerIn(ns, func(b *v1alpha1.MQTTBroker) {
-			clustered(1)(b)
-			// 50 % of 100m: an idle pod of a cluster (routes, pings, the
-			// operator's polls, the QoS 1 trickle below) stays well under
-			// it, a flooded one far above.
-			b.Spec.Resources.Requests[corev1.ResourceCPU] = resource.MustParse("100m")
-			b.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{MinReplicas: 1, MaxReplicas: 3, TargetCPUUtilizationPercentage: 50,
-				ScaleDownStabilizationSeconds: ptr.To(int32(0))}
-			b.Spec.Limits.MaxQueuedMessages = 20000
-		}), userIn(ns, "publisher"), userIn(ns, "collector"),
-			aclIn(ns, "data", v1alpha1.ACLSubjects{AllAuthenticated: true},
-				rule("data/#", v1alpha1.AccessPublishSubscribe, v1alpha1.EffectAllow), rule("load/#", v1alpha1.AccessPublish, v1alpha1.EffectAllow)))
-		deleteAtEnd(ns)
-		b := brokerIn(ns, nil)
-		waitReady(b, 3*time.Minute)
-		waitReady(userIn(ns, "publisher"), time.Minute)
-		waitReady(userIn(ns, "collector"), time.Minute)
-		service := nodeAddr(ns, "mqtt")
-		bg := &background{}
-		DeferCleanup(bg.run)
-		stop := make(chan struct{})
-		col := startCollector(bg, service, service, credentialsOf(ns, "collector"), "collector", "data/#", stop)
-		pub := startPublisher(bg, service, service, credentialsOf(ns, "publisher"), "data/seq")
-		DeferCleanup(func() {
-			pub.halt()
-			close(stop)
-			col.wait()
-		})
-		replicas := func() int32 {
-			got := brokerIn(ns, nil)
-			if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(got), got); err != nil || got.Spec.Replicas == nil {
-				return -1
-			}
-			return *got.Spec.Replicas
-		}
+	It("scales itself on CPU use with spec.autoscaling, up under load (spreading the clients) and back to 1, delivering every acknowledged message", func() {
+		autoscales(false)
+	})
 
+	It("scales itself on connections per pod through the custom metrics adapter, up as devices connect and back to 1, delivering every acknowledged message", func() {
+		autoscales(true)
+	})
+}
+
+// autoscales runs a broker with spec.autoscaling (1 to 3 pods) through a
+// load that makes the HorizontalPodAutoscaler add pods, and its end, which
+// makes it remove them, while a QoS 1 publisher and a persistent subscriber
+// go on. byConnections scales on targetConnectionsPerPod (idle devices that
+// connect, read through the chart's custom metrics adapter) instead of CPU
+// use (clients that flood, read through metrics-server).
+func autoscales(byConnections bool) {
+	ns := newNamespace()
+	captureLogs(ns)
+	create(brokerIn(ns, func(b *v1alpha1.MQTTBroker) {
+		clustered(1)(b)
+		// 50 % of 100m: an idle pod of a cluster (routes, pings, the
+		// operator's polls, the QoS 1 trickle below) stays well under
+		// it, a flooded one far above.
+		b.Spec.Resources.Requests[corev1.ResourceCPU] = resource.MustParse("100m")
+		b.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{MinReplicas: 1, MaxReplicas: 3, TargetCPUUtilizationPercentage: 50,
+			ScaleDownStabilizationSeconds: ptr.To(int32(0))}
+		if byConnections {
+			// The collector and the publisher, plus ten devices: 12
+			// clients at 4 a pod asks for 3 pods; the two alone for 1.
+			b.Spec.Autoscaling.TargetCPUUtilizationPercentage = 0
+			b.Spec.Autoscaling.TargetConnectionsPerPod = 4
+		}
+		b.Spec.Limits.MaxQueuedMessages = 20000
+	}), userIn(ns, "publisher"), userIn(ns, "collector"),
+		aclIn(ns, "data", v1alpha1.ACLSubjects{AllAuthenticated: true},
+			rule("data/#", v1alpha1.AccessPublishSubscribe, v1alpha1.EffectAllow), rule("load/#", v1alpha1.AccessPublish, v1alpha1.EffectAllow)))
+	deleteAtEnd(ns)
+	b := brokerIn(ns, nil)
+	waitReady(b, 3*time.Minute)
+	waitReady(userIn(ns, "publisher"), time.Minute)
+	waitReady(userIn(ns, "collector"), time.Minute)
+	service := nodeAddr(ns, "mqtt")
+	bg := &background{}
+	DeferCleanup(bg.run)
+	stop := make(chan struct{})
+	col := startCollector(bg, service, service, credentialsOf(ns, "collector"), "collector", "data/#", stop)
+	pub := startPublisher(bg, service, service, credentialsOf(ns, "publisher"), "data/seq")
+	DeferCleanup(func() {
+		pub.halt()
+		close(stop)
+		col.wait()
+	})
+	replicas := func() int32 {
+		got := brokerIn(ns, nil)
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(got), got); err != nil || got.Spec.Replicas == nil {
+			return -1
+		}
+		return *got.Spec.Replicas
+	}
+
+	loadStop := make(chan struct{})
+	var loaders sync.WaitGroup
+	if byConnections {
+		By("load: ten devices connect and stay, idle, until the autoscaler adds pods")
+		for i := range 10 {
+			loaders.Add(1)
+			go func() {
+				defer loaders.Done()
+				for {
+					c, err := dialLoop(bg, service, credentialsOf(ns, "publisher"), fmt.Sprintf("device-%d", i), mqtttest.Session{}, time.Minute, loadStop)
+					if err != nil {
+						return
+					}
+					select {
+					case <-loadStop:
+						_ = c.Disconnect(&paho.Disconnect{})
+						return
+					case <-c.Disconnected: // moved away: connect again through the Service
+					}
+				}
+			}()
+		}
+	} else {
 		By("load: QoS 0 floods from four clients until the autoscaler adds pods")
-		loadStop := make(chan struct{})
-		var loaders sync.WaitGroup
 		for i := range 4 {
 			loaders.Add(1)
 			go func() {
@@ -509,41 +551,55 @@ func clusterSpecs() {
 				}
 			}()
 		}
-		start := time.Now()
-		Eventually(replicas).WithTimeout(4*time.Minute).WithPolling(2*time.Second).Should(BeNumerically(">=", 2),
-			"the HorizontalPodAutoscaler did not scale the broker up")
-		up := time.Since(start)
-		n := replicas()
-		waitClustered(ns, n, 4*time.Minute)
-		GinkgoWriter.Printf("autoscaled 1 → %d in %v\n", n, up.Round(time.Second))
+	}
+	start := time.Now()
+	Eventually(replicas).WithTimeout(4*time.Minute).WithPolling(2*time.Second).Should(BeNumerically(">=", 2),
+		"the HorizontalPodAutoscaler did not scale the broker up")
+	up := time.Since(start)
+	n := replicas()
+	waitClustered(ns, n, 4*time.Minute)
+	GinkgoWriter.Printf("autoscaled 1 → %d in %v\n", n, up.Round(time.Second))
 
-		By("the load stops: the autoscaler removes pods, one a minute, each one drained")
-		close(loadStop)
-		loaders.Wait()
-		start = time.Now()
-		Eventually(func() error {
-			got := brokerIn(ns, nil)
-			if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(got), got); err != nil {
-				return err
-			}
-			if r := got.Spec.Replicas; r == nil || *r != 1 || got.Status.Replicas != 1 || got.Status.ReadyReplicas != 1 {
-				hpa := &autoscalingv2.HorizontalPodAutoscaler{}
-				_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(got), hpa)
-				return fmt.Errorf("spec.replicas %d, status %d/%d; autoscaler: metrics %+v, conditions %+v",
-					ptr.Deref(got.Spec.Replicas, -1), got.Status.ReadyReplicas, got.Status.Replicas, hpa.Status.CurrentMetrics, hpa.Status.Conditions)
-			}
-			return nil
-		}).WithTimeout(8*time.Minute).WithPolling(2*time.Second).Should(Succeed(), "the broker did not scale back to 1")
-		down := time.Since(start)
-		before := pub.ackedCount()
-		Eventually(pub.ackedCount).WithTimeout(time.Minute).Should(BeNumerically(">=", before+100), "publishing did not go on at 1 pod: %s", pub)
-		pub.halt()
+	By("the operator moves clients off pod 0 onto the new pods (spec.rebalance, on by default)")
+	var rebalanced *v1alpha1.RebalanceStatus
+	Eventually(func() error {
+		got := brokerIn(ns, nil)
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(got), got); err != nil {
+			return err
+		}
+		if rebalanced = got.Status.Rebalance; rebalanced == nil || rebalanced.Phase != v1alpha1.RebalanceDone || rebalanced.ClientsMoved == 0 {
+			return fmt.Errorf("status.rebalance %+v", rebalanced)
+		}
+		return nil
+	}).WithTimeout(4*time.Minute).WithPolling(2*time.Second).Should(Succeed(), "the clients were not spread over the pods")
+	GinkgoWriter.Printf("rebalanced: %d rounds, %d clients moved, clients per pod %v\n", rebalanced.Rounds, rebalanced.ClientsMoved, rebalanced.Clients)
 
-		By("the persistent subscriber received every acknowledged message")
-		col.expectAll(pub.ackedAfter(-1), time.Minute)
-		Expect(col.sessionsLost()).To(BeEmpty(), "reconnects that did not resume the session: %s", col)
-		GinkgoWriter.Printf("autoscaled 1 → %d in %v and back to 1 in %v; %s; %s\n", n, up.Round(time.Second), down.Round(time.Second), pub, col)
-	})
+	By("the load stops: the autoscaler removes pods, one a minute, each one drained")
+	close(loadStop)
+	loaders.Wait()
+	start = time.Now()
+	Eventually(func() error {
+		got := brokerIn(ns, nil)
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(got), got); err != nil {
+			return err
+		}
+		if r := got.Spec.Replicas; r == nil || *r != 1 || got.Status.Replicas != 1 || got.Status.ReadyReplicas != 1 {
+			hpa := &autoscalingv2.HorizontalPodAutoscaler{}
+			_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(got), hpa)
+			return fmt.Errorf("spec.replicas %d, status %d/%d; autoscaler: metrics %+v, conditions %+v",
+				ptr.Deref(got.Spec.Replicas, -1), got.Status.ReadyReplicas, got.Status.Replicas, hpa.Status.CurrentMetrics, hpa.Status.Conditions)
+		}
+		return nil
+	}).WithTimeout(8*time.Minute).WithPolling(2*time.Second).Should(Succeed(), "the broker did not scale back to 1")
+	down := time.Since(start)
+	before := pub.ackedCount()
+	Eventually(pub.ackedCount).WithTimeout(time.Minute).Should(BeNumerically(">=", before+100), "publishing did not go on at 1 pod: %s", pub)
+	pub.halt()
+
+	By("the persistent subscriber received every acknowledged message")
+	col.expectAll(pub.ackedAfter(-1), time.Minute)
+	Expect(col.sessionsLost()).To(BeEmpty(), "reconnects that did not resume the session: %s", col)
+	GinkgoWriter.Printf("autoscaled 1 → %d in %v and back to 1 in %v; %s; %s\n", n, up.Round(time.Second), down.Round(time.Second), pub, col)
 }
 
 func podName(i int) string { return fmt.Sprintf("telemetry-%d", i) }
