@@ -55,6 +55,7 @@ type MQTTBrokerReconciler struct {
 	pusher       *pusher
 	clusterWatch *clusterWatch
 	rebalancer   *rebalancer
+	scaling      scaleTracker
 	seen         transitions
 	terminating  terminatingNamespaces
 	bundleHashes bundleHashes
@@ -97,6 +98,7 @@ func (r *MQTTBrokerReconciler) reconcile(ctx context.Context, req ctrl.Request) 
 			r.bundleHashes.forget(req.NamespacedName)
 			r.clusterWatch.forget(req.NamespacedName)
 			r.rebalancer.forget(req.NamespacedName)
+			r.scaling.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -153,6 +155,7 @@ func (r *MQTTBrokerReconciler) reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.applyChildren(ctx, s, children); err != nil || (s.failure != nil && s.failure.reason != ReasonNotAllowed) {
 		return result, err
 	}
+	r.recordScaling(broker, s.sts, pods)
 	if err := r.syncPodMonitor(ctx, broker); err != nil {
 		return result, err
 	}
