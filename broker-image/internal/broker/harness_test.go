@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -192,6 +193,9 @@ type v5 struct {
 	disconnect chan *paho.Disconnect
 	closed     chan struct{}
 	raw        net.Conn // the connection, to drop it without a DISCONNECT
+	// dropped counts messages that did not fit in messages (a test that
+	// counts deliveries must see none).
+	dropped atomic.Int64
 }
 
 type v5opts struct {
@@ -244,6 +248,7 @@ func connectV5(t *testing.T, addr string, o v5opts) (*v5, error) {
 			select {
 			case c.messages <- pr.Packet:
 			default: // a flood the test does not read; never block the client
+				c.dropped.Add(1)
 			}
 			return true, nil
 		}},

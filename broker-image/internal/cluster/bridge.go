@@ -80,6 +80,9 @@ type bridge struct {
 	// subject (deliver.go), answerCount how many.
 	answers     map[string][]byte
 	answerCount int
+	// local are the clients' publishes not yet delivered here
+	// (publishing.go).
+	local localPubs
 }
 
 func newBridge(n *Node) *bridge {
@@ -93,7 +96,7 @@ func (b *bridge) ID() string { return "mqtt-operator-cluster" }
 func (b *bridge) Provides(x byte) bool {
 	switch x {
 	case mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPublish, mqtt.OnSelectSubscribers, mqtt.OnWillSent, mqtt.OnClientExpired, mqtt.OnDisconnect, mqtt.OnSessionEstablished,
-		mqtt.OnRetainMessage:
+		mqtt.OnRetainMessage, mqtt.OnPublished:
 		return true
 	}
 	return false
@@ -237,6 +240,9 @@ func (b *bridge) resubscribe(nc *nats.Conn) error {
 		if len(m.Data) > 0 {
 			b.n.learn(string(m.Data))
 		}
+		// After the sends under way: they chose their pods before this
+		// ping came (publishing.go).
+		b.n.sendsOut()
 		_ = m.Respond([]byte(b.n.nodeTok))
 	})
 	if err != nil {
@@ -372,7 +378,20 @@ func (b *bridge) OnRetainMessage(cl *mqtt.Client, _ packets.Packet, _ int64) {
 // (pipeline.go); the others wait here (mochi writes the acknowledgement
 // when this returns).
 func (b *bridge) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if localOnly(cl) || sysTopic(pk.TopicName) {
+	if localOnly(cl) {
+		return pk, nil
+	}
+	// Until mochi delivered it here (OnPublished): see publishing.go.
+	b.local.begin(cl)
+	pk, err := b.publish(cl, pk)
+	if err != nil {
+		b.local.end(cl, false) // mochi goes no further
+	}
+	return pk, err
+}
+
+func (b *bridge) publish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if sysTopic(pk.TopicName) {
 		return pk, nil
 	}
 	pipelined := b.pipelined(cl, pk)

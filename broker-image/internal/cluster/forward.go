@@ -83,6 +83,10 @@ func (n *Node) send(pk packets.Packet, wait bool, st *stamp) (*sent, error) {
 	}
 	subj := TopicSubject(pk.TopicName)
 	acc := n.srv.GlobalAccount()
+	// From choosing the pods until the message is sent to them: a barrier
+	// ping is answered after (publishing.go).
+	n.sending.RLock()
+	defer n.sending.RUnlock()
 	var targets []string
 	if k := n.known.Load(); k != nil {
 		for _, tok := range *k {

@@ -194,6 +194,14 @@ func (n *Node) released(m *nats.Msg) {
 	// hands every such message to the session before it goes.
 	n.barrier()
 	n.bridge.drained()
+	// A publish here that chose its pods before this pod knew the new
+	// pod's subscription goes to this session only: it must be in it
+	// before the rest is sent (publishing.go). Not in time: the session
+	// stays here, and the client tries again.
+	if !n.bridge.local.wait(2 * AckTimeout) {
+		n.log.Warn("cluster: a publish here was not delivered in time; the session stays here", "clientId", req.ID)
+		return
+	}
 	n.mq.UnsubscribeClient(mv.cl) // nothing more is queued here
 	err := n.sendQueued(nc, mv.cl, req.Inbox, func(pk *packets.Packet) bool { return !mv.sent[pk.PacketID] })
 	if err != nil {

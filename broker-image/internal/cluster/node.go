@@ -99,6 +99,10 @@ type Node struct {
 	adopting adoptions
 	// outboxes hold messages for unreachable pods (partition.go).
 	outboxes outboxes
+	// sending is read-held by a send from choosing its pods until the
+	// message is sent, write-held for a moment before a barrier ping is
+	// answered (publishing.go).
+	sending sync.RWMutex
 	// Sessions lets the broker's other hooks follow sessions that move
 	// between pods (move.go); set before Start.
 	Sessions SessionHooks

@@ -262,6 +262,7 @@ func (b *bridge) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 // PUBACKs owed on its connection.
 func (b *bridge) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	b.forget(cl)
+	b.local.end(cl, true)
 	s := &b.n.sess
 	s.mu.Lock()
 	if e := s.byID[cl.ID]; e != nil && e.cl == cl {

@@ -32,8 +32,10 @@ type OrderHook struct {
 
 	mu sync.Mutex
 	// handovers: resumed sessions between mochi's copy of the old queue
-	// and the new connection's OnSessionEstablished, by the new client.
+	// and the new connection's OnSessionEstablished, by the new client;
+	// byOld, the same by the old client, and for a minute after (done).
 	handovers map[*mqtt.Client]*handover
+	byOld     map[*mqtt.Client]*handover
 }
 
 // A message delivered to a session while mochi hands it to a new
@@ -43,15 +45,20 @@ type OrderHook struct {
 // The hook keeps what the old client held or was cleared of after the copy
 // and gives the new connection what it lacks (cluster tests:
 // TestClusterSessionMovingUnderLoadLosesNothing lost 1 in 1,500 without).
+// A delivery that found the old client before the new one was listed can
+// still come later than that (its goroutine was not scheduled for a few
+// milliseconds); it goes to the new client at once (OnQosPublish).
 type handover struct {
 	old     *mqtt.Client
+	next    *mqtt.Client // the new client, once done
 	since   time.Time
 	dropped []packets.Packet
+	done    bool // the new client got what the old one held
 }
 
 // NewOrderHook returns the hook for server.
 func NewOrderHook(server *mqtt.Server) *OrderHook {
-	return &OrderHook{server: server, now: time.Now, handovers: map[*mqtt.Client]*handover{}}
+	return &OrderHook{server: server, now: time.Now, handovers: map[*mqtt.Client]*handover{}, byOld: map[*mqtt.Client]*handover{}}
 }
 
 // ID names the hook.
@@ -59,7 +66,7 @@ func (h *OrderHook) ID() string { return "mqtt-operator-session-order" }
 
 // Provides lists the events the hook handles.
 func (h *OrderHook) Provides(b byte) bool {
-	return b == mqtt.OnSessionEstablish || b == mqtt.OnSessionEstablished || b == mqtt.OnQosDropped
+	return b == mqtt.OnSessionEstablish || b == mqtt.OnSessionEstablished || b == mqtt.OnQosDropped || b == mqtt.OnQosPublish
 }
 
 // OnSessionEstablish runs after authentication and before mochi copies the
@@ -70,12 +77,19 @@ func (h *OrderHook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		return // no session to resume: mochi discards the old queue
 	}
 	h.mu.Lock()
-	for next, ho := range h.handovers { // a connection that never got its CONNACK
+	for old, ho := range h.byOld { // done, or a connection that never got its CONNACK
 		if h.now().Sub(ho.since) > time.Minute {
-			delete(h.handovers, next)
+			delete(h.byOld, old)
+			for next, e := range h.handovers {
+				if e == ho {
+					delete(h.handovers, next)
+				}
+			}
 		}
 	}
-	h.handovers[cl] = &handover{old: existing, since: h.now()}
+	ho := &handover{old: existing, since: h.now()}
+	h.handovers[cl] = ho
+	h.byOld[existing] = ho
 	h.mu.Unlock()
 	queued := existing.State.Inflight.GetAll(false)
 	if len(queued) < 2 {
@@ -153,12 +167,28 @@ func (h *OrderHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, ho := range h.handovers {
-		if ho.old == cl {
-			ho.dropped = append(ho.dropped, pk)
-			return
-		}
+	if ho := h.byOld[cl]; ho != nil && !ho.done {
+		ho.dropped = append(ho.dropped, pk)
 	}
+}
+
+// OnQosPublish gives the new client a message delivered to the old one
+// after OnSessionEstablished took what it held. Before that, the message
+// stays with the old client, where OnSessionEstablished finds it.
+func (h *OrderHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
+	if !cl.IsTakenOver() || pk.FixedHeader.Type != packets.Publish {
+		return
+	}
+	h.mu.Lock()
+	var next *mqtt.Client
+	for ho := h.byOld[cl]; ho != nil && ho.done; ho = h.byOld[ho.next] {
+		next = ho.next // and on, should that one have been taken over too
+	}
+	h.mu.Unlock()
+	if next == nil || !cl.State.Inflight.Delete(pk.PacketID) {
+		return
+	}
+	give(next, pk)
 }
 
 // OnSessionEstablished gives the new connection of a resumed session the
@@ -167,28 +197,42 @@ func (h *OrderHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	h.mu.Lock()
 	ho := h.handovers[cl]
 	delete(h.handovers, cl)
+	if ho != nil {
+		ho.done, ho.next = true, cl // from now on OnQosPublish moves them
+	}
 	h.mu.Unlock()
 	if ho == nil {
 		return
 	}
-	late := append(ho.dropped, ho.old.State.Inflight.GetAll(false)...)
+	late := ho.dropped
+	for _, pk := range ho.old.State.Inflight.GetAll(false) {
+		if ho.old.State.Inflight.Delete(pk.PacketID) { // else OnQosPublish moved it
+			late = append(late, pk)
+		}
+	}
 	Sort(late)
 	for _, pk := range late {
-		if pk.FixedHeader.Type != packets.Publish {
-			continue
+		give(cl, pk)
+	}
+}
+
+// give adds a message of a resumed session's old client to cl's queue and
+// writes it, unless mochi copied it.
+func give(cl *mqtt.Client, pk packets.Packet) {
+	if pk.FixedHeader.Type != packets.Publish {
+		return
+	}
+	if have, ok := cl.State.Inflight.Get(pk.PacketID); ok {
+		if have.Created == pk.Created && have.TopicName == pk.TopicName && bytes.Equal(have.Payload, pk.Payload) {
+			return // copied by mochi
 		}
-		if have, ok := cl.State.Inflight.Get(pk.PacketID); ok {
-			if have.Created == pk.Created && have.TopicName == pk.TopicName && bytes.Equal(have.Payload, pk.Payload) {
-				continue // copied by mochi
-			}
-			id, err := cl.NextPacketID()
-			if err != nil {
-				continue
-			}
-			pk.PacketID = uint16(id)
+		id, err := cl.NextPacketID()
+		if err != nil {
+			return
 		}
-		if cl.State.Inflight.Set(pk) {
-			_ = cl.WritePacket(pk)
-		}
+		pk.PacketID = uint16(id)
+	}
+	if cl.State.Inflight.Set(pk) {
+		_ = cl.WritePacket(pk)
 	}
 }
