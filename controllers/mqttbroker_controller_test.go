@@ -200,7 +200,9 @@ func TestStatusTracksTheStatefulSet(t *testing.T) {
 		}
 		var reasons []string
 		for _, e := range list.Items {
-			if e.Regarding.Kind == "MQTTBroker" {
+			// Changes of replicas have their own events (TestScalingIsToldInEvents).
+			scale := e.Reason == ReasonScalingUp || e.Reason == ReasonScalingDown || e.Reason == ReasonScaled
+			if e.Regarding.Kind == "MQTTBroker" && !scale {
 				reasons = append(reasons, e.Reason)
 			}
 		}
