@@ -55,13 +55,15 @@ func TestParseFigures(t *testing.T) {
 type fakeBroker struct {
 	clients, received atomic.Int64
 	scrapes           atomic.Int64
+	// step is added to received at each scrape: messages between readings.
+	step atomic.Int64
 }
 
 func servePod(t *testing.T, name string) (*fakeBroker, *corev1.Pod, int) {
 	b := &fakeBroker{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		b.scrapes.Add(1)
-		_, _ = fmt.Fprintf(w, brokerMetrics, b.clients.Load(), b.received.Load())
+		_, _ = fmt.Fprintf(w, brokerMetrics, b.clients.Load(), b.received.Add(b.step.Load()))
 	}))
 	t.Cleanup(srv.Close)
 	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
@@ -97,9 +99,11 @@ func TestProviderServesClientsAndRates(t *testing.T) {
 	if err != nil || len(list.Items) != 1 || list.Items[0].Value.Value() != 42 || list.Items[0].DescribedObject.Name != "telemetry-0" {
 		t.Fatalf("clients: %+v, %v; want 42 for telemetry-0 only (telemetry-1 is pending)", list, err)
 	}
-	// The first rate needs two readings RateWindow apart.
-	go func() { time.Sleep(RateWindow / 2); b.received.Add(500) }()
+	// The first rate needs two readings RateWindow apart: 500 messages
+	// between them.
+	b.step.Store(500)
 	list, err = p.GetMetricBySelector(ctx, "tenant", sel, messages, labels.Everything())
+	b.step.Store(0)
 	if err != nil || len(list.Items) != 1 {
 		t.Fatalf("messages: %+v, %v", list, err)
 	}
